@@ -1,0 +1,44 @@
+"""CNN Lab: a browser lab for convolutional networks (Streamlit entry point).
+
+Kept light on purpose: no TensorFlow import here, so the home page opens in about a second.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="CNN Lab", page_icon="🧠", layout="wide")
+
+
+def home() -> None:
+    """Landing view: what the lab does and where to start."""
+    st.title("🧠 CNN Lab")
+    st.markdown(
+        "Learn, tweak and demo convolutional networks from your browser — "
+        "no notebook needed."
+    )
+    steps = [
+        ("🔍 Explore", "pages/explore.py", "look at a data set: class counts, samples, mean images."),
+        ("🧱 Configure", "pages/configure.py", "shape a CNN with sliders; see shapes and parameters live."),
+        ("🏋️ Train", "pages/train.py", "train it and watch loss and accuracy grow epoch by epoch."),
+        ("✏️ Draw & predict", "pages/predict.py", "draw a digit and watch the probabilities move."),
+        ("📊 Runs", "pages/runs.py", "compare runs, read their evaluation, download models."),
+    ]
+    cols = st.columns(len(steps))
+    for col, (label, path, text) in zip(cols, steps, strict=True):
+        with col, st.container(border=True):
+            st.page_link(path, label=label)
+            st.caption(text)
+    st.info(
+        "New here? Start with **Explore** on the bundled MNIST sample, then train the "
+        "`quick` preset — one epoch takes well under a minute on a laptop CPU."
+    )
+
+
+pages = [
+    st.Page(home, title="Home", icon="🏠", default=True),
+    st.Page("pages/explore.py", title="Explore", icon="🔍"),
+    st.Page("pages/configure.py", title="Configure", icon="🧱"),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
+    st.Page("pages/predict.py", title="Draw & predict", icon="✏️"),
+    st.Page("pages/runs.py", title="Runs", icon="📊"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,5 @@
+"""CNN Lab engine: data sets, model configs, training, runs, preprocessing and charts.
+
+Pure Python: nothing here imports streamlit, and Keras/TensorFlow are imported lazily
+inside the functions that need them.
+"""

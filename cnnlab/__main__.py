@@ -1,0 +1,100 @@
+"""Headless command line: ``python -m cnnlab SUBCOMMAND ... --json``.
+
+Every sub-command prints exactly one JSON object on stdout when given ``--json``;
+progress and logs go to stderr. Bad input exits with status 2 and a message.
+Heavy modules are imported inside the handlers so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+class CliError(Exception):
+    """A user error: printed as one line to stderr, exit status 2."""
+
+
+def emit(payload: dict[str, Any], as_json: bool) -> None:
+    """Print the result: one JSON object with --json, else a readable dump."""
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        for key, value in payload.items():
+            print(f"{key}: {value}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    raise CliError("datasets: not implemented yet")
+
+
+def cmd_presets(args: argparse.Namespace) -> dict[str, Any]:
+    raise CliError("presets: not implemented yet")
+
+
+def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
+    raise CliError("summary: not implemented yet")
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    raise CliError("train: not implemented yet")
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    raise CliError("predict: not implemented yet")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per command."""
+    p = argparse.ArgumentParser(prog="python -m cnnlab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("datasets", help="list data sets and whether they can be loaded here")
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("presets", help="list model presets with parameter counts")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("summary", help="layer shapes, parameters and memory of a config")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset")
+    src.add_argument("--config", help="a ModelConfig JSON file")
+    s.add_argument("--dataset", default=None)
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("train", help="train a preset or config on a data set")
+    s.add_argument("--dataset", required=True)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset")
+    src.add_argument("--config", help="a ModelConfig JSON file")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
+    s.add_argument("--runs-dir", default="runs")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="classify one image with a trained run")
+    s.add_argument("--run", required=True, help="a run directory")
+    s.add_argument("--image", required=True)
+    s.set_defaults(func=cmd_predict)
+
+    for action in sub.choices.values():
+        action.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    args = parser().parse_args(argv)
+    try:
+        emit(args.func(args), args.json)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
