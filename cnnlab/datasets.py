@@ -1,0 +1,469 @@
+"""Image data sets: a small registry, real Keras-style loaders, a bundled sample, user zips.
+
+Everything stays ``uint8`` of shape ``(n, h, w, c)`` in memory (CIFAR-10 train is about
+150 MB this way instead of 600 MB as float32); models rescale inside. Keras is imported
+only where a download is needed, so reading cached MNIST costs no TensorFlow start-up.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import posixpath
+import socket
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "mnist_sample.npz"
+
+# Where Keras publishes the files it downloads; get_file() uses these as `origin`.
+MNIST_ORIGIN = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+FASHION_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+CIFAR10_ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+# keras.datasets.cifar10.load_data() extracts its archive into this folder of the cache.
+CIFAR10_DIR = ("datasets", "cifar-10-batches-py-target", "cifar-10-batches-py")
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+# Limits for uploaded zips: the server caps uploads at 200 MB; these bound what we unpack.
+MAX_FILES = 20_000
+MAX_UNCOMPRESSED_BYTES = 1_000_000_000
+MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; guards decompression bombs per image
+MIN_SIZE, MAX_SIZE = 8, 256
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+class DatasetUnavailable(Exception):
+    """A data set cannot be loaded here; the message says which file to put where."""
+
+
+class BadUpload(ValueError):
+    """An uploaded zip cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a data set is: registry name, display title, class names and image shape."""
+
+    name: str
+    title: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded data set: uint8 images ``(n, h, w, c)`` and integer labels ``(n,)``."""
+
+    info: DatasetInfo
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+DIGITS = tuple(str(i) for i in range(10))
+REGISTRY: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", "MNIST digits", DIGITS, (28, 28, 1)),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist",
+        "Fashion-MNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (28, 28, 1),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10",
+        "CIFAR-10",
+        ("airplane", "automobile", "bird", "cat", "deer",
+         "dog", "frog", "horse", "ship", "truck"),
+        (32, 32, 3),
+    ),
+    "mnist_sample": DatasetInfo(
+        "mnist_sample", "MNIST sample (bundled, 6k/1k)", DIGITS, (28, 28, 1)
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- cache & network
+
+
+def keras_home() -> Path:
+    """The Keras cache folder: ``$KERAS_HOME`` or ``~/.keras`` (read now, not at import)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+_ONLINE: dict[str, tuple[float, bool]] = {}
+
+
+def _online(host: str, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to ``host:443`` opens within ``timeout`` seconds.
+
+    Why: urllib's download has no useful timeout on a black-holed network, so we never
+    start one before this short check passes. Answers are remembered for five minutes.
+    """
+    now = time.monotonic()
+    cached = _ONLINE.get(host)
+    if cached and now - cached[0] < 300:
+        return cached[1]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            ok = True
+    except OSError:
+        ok = False
+    _ONLINE[host] = (now, ok)
+    return ok
+
+
+def _host(url: str) -> str:
+    return url.split("/")[2]
+
+
+def _cached_file(fname: str, origin: str, subdir: str) -> Path:
+    """Path of a Keras-cached data file, downloading it with keras.utils.get_file if online.
+
+    The cache is checked first: get_file() would return the same path without
+    downloading, but it silently swaps a read-only KERAS_HOME for /tmp/.keras and then
+    downloads, and offline that can hang. So get_file runs only for a real download.
+    """
+    local = keras_home() / subdir / fname
+    if local.is_file():
+        return local
+    if not _online(_host(origin)):
+        raise DatasetUnavailable(
+            f"{fname} is not in {local.parent} and the internet is not reachable: "
+            f"download it from {origin}{fname} and put it there (or set KERAS_HOME to a "
+            f"folder whose {subdir} has it)."
+        )
+    import keras
+
+    return Path(keras.utils.get_file(fname, origin=origin + fname, cache_subdir=subdir,
+                                     cache_dir=str(keras_home())))
+
+
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    """The payload of a gzipped IDX file as a flat uint8 array (header skipped)."""
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+
+# ---------------------------------------------------------------------------- loaders
+
+
+def _load_mnist() -> tuple[np.ndarray, ...]:
+    # Keras' own mnist loader wants a hash-checked mnist.npz; read the four IDX files instead,
+    # the way keras.datasets.fashion_mnist does.
+    xtr, ytr, xte, yte = (_cached_file(f, MNIST_ORIGIN, "datasets/mnist") for f in IDX_FILES)
+    y_train, y_test = _read_idx(ytr, 8), _read_idx(yte, 8)
+    x_train = _read_idx(xtr, 16).reshape(len(y_train), 28, 28, 1)
+    x_test = _read_idx(xte, 16).reshape(len(y_test), 28, 28, 1)
+    return x_train, y_train, x_test, y_test
+
+
+def _load_fashion_mnist() -> tuple[np.ndarray, ...]:
+    folder = keras_home() / "datasets" / "fashion-mnist"
+    missing = [f for f in IDX_FILES if not (folder / f).is_file()]
+    if missing and not _online(_host(FASHION_ORIGIN)):
+        raise DatasetUnavailable(
+            f"{missing[0]} is not in {folder} and the internet is not reachable: download "
+            f"the four Fashion-MNIST .gz files from {FASHION_ORIGIN} and put them there."
+        )
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    return x_train[..., None], y_train, x_test[..., None], y_test
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images (n, 32, 32, 3) uint8 and labels (n,) uint8."""
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")  # the user's own Keras cache, like Keras does
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    # Rows are 3072 bytes: the red plane, then green, then blue, each 32x32 row-major.
+    x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return x, np.asarray(batch[b"labels"], dtype=np.uint8)
+
+
+def _load_cifar10() -> tuple[np.ndarray, ...]:
+    folder = keras_home().joinpath(*CIFAR10_DIR)
+    if all((folder / b).is_file() for b in CIFAR10_BATCHES):
+        # Already extracted by an earlier keras.datasets.cifar10.load_data() (or by hand):
+        # read the batches straight into one uint8 array. Keras would re-hash the 170 MB
+        # archive and re-extract it, and it re-downloads when only the folder is there.
+        parts = [_read_cifar_batch(folder / b) for b in CIFAR10_BATCHES[:5]]
+        x_train = np.concatenate([p[0] for p in parts])
+        y_train = np.concatenate([p[1] for p in parts])
+        x_test, y_test = _read_cifar_batch(folder / "test_batch")
+        return x_train, y_train, x_test, y_test
+    archive = folder.parents[1] / "cifar-10-batches-py-target_archive"
+    if not archive.is_file() and not _online(_host(CIFAR10_ORIGIN)):
+        raise DatasetUnavailable(
+            f"CIFAR-10 is not in {folder} and the internet is not reachable: download "
+            f"{CIFAR10_ORIGIN} and extract it into {folder.parent} (giving "
+            "cifar-10-batches-py/data_batch_1..5 and test_batch)."
+        )
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    # load_data returns transposed views; make them contiguous for fast batch slicing.
+    return (np.ascontiguousarray(x_train), y_train.reshape(-1),
+            np.ascontiguousarray(x_test), y_test.reshape(-1))
+
+
+def _load_sample() -> tuple[np.ndarray, ...]:
+    if not SAMPLE_PATH.is_file():
+        raise DatasetUnavailable(
+            f"The bundled sample {SAMPLE_PATH} is missing: run "
+            "`python scripts/make_mnist_sample.py` to rebuild it."
+        )
+    with np.load(SAMPLE_PATH) as z:
+        return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+
+
+_LOADERS = {
+    "mnist": _load_mnist,
+    "fashion_mnist": _load_fashion_mnist,
+    "cifar10": _load_cifar10,
+    "mnist_sample": _load_sample,
+}
+
+
+def load(name: str) -> Dataset:
+    """Load a registry data set as uint8 arrays; raises DatasetUnavailable if it cannot."""
+    if name not in REGISTRY:
+        raise DatasetUnavailable(
+            f"Unknown data set {name!r}: choose one of {', '.join(REGISTRY)}."
+        )
+    try:
+        x_train, y_train, x_test, y_test = _LOADERS[name]()
+    except DatasetUnavailable:
+        raise
+    except Exception as exc:  # a failed download or a damaged cache file
+        raise DatasetUnavailable(
+            f"{REGISTRY[name].title} could not be loaded from {keras_home()} ({exc}); "
+            "check or replace its files there."
+        ) from exc
+    return Dataset(REGISTRY[name], x_train, y_train, x_test, y_test)
+
+
+def _cached(name: str) -> bool:
+    home = keras_home()
+    if name == "mnist":
+        return all((home / "datasets" / "mnist" / f).is_file() for f in IDX_FILES)
+    if name == "fashion_mnist":
+        return all((home / "datasets" / "fashion-mnist" / f).is_file() for f in IDX_FILES)
+    if name == "cifar10":
+        folder = home.joinpath(*CIFAR10_DIR)
+        return all((folder / b).is_file() for b in CIFAR10_BATCHES) or (
+            folder.parents[1] / "cifar-10-batches-py-target_archive").is_file()
+    return SAMPLE_PATH.is_file()
+
+
+def available() -> dict[str, bool]:
+    """Which registry data sets can be loaded here now (cached, or downloadable)."""
+    origins = {"mnist": MNIST_ORIGIN, "fashion_mnist": FASHION_ORIGIN, "cifar10": CIFAR10_ORIGIN}
+    return {
+        name: _cached(name) or (name in origins and _online(_host(origins[name])))
+        for name in REGISTRY
+    }
+
+
+def default_name() -> str:
+    """"mnist" when its files are in the Keras cache, else the bundled "mnist_sample".
+
+    Only the cache counts (no network check), so the first page opens fast and offline.
+    """
+    return "mnist" if _cached("mnist") else "mnist_sample"
+
+
+# ---------------------------------------------------------------------------- splits
+
+
+def train_val_split(
+    x: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded split into (x_train, y_train, x_val, y_val), both shuffled.
+
+    Each class gives ``round(n_class * val_fraction)`` samples to validation (at least one
+    when it has two or more), so class proportions match in both parts.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y).reshape(-1)
+    val_parts, train_parts = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val_parts.append(idx[:n_val])
+        train_parts.append(idx[n_val:])
+    tr = rng.permutation(np.concatenate(train_parts))
+    va = rng.permutation(np.concatenate(val_parts))
+    return x[tr], y[tr], x[va], y[va]
+
+
+def subset(ds: Dataset, limit: int) -> Dataset:
+    """The first ``limit`` training samples taken round-robin over classes (test set kept).
+
+    Keeps classes balanced for quick runs; the chosen samples stay in their original order.
+    """
+    if limit >= len(ds.y_train):
+        return ds
+    y = np.asarray(ds.y_train).reshape(-1)
+    rank = np.empty(len(y), dtype=np.int64)  # k-th occurrence of its class
+    for label in np.unique(y):
+        where = np.flatnonzero(y == label)
+        rank[where] = np.arange(len(where))
+    chosen = np.sort(np.lexsort((np.arange(len(y)), rank))[:limit])
+    return Dataset(ds.info, ds.x_train[chosen], ds.y_train[chosen], ds.x_test, ds.y_test)
+
+
+# ---------------------------------------------------------------------------- user zips
+
+
+def _member_problem(name: str) -> str | None:
+    """Why a zip member name is unsafe, or None. Names never reach the file system anyway."""
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "is an absolute path"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "points outside the zip with '..'"
+    return None
+
+
+def _skipped(name: str) -> bool:
+    """Folders and the junk that zip tools add (macOS forks, hidden files, Thumbs.db)."""
+    parts = name.split("/")
+    return (name.endswith("/") or parts[0] == "__MACOSX" or parts[-1].startswith(".")
+            or parts[-1].lower() in ("thumbs.db", "desktop.ini"))
+
+
+def _decode(raw: bytes, name: str, size: tuple[int, int], grayscale: bool) -> np.ndarray:
+    """One image member → uint8 (h, w, c), converted and resized; BadUpload if unusable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            w, h = im.size  # read from the header only; pixels are not decoded yet
+            if w * h > MAX_IMAGE_PIXELS:
+                raise BadUpload(
+                    f"{name} is {w}x{h} pixels; at most {MAX_IMAGE_PIXELS:,} pixels per "
+                    "image are allowed: shrink it and zip again."
+                )
+            im.draft("RGB", (size[1], size[0]))  # JPEG: decode at reduced scale, faster
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                im = Image.new("RGBA", rgba.size, "white")
+                im.alpha_composite(rgba)  # transparent parts become white, not black
+            im = im.convert("L" if grayscale else "RGB")
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except BadUpload:
+        raise
+    except Exception as exc:  # Pillow raises many kinds for corrupt data
+        raise BadUpload(
+            f"{name} is not a readable image ({type(exc).__name__}); allowed are "
+            f"{', '.join(IMAGE_EXTENSIONS)} files: replace or remove it and zip again."
+        ) from exc
+    return arr[..., None] if grayscale else arr
+
+
+def load_zip(
+    data: bytes,
+    size: tuple[int, int],
+    grayscale: bool,
+    name: str = "folder",
+    test_fraction: float = 0.2,
+) -> Dataset:
+    """A data set from a zip of images with one sub-folder per class.
+
+    The class of an image is the folder it sits in (so ``train/cat/1.png`` and
+    ``test/cat/2.png`` are both "cat"); images of any size or colour mode are converted
+    and resized to ``size`` = (height, width), then split stratified into train/test.
+    Members are read in memory; nothing is extracted or written anywhere.
+    Raises BadUpload naming the problem.
+    """
+    h, w = size
+    if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
+        raise BadUpload(
+            f"Image size {h}x{w} is not allowed: choose between {MIN_SIZE} and {MAX_SIZE}."
+        )
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise BadUpload(
+            f"The upload ({len(data):,} bytes) is not a zip file: zip a folder that holds "
+            "one sub-folder of images per class and upload that."
+        ) from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_FILES:
+            raise BadUpload(
+                f"The zip holds {len(infos):,} entries; at most {MAX_FILES:,} are allowed: "
+                "upload fewer images."
+            )
+        total = sum(i.file_size for i in infos)
+        if total > MAX_UNCOMPRESSED_BYTES:
+            raise BadUpload(
+                f"The zip unpacks to {total:,} bytes; at most {MAX_UNCOMPRESSED_BYTES:,} "
+                "are allowed: upload fewer or smaller images."
+            )
+        images: list[np.ndarray] = []
+        labels: list[str] = []
+        for info in infos:
+            member = info.filename
+            problem = _member_problem(member)
+            if problem:
+                raise BadUpload(
+                    f"The zip entry {member!r} {problem}; only relative paths inside the "
+                    "zip are allowed: zip the folder again with a normal zip tool."
+                )
+            if _skipped(member):
+                continue
+            if not member.lower().endswith(IMAGE_EXTENSIONS):
+                raise BadUpload(
+                    f"{member} is not an image; allowed are {', '.join(IMAGE_EXTENSIONS)} "
+                    "files: remove it and zip again."
+                )
+            folder = posixpath.dirname(member)
+            if not folder:
+                raise BadUpload(
+                    f"{member} is not in a class folder; put each class's images in its "
+                    "own sub-folder (e.g. cats/1.jpg, dogs/1.jpg) and zip again."
+                )
+            # ZipExtFile stops at the declared size, so the total check above holds.
+            images.append(_decode(zf.read(info), member, size, grayscale))
+            labels.append(posixpath.basename(folder))
+    class_names = tuple(sorted(set(labels)))
+    counts = {c: labels.count(c) for c in class_names}
+    if len(class_names) < 2:
+        found = f"only the class {class_names[0]!r}" if class_names else "no images"
+        raise BadUpload(
+            f"The zip has {found}; at least 2 class folders with 2 or more images each "
+            "are needed: add another class folder and zip again."
+        )
+    small = [c for c, n in counts.items() if n < 2]
+    if small:
+        raise BadUpload(
+            f"Class {small[0]!r} has {counts[small[0]]} image; every class needs at least 2 "
+            "(one for training, one for testing): add images to it or remove it."
+        )
+    x = np.stack(images)
+    y = np.array([class_names.index(c) for c in labels], dtype=np.uint8 if len(
+        class_names) <= 255 else np.int64)
+    x_train, y_train, x_test, y_test = train_val_split(x, y, test_fraction, seed=42)
+    info = DatasetInfo(name, "Your images", class_names, (h, w, 1 if grayscale else 3))
+    return Dataset(info, x_train, y_train, x_test, y_test)
+
