@@ -1,0 +1,495 @@
+"""Model configuration: frozen dataclasses, JSON round trip, validation and presets.
+
+A ``ModelConfig`` describes a plain CNN the way the reference notebooks build one:
+conv blocks (each: ``convs`` × Conv2D [+ BatchNorm], then optional max-pool and dropout),
+then Flatten (or global average pooling), optional dropout, dense layers and a softmax head.
+Everything is hashable (tuples, not lists) so configs can key caches.
+
+No Keras import here: the Configure page validates and traces shapes without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+ACTIVATIONS = ("relu", "elu", "gelu", "selu", "swish", "tanh", "sigmoid", "leaky_relu")
+INITIALIZERS = ("he_normal", "he_uniform", "glorot_uniform", "glorot_normal")
+OPTIMIZERS = ("adam", "nadam", "sgd", "rmsprop")
+PADDINGS = ("same", "valid")
+
+# Image shape (h, w, c) of the built-in data sets, used when cnnlab.datasets is not importable.
+_FALLBACK_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (28, 28, 1),
+    "mnist_sample": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+}
+# Data sets of hand-written digits: a horizontal flip turns a digit into a non-digit.
+DIGIT_DATASETS = ("mnist", "mnist_sample")
+
+
+class ConfigError(ValueError):
+    """A config dict or JSON text that cannot become a ModelConfig."""
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """``convs`` Conv2D layers (stride applies to the first), each optionally followed by
+    BatchNormalization, then MaxPool2D(pool) when pool > 0, then Dropout when dropout > 0."""
+
+    filters: int = 32
+    kernel_size: int = 3
+    stride: int = 1
+    padding: str = "same"
+    activation: str = "relu"
+    convs: int = 1
+    batch_norm: bool = False
+    pool: int = 2
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """A hidden Dense layer, optionally followed by BatchNormalization (seed 002) and Dropout."""
+
+    units: int = 128
+    dropout: float = 0.0
+    activation: str = "relu"
+    batch_norm: bool = False
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Keras preprocessing layers active only in training.
+
+    flip: random horizontal flip; translate: fraction of height/width;
+    rotate: fraction of a full turn (Keras RandomRotation factor, 0.05 ≈ ±18°).
+    """
+
+    flip: bool = False
+    translate: float = 0.0
+    rotate: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True when at least one augmentation layer would be added."""
+        return self.flip or self.translate > 0 or self.rotate > 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build, compile and train one CNN."""
+
+    blocks: tuple[ConvBlock, ...] = (ConvBlock(),)
+    dense: tuple[DenseLayer, ...] = (DenseLayer(),)
+    flatten_dropout: float = 0.0
+    global_pool: bool = False
+    initializer: str = "he_normal"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    lr_decay_rate: float | None = None
+    lr_decay_steps: int = 1000
+    batch_size: int = 64
+    epochs: int = 10
+    patience: int = 3  # early-stopping patience in epochs; 0 = no early stopping
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (lists instead of tuples)."""
+        d = asdict(self)
+        d["blocks"] = [dict(b) for b in d["blocks"]]
+        d["dense"] = [dict(x) for x in d["dense"]]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelConfig:
+        """Build a config from a dict as written by ``to_dict``; missing keys take defaults.
+
+        Raises ConfigError naming the bad key and what was expected.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
+        kwargs = _convert(cls, data, "config", skip=("blocks", "dense", "augmentation"))
+        if "blocks" in data:
+            kwargs["blocks"] = tuple(
+                ConvBlock(**_convert(ConvBlock, b, f"block {i}"))
+                for i, b in enumerate(_as_list(data["blocks"], "blocks"), start=1)
+            )
+        if "dense" in data:
+            kwargs["dense"] = tuple(
+                DenseLayer(**_convert(DenseLayer, x, f"dense layer {i}"))
+                for i, x in enumerate(_as_list(data["dense"], "dense"), start=1)
+            )
+        if "augmentation" in data:
+            kwargs["augmentation"] = Augmentation(
+                **_convert(Augmentation, data["augmentation"], "augmentation")
+            )
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        """Pretty JSON text of ``to_dict``."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelConfig:
+        """Parse JSON text; raises ConfigError (never JSONDecodeError) on bad input."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"not valid JSON ({exc}); upload a file saved by CNN Lab") from exc
+        return cls.from_dict(data)
+
+
+def _as_list(value: Any, key: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"'{key}' must be a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _convert(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check keys and coerce scalar values to the type of each field's default."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(known)}"
+        )
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in skip:
+            continue
+        f = known[name]
+        if name == "lr_decay_rate":
+            default: Any = 0.0  # float | None
+            if value is None:
+                out[name] = None
+                continue
+        else:
+            default = f.default
+        kind = type(default)
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: '{name}' must be true or false, got {value!r}")
+            out[name] = value
+        elif kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where}: '{name}' must be a number, got {value!r}")
+            if kind is int and value != int(value):
+                raise ConfigError(f"{where}: '{name}' must be a whole number, got {value!r}")
+            out[name] = kind(value)
+        elif kind is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: '{name}' must be a string, got {value!r}")
+            out[name] = value
+        else:  # pragma: no cover - every field is covered above
+            out[name] = value
+    return out
+
+
+# --- shapes -------------------------------------------------------------------------------
+
+
+def input_shape_for(dataset_name: str) -> tuple[int, int, int]:
+    """Image shape (h, w, c) of a registered data set; (28, 28, 1) when unknown."""
+    try:
+        from cnnlab import datasets
+
+        info = datasets.REGISTRY.get(dataset_name)
+        if info is not None:
+            return tuple(info.image_shape)  # type: ignore[return-value]
+    except (ImportError, AttributeError):
+        pass
+    return _FALLBACK_SHAPES.get(dataset_name, (28, 28, 1))
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Output length of a convolution along one axis (Keras rules)."""
+    if padding == "same":
+        return math.ceil(size / stride)
+    return (size - kernel) // stride + 1 if size >= kernel else 0
+
+
+def pool_out(size: int, pool: int) -> int:
+    """Output length of MaxPool2D(pool) (stride = pool, padding 'valid') along one axis."""
+    return size // pool if pool > 0 else size
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
+    """Every problem with ``config`` for images of ``input_shape``, in words; [] when valid."""
+    problems: list[str] = []
+
+    def check_dropout(rate: float, where: str) -> None:
+        if not 0.0 <= rate < 1.0:
+            problems.append(
+                f"{where}: dropout {rate:g} is outside [0, 1); use 0 for none, at most 0.9"
+            )
+
+    def check_choice(value: str, allowed: tuple[str, ...], what: str, where: str) -> None:
+        if value not in allowed:
+            choices = ", ".join(allowed)
+            problems.append(f"{where}: unknown {what} '{value}'; choose one of {choices}")
+
+    h, w = int(input_shape[0]), int(input_shape[1])
+    if not config.blocks:
+        problems.append("no conv blocks: add at least one block")
+    for i, b in enumerate(config.blocks, start=1):
+        where = f"block {i}"
+        check_choice(b.padding, PADDINGS, "padding", where)
+        check_choice(b.activation, ACTIVATIONS, "activation", where)
+        check_dropout(b.dropout, where)
+        bad = False
+        for name, value, low in (
+            ("filters", b.filters, 1), ("kernel size", b.kernel_size, 1),
+            ("stride", b.stride, 1), ("convs", b.convs, 1), ("pool", b.pool, 0),
+        ):
+            if value < low:
+                problems.append(f"{where}: {name} is {value}; it must be at least {low}")
+                bad = True
+        if bad or h < 1 or w < 1:
+            continue  # shapes cannot be traced past a broken block or an empty map
+        for c in range(1, b.convs + 1):
+            stride = b.stride if c == 1 else 1
+            if b.padding == "valid" and (h < b.kernel_size or w < b.kernel_size):
+                problems.append(
+                    f"{where}: the feature map is {h}×{w} before a {b.kernel_size}×"
+                    f"{b.kernel_size} conv with padding='valid'; use a smaller kernel, "
+                    "padding='same' or fewer pools"
+                )
+                h = w = 0
+                break
+            h, w = conv_out(h, b.kernel_size, stride, b.padding), conv_out(
+                w, b.kernel_size, stride, b.padding
+            )
+        if h < 1 or w < 1:
+            continue
+        if b.pool > 0:
+            if h < b.pool or w < b.pool:
+                problems.append(
+                    f"{where}: the feature map is {h}×{w} before a {b.pool}×{b.pool} pool; "
+                    "remove a pool or use padding='same'"
+                )
+                h = w = 0
+                continue
+            h, w = pool_out(h, b.pool), pool_out(w, b.pool)
+    check_dropout(config.flatten_dropout, "before the head")
+    for i, d in enumerate(config.dense, start=1):
+        where = f"dense layer {i}"
+        if d.units < 1:
+            problems.append(f"{where}: units is {d.units}; it must be at least 1")
+        check_dropout(d.dropout, where)
+        check_choice(d.activation, ACTIVATIONS, "activation", where)
+    check_choice(config.initializer, INITIALIZERS, "initializer", "model")
+    check_choice(config.optimizer, OPTIMIZERS, "optimizer", "model")
+    if not config.learning_rate > 0:
+        problems.append(
+            f"learning rate is {config.learning_rate:g}; it must be above 0 (try 0.001)"
+        )
+    elif config.learning_rate > 1:
+        problems.append(
+            f"learning rate {config.learning_rate:g} is absurdly large (> 1); "
+            "training would diverge, try 0.001"
+        )
+    if config.lr_decay_rate is not None:
+        if not 0 < config.lr_decay_rate <= 1:
+            problems.append(
+                f"lr decay rate is {config.lr_decay_rate:g}; it must be in (0, 1] (e.g. 0.9)"
+            )
+        if config.lr_decay_steps < 1:
+            problems.append(f"lr decay steps is {config.lr_decay_steps}; it must be at least 1")
+    if config.batch_size < 1:
+        problems.append(f"batch size is {config.batch_size}; it must be at least 1")
+    if config.epochs < 1:
+        problems.append(f"epochs is {config.epochs}; it must be at least 1")
+    if config.patience < 0:
+        problems.append(f"patience is {config.patience}; use 0 or more epochs")
+    aug = config.augmentation
+    if not 0 <= aug.translate < 1:
+        problems.append(f"augmentation: translate {aug.translate:g} must be in [0, 1)")
+    if not 0 <= aug.rotate <= 0.5:
+        problems.append(
+            f"augmentation: rotate {aug.rotate:g} must be in [0, 0.5] (a fraction of a turn)"
+        )
+    return problems
+
+
+def advice(config: ModelConfig, dataset_name: str) -> list[str]:
+    """Warnings that do not block training (e.g. flipping digits)."""
+    notes: list[str] = []
+    if config.augmentation.flip and dataset_name in DIGIT_DATASETS:
+        notes.append(
+            "random horizontal flip on digits: a mirrored 2, 3 or 7 is not a digit; "
+            "consider turning flip off"
+        )
+    return notes
+
+
+# --- presets ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named config with the data set its parameter count refers to."""
+
+    name: str
+    description: str
+    dataset: str
+    config: ModelConfig
+
+
+def _blocks(*specs: tuple[int, int], **common: Any) -> tuple[ConvBlock, ...]:
+    """Blocks from (filters, convs) pairs sharing the other settings."""
+    return tuple(ConvBlock(filters=f, convs=n, **common) for f, n in specs)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "quick",
+            "Small and fast: conv16-pool-conv32-pool-dense64; one MNIST epoch in seconds on a CPU.",
+            "mnist",
+            ModelConfig(
+                blocks=(ConvBlock(filters=16), ConvBlock(filters=32)),
+                dense=(DenseLayer(64),),
+                optimizer="adam",
+                learning_rate=2e-3,
+                batch_size=128,
+                epochs=3,
+                patience=2,
+            ),
+        ),
+        Preset(
+            "seed000-mnist",
+            "Notebook 000: Conv32-Conv64-Pool-Dropout .25-Dense128-Dropout .5, Nadam.",
+            "mnist",
+            ModelConfig(
+                blocks=(ConvBlock(filters=32, pool=0), ConvBlock(filters=64)),
+                dense=(DenseLayer(128, dropout=0.5),),
+                flatten_dropout=0.25,
+                optimizer="nadam",
+                batch_size=32,
+                epochs=20,
+                patience=3,
+            ),
+        ),
+        Preset(
+            "seed000-fashion-deep",
+            "Notebook 000 (Fashion): Conv64 k7-Pool-Conv128×2-Pool-Conv256×2-Pool-"
+            "Dense128-Dense64, dropout .5, Nadam.",
+            "fashion_mnist",
+            ModelConfig(
+                blocks=(ConvBlock(filters=64, kernel_size=7),) + _blocks((128, 2), (256, 2)),
+                dense=(DenseLayer(128, dropout=0.5), DenseLayer(64, dropout=0.5)),
+                optimizer="nadam",
+                batch_size=32,
+                epochs=20,
+                patience=3,
+            ),
+        ),
+        Preset(
+            "seed001-cifar10",
+            "Notebook 001: Conv32×2-Pool-Conv64×2-Pool-Conv128×2-Pool-Dropout .5-"
+            "Dense300-Dropout .3, Adam, batch 64.",
+            "cifar10",
+            ModelConfig(
+                blocks=_blocks((32, 2), (64, 2), (128, 2)),
+                dense=(DenseLayer(300, dropout=0.3),),
+                flatten_dropout=0.5,
+                initializer="glorot_uniform",
+                optimizer="adam",
+                batch_size=64,
+                epochs=30,
+                patience=5,
+            ),
+        ),
+        Preset(
+            "seed003-fashion",
+            "Notebook 003: Conv32-Pool-Conv64-Pool-Dense100-Dropout .4, Adam.",
+            "fashion_mnist",
+            ModelConfig(
+                blocks=(ConvBlock(filters=32), ConvBlock(filters=64)),
+                dense=(DenseLayer(100, dropout=0.4),),
+                initializer="glorot_uniform",
+                optimizer="adam",
+                batch_size=32,
+                epochs=20,
+                patience=2,
+            ),
+        ),
+        Preset(
+            "best-mnist",
+            "Strong MNIST: 2×(Conv×2 + BatchNorm + Pool + Dropout), shifts and small "
+            "rotations (no flips), Adam with decay.",
+            "mnist",
+            ModelConfig(
+                blocks=_blocks((32, 2), (64, 2), batch_norm=True, dropout=0.25),
+                dense=(DenseLayer(128, dropout=0.4, batch_norm=True),),
+                optimizer="adam",
+                learning_rate=2e-3,
+                lr_decay_rate=0.8,
+                lr_decay_steps=1000,
+                batch_size=128,
+                epochs=15,
+                patience=4,
+                augmentation=Augmentation(translate=0.1, rotate=0.03),
+            ),
+        ),
+        Preset(
+            "best-fashion",
+            "Strong Fashion-MNIST: 3×(Conv×2 + BatchNorm + Pool + Dropout), flips and "
+            "small shifts, Adam with decay.",
+            "fashion_mnist",
+            ModelConfig(
+                blocks=_blocks((32, 2), (64, 2), (128, 2), batch_norm=True, dropout=0.25),
+                dense=(DenseLayer(256, dropout=0.5, batch_norm=True),),
+                optimizer="adam",
+                learning_rate=1e-3,
+                lr_decay_rate=0.85,
+                lr_decay_steps=1000,
+                batch_size=128,
+                epochs=30,
+                patience=5,
+                augmentation=Augmentation(flip=True, translate=0.05),
+            ),
+        ),
+        Preset(
+            "best-cifar10",
+            "Strong CIFAR-10 (GPU): 3×(Conv×2 + BatchNorm + Pool + Dropout) 64-128-256, "
+            "flips, shifts, Adam with decay.",
+            "cifar10",
+            ModelConfig(
+                blocks=(
+                    ConvBlock(filters=64, convs=2, batch_norm=True, dropout=0.2),
+                    ConvBlock(filters=128, convs=2, batch_norm=True, dropout=0.3),
+                    ConvBlock(filters=256, convs=2, batch_norm=True, dropout=0.4),
+                ),
+                dense=(DenseLayer(256, dropout=0.5, batch_norm=True),),
+                optimizer="adam",
+                learning_rate=1e-3,
+                lr_decay_rate=0.8,
+                lr_decay_steps=2000,
+                batch_size=64,
+                epochs=60,
+                patience=8,
+                augmentation=Augmentation(flip=True, translate=0.1),
+            ),
+        ),
+    )
+}
+
+_DEFAULTS = {"fashion_mnist": "best-fashion", "cifar10": "best-cifar10"}
+
+
+def default_preset(dataset_name: str | None) -> str:
+    """Preset to start from for a data set: ``quick`` for MNIST (a first run in well under a
+    minute on a CPU) and unknown/uploaded data, the strong preset for Fashion-MNIST/CIFAR-10."""
+    return _DEFAULTS.get(dataset_name or "", "quick")
+

@@ -1,0 +1,156 @@
+"""ModelConfig: JSON round trip, validation messages, presets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from cnnlab.config import (
+    PRESETS,
+    Augmentation,
+    ConfigError,
+    ConvBlock,
+    DenseLayer,
+    ModelConfig,
+    advice,
+    default_preset,
+    input_shape_for,
+    validate,
+)
+
+MNIST = (28, 28, 1)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_round_trips_through_json_and_is_valid(name: str) -> None:
+    preset = PRESETS[name]
+    config = preset.config
+    assert ModelConfig.from_json(config.to_json()) == config
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert hash(config) == hash(ModelConfig.from_json(config.to_json()))
+    assert validate(config, input_shape_for(preset.dataset)) == []
+
+
+def test_all_agreed_preset_names_exist() -> None:
+    assert set(PRESETS) == {
+        "quick", "seed000-mnist", "seed000-fashion-deep", "seed001-cifar10",
+        "seed003-fashion", "best-mnist", "best-fashion", "best-cifar10",
+    }
+    for name, preset in PRESETS.items():
+        assert preset.name == name and preset.description
+
+
+def test_default_preset_per_dataset() -> None:
+    assert default_preset("mnist") == "quick"
+    assert default_preset("mnist_sample") == "quick"
+    assert default_preset("fashion_mnist") == "best-fashion"
+    assert default_preset("cifar10") == "best-cifar10"
+    assert default_preset("my_upload") in PRESETS
+    assert default_preset(None) in PRESETS
+
+
+def test_best_digits_preset_does_not_flip() -> None:
+    assert not PRESETS["best-mnist"].config.augmentation.flip
+    assert advice(PRESETS["best-mnist"].config, "mnist") == []
+    flipped = replace(PRESETS["quick"].config, augmentation=Augmentation(flip=True))
+    assert any("flip" in note for note in advice(flipped, "mnist"))
+    assert advice(flipped, "cifar10") == []
+
+
+def test_missing_keys_take_defaults() -> None:
+    config = ModelConfig.from_dict({"blocks": [{"filters": 8}], "learning_rate": 0.01})
+    assert config.blocks == (ConvBlock(filters=8),)
+    assert config.dense == ModelConfig().dense
+    assert config.learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"blocks": [{"filterz": 3}]}', "filterz"),
+        ('{"epochs": "ten"}', "epochs"),
+        ('{"batch_size": 3.5}', "whole number"),
+        ('{"blocks": 5}', "list"),
+        ('{"augmentation": {"flip": 1}}', "true or false"),
+    ],
+)
+def test_bad_json_raises_config_error_naming_the_problem(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        ModelConfig.from_json(text)
+
+
+def _one(problems: list[str], *needles: str) -> None:
+    assert any(all(n in p for n in needles) for p in problems), problems
+
+
+def test_zero_size_feature_map_before_pool() -> None:
+    config = ModelConfig(blocks=tuple(ConvBlock(filters=8) for _ in range(5)))
+    problems = validate(config, MNIST)  # 28 → 14 → 7 → 3 → 1 → pool 2 on 1×1
+    _one(problems, "block 5", "1×1 before a 2×2 pool", "padding='same'")
+
+
+def test_kernel_larger_than_map_with_valid_padding() -> None:
+    config = ModelConfig(
+        blocks=(ConvBlock(filters=8, pool=4), ConvBlock(filters=8, kernel_size=9, padding="valid"))
+    )
+    problems = validate(config, MNIST)
+    _one(problems, "block 2", "7×7", "9×9", "padding='valid'")
+
+
+def test_valid_padding_that_fits_is_fine() -> None:
+    config = ModelConfig(blocks=(ConvBlock(filters=8, kernel_size=5, padding="valid"),))
+    assert validate(config, MNIST) == []
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_dropout_outside_unit_interval(rate: float) -> None:
+    for config, where in [
+        (ModelConfig(blocks=(ConvBlock(dropout=rate),)), "block 1"),
+        (ModelConfig(dense=(DenseLayer(dropout=rate),)), "dense layer 1"),
+        (ModelConfig(flatten_dropout=rate), "before the head"),
+    ]:
+        _one(validate(config, MNIST), where, "dropout", "[0, 1)")
+
+
+def test_zero_filters_and_zero_units() -> None:
+    config = ModelConfig(blocks=(ConvBlock(filters=0),), dense=(DenseLayer(units=0),))
+    problems = validate(config, MNIST)
+    _one(problems, "block 1", "filters is 0")
+    _one(problems, "dense layer 1", "units is 0")
+
+
+def test_training_settings() -> None:
+    base = ModelConfig()
+    _one(validate(replace(base, learning_rate=0), MNIST), "learning rate", "above 0")
+    _one(validate(replace(base, learning_rate=-1e-3), MNIST), "learning rate", "above 0")
+    _one(validate(replace(base, learning_rate=3.0), MNIST), "learning rate", "> 1")
+    _one(validate(replace(base, batch_size=0), MNIST), "batch size is 0")
+    _one(validate(replace(base, epochs=0), MNIST), "epochs is 0")
+    _one(validate(replace(base, lr_decay_rate=1.5), MNIST), "decay rate")
+
+
+def test_unknown_names() -> None:
+    config = ModelConfig(
+        blocks=(ConvBlock(activation="relux"),), optimizer="adamw2", initializer="zeros!"
+    )
+    problems = validate(config, MNIST)
+    _one(problems, "unknown activation 'relux'", "relu")
+    _one(problems, "unknown optimizer 'adamw2'", "nadam")
+    _one(problems, "unknown initializer 'zeros!'", "he_normal")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    config = ModelConfig(
+        blocks=(ConvBlock(filters=0),), flatten_dropout=2.0, batch_size=0, epochs=0
+    )
+    assert len(validate(config, MNIST)) >= 4
+
+
+def test_input_shapes_of_builtin_datasets() -> None:
+    assert input_shape_for("mnist") == (28, 28, 1)
+    assert input_shape_for("fashion_mnist") == (28, 28, 1)
+    assert input_shape_for("cifar10") == (32, 32, 3)

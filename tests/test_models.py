@@ -1,0 +1,136 @@
+"""models: pure-Python layer table vs a real Keras build, exported script, compile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cnnlab.config import PRESETS, Augmentation, ConvBlock, DenseLayer, ModelConfig, input_shape_for
+from cnnlab.models import (
+    build_model,
+    compile_model,
+    layer_table,
+    memory_bytes,
+    to_keras_script,
+    total_params,
+)
+
+EXPECTED_PARAMS = {
+    "seed000-mnist": 1_625_866,
+    "seed000-fashion-deep": 1_413_834,
+    "seed001-cifar10": 904_718,
+    "seed003-fashion": 333_526,
+}
+
+
+@pytest.mark.parametrize(("name", "params"), sorted(EXPECTED_PARAMS.items()))
+def test_reference_param_counts_pure_python(name: str, params: int) -> None:
+    preset = PRESETS[name]
+    assert total_params(preset.config, input_shape_for(preset.dataset), 10) == params
+
+
+def _keras_rows(model) -> list[tuple[str, tuple[int, ...], int]]:
+    return [(ly.name, tuple(ly.output.shape[1:]), ly.count_params()) for ly in model.layers]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_layer_table_matches_keras_for_every_preset(name: str) -> None:
+    preset = PRESETS[name]
+    shape = input_shape_for(preset.dataset)
+    model = build_model(preset.config, shape, 10)
+    table = layer_table(preset.config, shape, 10)
+    assert _keras_rows(model) == [(r["name"], r["output_shape"], r["params"]) for r in table]
+    assert model.count_params() == total_params(preset.config, shape, 10)
+    if name in EXPECTED_PARAMS:
+        assert model.count_params() == EXPECTED_PARAMS[name]
+
+
+def test_unusual_config_matches_keras() -> None:
+    config = ModelConfig(
+        blocks=(
+            ConvBlock(filters=6, kernel_size=5, stride=2, padding="valid", convs=2, pool=3),
+            ConvBlock(filters=5, kernel_size=2, padding="valid", batch_norm=True, pool=0,
+                      dropout=0.1, activation="tanh"),
+        ),
+        dense=(DenseLayer(7, batch_norm=True, dropout=0.2, activation="elu"), DenseLayer(3)),
+        flatten_dropout=0.3,
+        augmentation=Augmentation(flip=True, translate=0.1, rotate=0.05),
+    )
+    model = build_model(config, (31, 29, 3), 4)
+    table = layer_table(config, (31, 29, 3), 4)
+    assert _keras_rows(model) == [(r["name"], r["output_shape"], r["params"]) for r in table]
+    gp = replace(config, global_pool=True)
+    assert build_model(gp, (31, 29, 3), 4).count_params() == total_params(gp, (31, 29, 3), 4)
+
+
+def test_model_takes_uint8_and_outputs_probabilities() -> None:
+    config = PRESETS["quick"].config
+    model = build_model(config, (28, 28, 1), 10)
+    assert model.layers[1].name == "rescale"
+    x = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28, 1), dtype=np.uint8)
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "nadam", "sgd", "rmsprop"])
+def test_compile_each_optimizer_and_train_a_step(optimizer: str) -> None:
+    config = replace(
+        PRESETS["quick"].config, optimizer=optimizer, lr_decay_rate=0.9, lr_decay_steps=10,
+        augmentation=Augmentation(translate=0.1, rotate=0.02),
+    )
+    model = build_model(config, (28, 28, 1), 10)
+    compile_model(model, config)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(16, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, size=(16,))
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    if optimizer == "sgd":
+        assert float(model.optimizer.momentum) == pytest.approx(0.9)
+
+
+def test_memory() -> None:
+    config = PRESETS["seed003-fashion"].config
+    mem = memory_bytes(config, (28, 28, 1), 10)
+    assert mem["weights"] == 4 * 333_526
+    rows = layer_table(config, (28, 28, 1), 10)
+    assert mem["activations_per_sample"] == 4 * sum(int(np.prod(r["output_shape"])) for r in rows)
+
+
+@pytest.mark.parametrize("name", ["best-cifar10", "seed000-mnist", "quick"])
+def test_exported_script_builds_the_same_model(name: str) -> None:
+    preset = PRESETS[name]
+    shape = input_shape_for(preset.dataset)
+    source = to_keras_script(preset.config, shape, 10, preset.dataset)
+    compile(source, "script.py", "exec")
+    namespace: dict = {"__name__": "cnnlab_script"}
+    exec(source, namespace)  # noqa: S102 - our own generated code
+    model = namespace["build_model"]()
+    assert model.count_params() == total_params(preset.config, shape, 10)
+    namespace["compile_model"](model)
+    assert type(model.optimizer).__name__.lower() == preset.config.optimizer
+
+
+def test_exported_script_runs_standalone_in_build_only_mode(tmp_path) -> None:
+    preset = PRESETS["seed003-fashion"]
+    script = tmp_path / "model.py"
+    script.write_text(to_keras_script(preset.config, (28, 28, 1), 10, preset.dataset))
+    env = {**os.environ, "CNNLAB_BUILD_ONLY": "1"}
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "333,526" in out.stdout
+
+
+def test_script_for_unknown_dataset_says_where_to_load() -> None:
+    source = to_keras_script(PRESETS["quick"].config, (64, 64, 3), 5, "my_photos")
+    assert "put code that loads my_photos here" in source
+    assert "INPUT_SHAPE = (64, 64, 3)" in source
