@@ -27,7 +27,22 @@ def emit(payload: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
-    raise CliError("datasets: not implemented yet")
+    """List the registry: name, class names, image shape and whether it loads here now."""
+    from cnnlab import datasets
+
+    ready = datasets.available()
+    return {
+        "datasets": [
+            {
+                "name": info.name,
+                "title": info.title,
+                "classes": list(info.class_names),
+                "image_shape": list(info.image_shape),
+                "available": ready[name],
+            }
+            for name, info in datasets.REGISTRY.items()
+        ]
+    }
 
 
 def cmd_presets(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,3 +5,99 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+# ---------------------------------------------------------------------------- explore (datasets)
+
+
+def class_counts_figure(
+    class_names: tuple[str, ...] | list[str], y_train: np.ndarray, y_test: np.ndarray
+) -> go.Figure:
+    """Grouped bars: images per class in the training and the test set, side by side."""
+    k = len(class_names)
+    fig = go.Figure()
+    for part, y, color in (("train", y_train, "#4f46e5"), ("test", y_test, "#f59e0b")):
+        counts = np.bincount(np.asarray(y).reshape(-1), minlength=k)[:k]
+        fig.add_bar(x=list(class_names), y=counts, name=part, marker_color=color,
+                    hovertemplate="%{x}: %{y:,} " + part + " images<extra></extra>")
+    fig.update_layout(
+        barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", y=1.12, x=0), yaxis_title="images",
+        xaxis=dict(type="category"),
+    )
+    return fig
+
+
+def image_mosaic(images: np.ndarray, cols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile ``(n, h, w, c)`` images into one ``(H, W, 3)`` uint8 picture, ``cols`` wide."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    n, h, w, _ = images.shape
+    rows = max(1, -(-n // cols))
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), fill, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top:top + h, left:left + w] = img
+    return out
+
+
+def image_grid_figure(
+    images: np.ndarray, captions: list[str], cols: int, tile_px: int = 72
+) -> go.Figure:
+    """Images in a grid with a caption under each (a single Plotly image, crisp pixels)."""
+    n, h, w = images.shape[:3]
+    pad = max(2, h // 7)
+    mosaic = image_mosaic(images, cols, pad=pad)
+    rows = max(1, -(-n // cols))
+    fig = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
+    for i, text in enumerate(captions[:n]):
+        r, c = divmod(i, cols)
+        fig.add_annotation(
+            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + pad) + h, text=text,
+            showarrow=False, yanchor="top", yshift=-1, font=dict(size=11),
+        )
+    scale = tile_px / w
+    fig.update_layout(
+        width=None, height=int(rows * (h + pad) * scale) + 40,
+        margin=dict(l=0, r=0, t=0, b=0),
+        xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"),
+    )
+    return fig
+
+
+def class_mean_images(x: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Mean image per class, float32 ``(n_classes, h, w, c)``; zeros for absent classes."""
+    y = np.asarray(y).reshape(-1)
+    means = np.zeros((n_classes, *x.shape[1:]), np.float32)
+    for k in range(n_classes):
+        rows = np.flatnonzero(y == k)
+        for start in range(0, len(rows), 10_000):  # bounded float64 temporaries
+            means[k] += x[rows[start:start + 10_000]].sum(axis=0, dtype=np.float64)
+        means[k] /= max(1, len(rows))
+    return means
+
+
+def pixel_counts(x: np.ndarray) -> np.ndarray:
+    """How many pixel values equal 0..255, per channel: int64 ``(c, 256)``."""
+    c = x.shape[-1]
+    flat = np.asarray(x).reshape(-1, c)
+    return np.stack([np.bincount(flat[:, i], minlength=256) for i in range(c)])
+
+
+def pixel_histogram_figure(counts: np.ndarray) -> go.Figure:
+    """Pixel-intensity histogram (log scale: dark backgrounds dominate) from pixel_counts."""
+    names = ["gray"] if len(counts) == 1 else ["red", "green", "blue"][: len(counts)]
+    colors = {"gray": "#4f46e5", "red": "#dc2626", "green": "#16a34a", "blue": "#2563eb"}
+    fig = go.Figure()
+    for name, row in zip(names, counts, strict=True):
+        fig.add_scatter(x=np.arange(256), y=row, name=name, mode="lines",
+                        line=dict(color=colors[name], width=1.5), fill="tozeroy")
+    fig.update_layout(
+        height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="pixel value (0–255)",
+        yaxis=dict(title="pixels", type="log"), showlegend=len(names) > 1,
+        legend=dict(orientation="h", y=1.12, x=0),
+    )
+    return fig
