@@ -46,11 +46,71 @@ def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_presets(args: argparse.Namespace) -> dict[str, Any]:
-    raise CliError("presets: not implemented yet")
+    """Every preset with its parameter count on its own data set."""
+    from cnnlab.config import PRESETS, input_shape_for
+    from cnnlab.models import total_params
+
+    return {
+        "presets": [
+            {
+                "name": p.name,
+                "params": total_params(p.config, input_shape_for(p.dataset), _n_classes(p.dataset)),
+                "description": p.description,
+                "dataset": p.dataset,
+            }
+            for p in PRESETS.values()
+        ]
+    }
+
+
+def _n_classes(dataset_name: str) -> int:
+    """Class count of a registered data set (10 for every built-in one)."""
+    try:
+        from cnnlab import datasets
+
+        return len(datasets.REGISTRY[dataset_name].class_names)
+    except (ImportError, KeyError):
+        return 10
 
 
 def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
-    raise CliError("summary: not implemented yet")
+    """Layer table, parameter count and memory of a preset or a config file."""
+    from pathlib import Path
+
+    from cnnlab import datasets
+    from cnnlab.config import PRESETS, ConfigError, ModelConfig, input_shape_for, validate
+    from cnnlab.models import layer_table, memory_bytes
+
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise CliError(f"unknown preset '{args.preset}'; choose one of {', '.join(PRESETS)}")
+        config, dataset = PRESETS[args.preset].config, PRESETS[args.preset].dataset
+    else:
+        try:
+            config = ModelConfig.from_json(Path(args.config).read_bytes())
+        except OSError as exc:
+            raise CliError(f"cannot read config file {args.config}: {exc.strerror}") from exc
+        except ConfigError as exc:
+            raise CliError(f"{args.config}: {exc}") from exc
+        dataset = "mnist"
+    dataset = args.dataset or dataset
+    if dataset not in datasets.REGISTRY:
+        known = ", ".join(datasets.REGISTRY)
+        raise CliError(f"unknown data set '{dataset}'; choose one of {known}")
+    shape, n_classes = input_shape_for(dataset), _n_classes(dataset)
+    problems = validate(config, shape)
+    if problems:
+        raise CliError(f"invalid config for {dataset} {shape}:\n  " + "\n  ".join(problems))
+    rows = layer_table(config, shape, n_classes)
+    return {
+        "dataset": dataset,
+        "params": sum(r["params"] for r in rows),
+        "layers": [
+            {"name": r["name"], "output_shape": list(r["output_shape"]), "params": r["params"]}
+            for r in rows
+        ],
+        "memory_bytes": memory_bytes(config, shape, n_classes),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:

@@ -134,3 +134,54 @@ def test_script_for_unknown_dataset_says_where_to_load() -> None:
     source = to_keras_script(PRESETS["quick"].config, (64, 64, 3), 5, "my_photos")
     assert "put code that loads my_photos here" in source
     assert "INPUT_SHAPE = (64, 64, 3)" in source
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *args], capture_output=True, text=True, timeout=60,
+        cwd=root,
+    )
+
+
+def test_cli_presets_json() -> None:
+    import json
+
+    out = _cli("presets", "--json")
+    assert out.returncode == 0, out.stderr
+    presets = {p["name"]: p for p in json.loads(out.stdout)["presets"]}
+    assert set(presets) == set(PRESETS)
+    for name, params in EXPECTED_PARAMS.items():
+        assert presets[name]["params"] == params
+    assert all(p["description"] for p in presets.values())
+
+
+def test_cli_summary_of_preset_and_config(tmp_path) -> None:
+    import json
+
+    out = _cli("summary", "--preset", "seed001-cifar10", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["params"] == 904_718
+    assert data["layers"][-1] == {"name": "output", "output_shape": [10], "params": 3010}
+    assert data["memory_bytes"]["weights"] == 4 * 904_718
+
+    path = tmp_path / "c.json"
+    path.write_text(PRESETS["seed003-fashion"].config.to_json())
+    out = _cli("summary", "--config", str(path), "--dataset", "fashion_mnist", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["params"] == 333_526
+
+
+def test_cli_summary_invalid_config_exits_2_with_messages(tmp_path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"blocks": [{"filters": 0}], "flatten_dropout": 1.5}')
+    out = _cli("summary", "--config", str(path), "--json")
+    assert out.returncode == 2
+    assert "filters is 0" in out.stderr and "dropout 1.5" in out.stderr
+    assert out.stdout == ""
+    (tmp_path / "junk.json").write_text("{oops")
+    out = _cli("summary", "--config", str(tmp_path / "junk.json"), "--json")
+    assert out.returncode == 2 and "not valid JSON" in out.stderr
+    out = _cli("summary", "--preset", "nope", "--json")
+    assert out.returncode == 2 and "unknown preset" in out.stderr
