@@ -114,7 +114,83 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    raise CliError("train: not implemented yet")
+    """Train a preset or config file on a data set, synchronously; progress to stderr."""
+    import contextlib
+    import os
+    import time
+    from pathlib import Path
+
+    from cnnlab import config, datasets, runs, training
+
+    if args.preset is not None:
+        if args.preset not in config.PRESETS:
+            raise CliError(f"unknown preset {args.preset!r}; choose one of "
+                           f"{', '.join(config.PRESETS)}")
+        model_config = config.PRESETS[args.preset].config
+    else:
+        try:
+            model_config = config.ModelConfig.from_json(Path(args.config).read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read config {args.config}: {exc}") from exc
+    try:
+        dataset = datasets.load(args.dataset)
+    except datasets.DatasetUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    request = training.TrainRequest(
+        dataset=args.dataset,
+        config=model_config,
+        epochs=args.epochs if args.epochs is not None else model_config.epochs,
+        batch_size=args.batch_size if args.batch_size is not None else model_config.batch_size,
+        limit=args.limit,
+        preset=args.preset,
+    )
+    errors = training.request_errors(request, dataset)
+    if errors:
+        raise CliError(" ".join(errors))
+    # The parser's default is "runs"; CNNLAB_RUNS_DIR overrides that default only.
+    root = Path(args.runs_dir)
+    if args.runs_dir == "runs" and os.environ.get("CNNLAB_RUNS_DIR"):
+        root = runs.default_root()
+    run_dir = runs.create_run(
+        root, request.run_name(), training.run_config(request, dataset),
+        {"status": "queued", "dataset": request.dataset, "preset": request.preset,
+         "epochs": request.epochs},
+    )
+    print(f"run {run_dir}", file=sys.stderr)
+    events = training.EventLog(listener=_print_progress)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON object
+        result = training.train_run(request, dataset, run_dir, events)
+    if result.status == "failed":
+        raise CliError(f"{result.message} (run kept in {run_dir})")
+    return {
+        "run_id": run_dir.name,
+        "run_dir": str(run_dir),
+        "status": result.status,
+        "history": training.history_dict(result.history),
+        "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _print_progress(event: dict[str, Any]) -> None:
+    """One stderr line per epoch (and a live batch line on a terminal)."""
+    if event["kind"] == "epoch":
+        print(
+            f"\repoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  "
+            f"acc {event['accuracy']:.4f}  val_loss {event['val_loss']:.4f}  "
+            f"val_acc {event['val_accuracy']:.4f}  {event['seconds']:.1f}s",
+            file=sys.stderr,
+        )
+    elif event["kind"] == "batch" and sys.stderr.isatty():
+        print(
+            f"\repoch {event['epoch']}/{event['epochs']}  batch {event['batch']}/"
+            f"{event['batches']}  loss {event['loss']:.4f}  "
+            f"{event['samples_per_s']:.0f} samples/s  ETA {event['eta_epoch_s']:.0f}s",
+            end="", file=sys.stderr,
+        )
+    elif event["kind"] == "status" and event.get("message"):
+        print(event["message"], file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,258 @@
+"""Run store on disk: one directory per training run under a runs root.
+
+A run directory holds ``config.json``, ``status.json``, ``history.csv`` (one row per epoch,
+appended as training goes), ``best.keras`` (best checkpoint) and ``metrics.json`` (after
+evaluation). Every JSON write is atomic (temp file, then ``os.replace``) so a killed server
+never leaves half a file behind. Pure Python: no Keras import here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+STATUSES = ("queued", "running", "stopped", "finished", "failed", "interrupted")
+ACTIVE = ("queued", "running")
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+HISTORY_FILE = "history.csv"
+BEST_FILE = "best.keras"
+METRICS_FILE = "metrics.json"
+
+_SLUG_MAX = 40
+_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}(-[0-9]+)?(-[a-z0-9][a-z0-9_-]*)?$")
+
+
+class RunPathError(ValueError):
+    """A run id or name that would leave the runs root."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as listed: its id, directory and current status dict."""
+
+    run_id: str
+    run_dir: Path
+    status: dict[str, Any]
+
+
+def default_root() -> Path:
+    """The runs root: env ``CNNLAB_RUNS_DIR`` when set, else ``./runs``."""
+    return Path(os.environ.get("CNNLAB_RUNS_DIR") or "runs")
+
+
+def slugify(name: str) -> str:
+    """A filesystem-safe slug: lowercase letters, digits, ``-`` and ``_`` only."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")
+    return slug[:_SLUG_MAX].strip("-_")
+
+
+def now_iso() -> str:
+    """The current local time, ISO 8601 to the second."""
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def run_dir_for(root: Path | str, run_id: str) -> Path:
+    """The directory of ``run_id`` under ``root``; raises RunPathError for unsafe ids."""
+    if not _ID_RE.match(run_id):
+        raise RunPathError(
+            f"Run id {run_id!r} is not valid: expected 'YYYYMMDD-HHMMSS[-slug]' with "
+            "lowercase letters, digits, '-' or '_'. Pick the run from the list instead."
+        )
+    root = Path(root).resolve()
+    path = (root / run_id).resolve()
+    if path.parent != root:  # belt and braces: the regex already forbids separators
+        raise RunPathError(f"Run id {run_id!r} points outside the runs root {root}.")
+    return path
+
+
+def check_inside(root: Path | str, run_dir: Path | str) -> Path:
+    """``run_dir`` resolved, if it lies directly inside ``root``; else RunPathError."""
+    root_r = Path(root).resolve()
+    path = Path(run_dir).resolve()
+    if path.parent != root_r:
+        raise RunPathError(f"{run_dir} is not a run directory inside the runs root {root_r}.")
+    return path
+
+
+def create_run(
+    root: Path | str, name: str, config: dict[str, Any], status: dict[str, Any]
+) -> Path:
+    """Make a new run directory with config.json and status.json; return its path.
+
+    The id is ``YYYYMMDD-HHMMSS-<slug of name>``; a numeric suffix keeps ids unique when two
+    runs start in the same second.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    slug = slugify(name)
+    for n in range(1000):
+        run_id = stamp + (f"-{n}" if n else "") + (f"-{slug}" if slug else "")
+        path = run_dir_for(root, run_id)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - a thousand runs in one second
+        raise RuntimeError("Could not allocate a run id; try again in a second.")
+    write_json(path / CONFIG_FILE, config)
+    base = {"name": name, "created": now_iso(), "epochs_done": 0, "message": ""}
+    write_json(path / STATUS_FILE, {**base, **status, "updated": now_iso()})
+    return path
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON atomically (temp file in the same folder, then replace)."""
+    write_text(path, json.dumps(payload, indent=2, default=_json_default))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically: readers see the old file or the new one, never a torn one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays and paths in JSON."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_status(run_dir: Path | str) -> dict[str, Any]:
+    """The run's status.json (``{"status": "failed", ...}`` when missing or unreadable)."""
+    data = _read_json(Path(run_dir) / STATUS_FILE)
+    if data is None:
+        return {"status": "failed", "message": "status.json is missing or unreadable."}
+    return data
+
+
+def update_status(run_dir: Path | str, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into status.json (atomically) and return the new status."""
+    run_dir = Path(run_dir)
+    data = _read_json(run_dir / STATUS_FILE) or {}
+    data.update(fields)
+    data["updated"] = now_iso()
+    write_json(run_dir / STATUS_FILE, data)
+    return data
+
+
+def load_config(run_dir: Path | str) -> dict[str, Any]:
+    """The run's config.json as a dict (empty when missing)."""
+    return _read_json(Path(run_dir) / CONFIG_FILE) or {}
+
+
+def append_history(run_dir: Path | str, row: dict[str, Any]) -> None:
+    """Append one epoch row to history.csv (header written with the first row).
+
+    Columns are fixed by the first row; later rows fill missing columns with blanks.
+    A single line append is atomic enough: a torn last line is dropped by load_history.
+    """
+    path = Path(run_dir) / HISTORY_FILE
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(encoding="utf-8", newline="") as fh:
+            fields = next(csv.reader(fh))
+    else:
+        fields = list(row)
+    new_file = not path.exists() or path.stat().st_size == 0
+    with path.open("a", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        writer.writerow({k: row.get(k, "") for k in fields})
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def load_history(run_dir: Path | str) -> pd.DataFrame:
+    """history.csv as a DataFrame (one row per epoch; empty frame when none yet)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        frame = pd.read_csv(path, on_bad_lines="skip")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    return frame.dropna(how="all").reset_index(drop=True)
+
+
+def truncate_history(run_dir: Path | str, n_rows: int) -> None:
+    """Keep only the first ``n_rows`` epochs of history.csv (atomic rewrite)."""
+    frame = load_history(run_dir)
+    if len(frame) > n_rows:
+        write_text(Path(run_dir) / HISTORY_FILE, frame.iloc[:n_rows].to_csv(index=False))
+
+
+def load_metrics(run_dir: Path | str) -> dict[str, Any] | None:
+    """metrics.json of an evaluated run, else None."""
+    return _read_json(Path(run_dir) / METRICS_FILE)
+
+
+def save_metrics(run_dir: Path | str, metrics: dict[str, Any]) -> None:
+    """Write metrics.json atomically."""
+    write_json(Path(run_dir) / METRICS_FILE, metrics)
+
+
+def best_model_path(run_dir: Path | str) -> Path:
+    """Where the run's best checkpoint lives (it may not exist yet)."""
+    return Path(run_dir) / BEST_FILE
+
+
+def list_runs(root: Path | str | None = None) -> list[RunInfo]:
+    """Every run under ``root`` (default_root() when None), newest first."""
+    root = Path(root) if root is not None else default_root()
+    if not root.is_dir():
+        return []
+    out = []
+    for path in root.iterdir():
+        if path.is_dir() and _ID_RE.match(path.name) and (path / STATUS_FILE).exists():
+            out.append(RunInfo(path.name, path.resolve(), load_status(path)))
+    return sorted(out, key=lambda r: r.run_id, reverse=True)
+
+
+def mark_interrupted(root: Path | str | None = None) -> list[Path]:
+    """Mark runs left "running"/"queued" by a dead server as "interrupted"; return them.
+
+    Called once when a server's JobManager starts: no job of this process can own them.
+    Their history and best checkpoint are untouched, so they can be resumed.
+    """
+    marked = []
+    for run in list_runs(root):
+        if run.status.get("status") in ACTIVE:
+            was = run.status.get("status")
+            update_status(
+                run.run_dir,
+                status="interrupted",
+                message=f"The server stopped while this run was {was}; "
+                "its history and best checkpoint are kept — resume it to continue.",
+            )
+            marked.append(run.run_dir)
+    return marked
