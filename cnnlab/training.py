@@ -233,13 +233,12 @@ def _callback_classes() -> dict[str, type]:
             n_samples: int,
             batch_size: int,
             stop: threading.Event,
-            epoch_offset: int = 0,
             min_interval: float = BATCH_EVENT_INTERVAL_S,
         ) -> None:
             super().__init__()
             self.events, self.run_dir, self.stop = events, run_dir, stop
             self.n_samples, self.batch_size = n_samples, batch_size
-            self.epoch_offset, self.min_interval = epoch_offset, min_interval
+            self.min_interval = min_interval
             self.partial_epoch = False  # stop came before the epoch's end
             self.nan_at: tuple[int, int] | None = None
             self.epoch_seconds: list[float] = []
@@ -255,9 +254,14 @@ def _callback_classes() -> dict[str, type]:
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.stop.is_set():
-                self.model.stop_training = True
-                self.partial_epoch = batch + 1 < self.steps
+            try:
+                self._report(batch, logs)
+            finally:  # checked last, so a stop set while reporting ends this very batch
+                if self.stop.is_set():
+                    self.model.stop_training = True
+                    self.partial_epoch = batch + 1 < self.steps
+
+        def _report(self, batch, logs):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(loss) and self.nan_at is None:
                 self.nan_at = (self.epoch + 1, batch + 1)
@@ -519,7 +523,7 @@ def _train_run(
 
     cls = _callback_classes()
     progress = cls["ProgressCallback"](
-        events, run_dir, len(y_tr), request.batch_size, stop, initial_epoch, min_interval
+        events, run_dir, len(y_tr), request.batch_size, stop, min_interval
     )
     callbacks = [
         progress,
@@ -540,10 +544,10 @@ def _train_run(
 
     if progress.nan_at is not None:
         ep, b = progress.nan_at
-        lr = getattr(request.config, "learning_rate", "?")
-        opt = getattr(request.config, "optimizer", "?")
+        cfg = request.config
         msg = (f"Loss became NaN at epoch {ep}, batch {b}: training was stopped. The learning "
-               f"rate {lr} is too high for {opt}; lower it 10× (e.g. 1e-3) or add batch norm.")
+               f"rate {cfg.learning_rate:g} is too high for {cfg.optimizer}; lower it 10× or "
+               "more (1e-3 is a safe start) or add batch norm.")
         runs.update_status(run_dir, status="failed", message=msg)
         return TrainResult("failed", msg)
 

@@ -1,0 +1,250 @@
+"""Training: events, files, stop, NaN, health checks, queue, interrupted runs and resume.
+
+Tiny model (one conv block of 4 filters, dense 16) on a few hundred bundled MNIST samples,
+one or two epochs, so the whole file runs in well under a minute on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnlab import config, datasets, runs, training
+
+TINY = config.ModelConfig(
+    blocks=(config.ConvBlock(filters=4),),
+    dense=(config.DenseLayer(16),),
+    learning_rate=3e-3,
+    batch_size=32,
+    epochs=1,
+    patience=2,
+)
+
+
+@pytest.fixture(scope="module")
+def sample() -> datasets.Dataset:
+    ds = datasets.load("mnist_sample")
+    # A small test set keeps evaluation instant.
+    return datasets.Dataset(ds.info, ds.x_train, ds.y_train, ds.x_test[:200], ds.y_test[:200])
+
+
+def request(**kw) -> training.TrainRequest:
+    base = {"dataset": "mnist_sample", "config": TINY, "epochs": 1, "batch_size": 32,
+            "limit": 320, "val_fraction": 0.1, "name": "tiny"}
+    return training.TrainRequest(**{**base, **kw})
+
+
+def new_run(root: Path, req: training.TrainRequest, ds) -> Path:
+    return runs.create_run(root, req.run_name(), training.run_config(req, ds),
+                           {"status": "queued", "dataset": req.dataset})
+
+
+def test_one_epoch_writes_every_file(runs_root: Path, sample) -> None:
+    req = request()
+    run_dir = new_run(runs_root, req, sample)
+    result = training.train_run(req, sample, run_dir)
+    assert result.status == "finished", result.message
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "status.json", "history.csv", "best.keras", "metrics.json"} <= names
+    status = runs.load_status(run_dir)
+    assert status["status"] == "finished" and status["epochs_done"] == 1
+    assert status["device"].startswith(("CPU", "GPU")) and status["params"] > 0
+    hist = runs.load_history(run_dir)
+    assert list(hist.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+                                  "learning_rate", "seconds"]
+    assert hist["epoch"].tolist() == [1] and hist["learning_rate"][0] == pytest.approx(3e-3)
+    metrics = runs.load_metrics(run_dir)
+    assert metrics["n_test"] == 200 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert np.array(metrics["confusion"]).sum() == 200
+    assert len(metrics["per_class"]) == 10
+    cfg = runs.load_config(run_dir)
+    assert config.ModelConfig.from_dict(cfg["model"]) == TINY
+    assert cfg["class_names"] == list("0123456789") and cfg["input_shape"] == [28, 28, 1]
+
+
+def test_callback_events_in_order_with_right_counts() -> None:
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (100, 8, 8, 1), dtype=np.uint8)
+    y = rng.integers(0, 3, 100)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    def run(min_interval: float) -> list[dict]:
+        log = training.EventLog()
+        cb = training.progress_callback(log, n_samples=100, batch_size=16,
+                                        min_interval=min_interval)
+        model.fit(x, y, validation_data=(x[:20], y[:20]), epochs=2, batch_size=16,
+                  callbacks=[cb], verbose=0)
+        return log.since(0)
+
+    events = run(0.0)  # unthrottled: every batch
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    steps = math.ceil(100 / 16)
+    expected = [("batch", ep, b) for ep in (1, 2) for b in range(1, steps + 1)]
+    expected.insert(steps, ("epoch", 1, None))
+    expected.append(("epoch", 2, None))
+    assert [(e["kind"], e["epoch"], e.get("batch")) for e in events] == expected
+    assert all(e["batches"] == steps and e["epochs"] == 2 for e in events if e["kind"] == "batch")
+    last = events[-2]
+    assert last["eta_epoch_s"] == 0 and last["samples_per_s"] > 0
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(
+        events[-1])
+
+    throttled = run(3600.0)  # throttled: only each epoch's last batch gets through
+    assert [(e["kind"], e["epoch"], e.get("batch")) for e in throttled] == [
+        ("batch", 1, steps), ("epoch", 1, None), ("batch", 2, steps), ("epoch", 2, None)]
+
+
+def test_stop_ends_within_one_batch_and_keeps_the_run(runs_root: Path, sample) -> None:
+    stop = threading.Event()
+
+    def listener(event: dict) -> None:  # runs in the training thread, like a Stop click
+        if event["kind"] == "batch" and event["batch"] == 3:
+            stop.set()
+
+    req = request(epochs=3)
+    run_dir = new_run(runs_root, req, sample)
+    log = training.EventLog(listener=listener)
+    result = training.train_run(req, sample, run_dir, log, stop, min_interval=0.0)
+    batches = [e for e in log.since(0) if e["kind"] == "batch"]
+    assert batches[-1]["epoch"] == 1 and batches[-1]["batch"] == 3
+    n_train = runs.load_status(run_dir)["n_train"]
+    assert batches[-1]["batches"] == math.ceil(n_train / 32) > 3
+    assert result.status == "stopped" and "Stopped" in result.message
+    assert runs.load_status(run_dir)["status"] == "stopped"
+    assert runs.load_history(run_dir).empty  # the cut epoch is not a result
+    assert runs.best_model_path(run_dir).exists()
+    assert runs.load_metrics(run_dir) is not None
+
+
+def test_nan_loss_fails_with_a_clear_message(runs_root: Path, sample) -> None:
+    # The tiny model's loss only grows huge; the quick preset's reliably overflows to NaN.
+    bad = dataclasses.replace(config.PRESETS["quick"].config, optimizer="sgd", learning_rate=1e6)
+    req = request(config=bad)
+    run_dir = new_run(runs_root, req, sample)
+    result = training.train_run(req, sample, run_dir)
+    assert result.status == "failed"
+    status = runs.load_status(run_dir)
+    assert status["status"] == "failed"
+    assert "NaN" in status["message"] and "learning rate" in status["message"]
+    assert "1e+06" in status["message"] and "sgd" in status["message"]
+    assert result.metrics is None
+
+
+def test_chance_warning_fires_on_shuffled_labels(runs_root: Path, sample) -> None:
+    rng = np.random.default_rng(1)
+    shuffled = datasets.Dataset(sample.info, sample.x_train, rng.permutation(sample.y_train),
+                                sample.x_test, sample.y_test)
+    req = request(limit=600, val_fraction=0.3)
+    run_dir = new_run(runs_root, req, shuffled)
+    training.train_run(req, shuffled, run_dir, evaluate=False)
+    kinds = [w.kind for w in training.health_warnings(runs.load_history(run_dir), 10)]
+    assert "chance" in kinds
+
+
+def rows(loss, val_loss=None, acc=None, val_acc=None) -> list[dict]:
+    n = len(loss)
+    val_loss = val_loss or loss
+    acc = acc or [0.8] * n
+    val_acc = val_acc or acc
+    return [{"loss": a, "val_loss": b, "accuracy": c, "val_accuracy": d}
+            for a, b, c, d in zip(loss, val_loss, acc, val_acc, strict=True)]
+
+
+def kinds(history, n_classes: int = 10) -> list[str]:
+    return [w.kind for w in training.health_warnings(history, n_classes)]
+
+
+def test_health_checks_pure() -> None:
+    assert kinds([]) == []
+    assert kinds(rows([1.0, 0.5, 0.3], acc=[0.6, 0.8, 0.9])) == []
+    assert kinds(rows([2.3, float("nan")])) == ["nan"]
+    assert "chance" in kinds(rows([2.30], acc=[0.11]))
+    assert "chance" not in kinds(rows([2.30], acc=[0.16]))
+    assert "chance" in kinds(rows([1.0], acc=[0.9], val_acc=[0.10]))  # val stuck only
+    overfit = rows([1.0, 0.8, 0.6, 0.4], val_loss=[0.9, 1.0, 1.1, 1.2])
+    assert "overfit" in kinds(overfit)
+    assert "overfit" not in kinds(overfit[1:])  # only 2 rising steps
+    assert "overfit" not in kinds(rows([1.0, 0.8, 0.6, 0.4], val_loss=[0.9, 1.0, 0.95, 1.2]))
+    assert "lr_high" in kinds(rows([1.0, 2.0]))
+    assert "lr_high" in kinds(rows([50.0]))
+    assert "lr_low" in kinds(rows([1.500, 1.499, 1.498], acc=[0.4, 0.4, 0.4]))
+    assert "lr_low" not in kinds(rows([0.050, 0.0499, 0.0498], acc=[0.99] * 3))
+    messages = training.health_warnings(rows([2.3], acc=[0.1]), 10)[0].message
+    assert "learning rate" in messages and "batch norm" in messages and "labels" in messages
+
+
+def test_request_errors_say_what_is_wrong(sample) -> None:
+    assert training.request_errors(request(), sample) == []
+    errs = training.request_errors(request(epochs=0, batch_size=10_000), sample)
+    assert any("Epochs is 0" in e for e in errs)
+    assert any("Batch size 10000" in e and "288" in e for e in errs)
+    assert any("Limit 5" in e for e in training.request_errors(request(limit=5), sample))
+    bad = dataclasses.replace(TINY, learning_rate=-1.0)
+    assert training.request_errors(request(config=bad), sample)
+    with pytest.raises(ValueError, match="Epochs is 0"):
+        training.JobManager(Path(runs.default_root())).submit(request(epochs=0), sample)
+
+
+def test_queue_second_job_waits_then_runs(runs_root: Path, sample) -> None:
+    manager = training.JobManager(runs_root)
+    first = manager.submit(request(epochs=2), sample)
+    second = manager.submit(request(name="second"), sample)
+    third = manager.submit(request(name="third"), sample)
+    assert first.started and not second.started
+    assert runs.load_status(second.run_dir)["status"] == "queued"
+    assert "ahead" in runs.load_status(second.run_dir)["message"]
+    assert manager.queued() == [second, third] and manager.busy()
+    manager.stop(third.run_id)  # cancel a queued job
+    assert runs.load_status(third.run_dir)["status"] == "stopped" and third.done()
+    assert first.wait(120) and second.wait(120)
+    assert first.result.status == "finished" and second.result.status == "finished"
+    assert not third.started
+    assert runs.load_status(second.run_dir)["status"] == "finished"
+    assert manager.current() is None and not manager.busy()
+    assert manager.latest() is third and manager.get(first.run_id) is first
+    snap = second.snapshot()
+    assert snap["done"] and snap["metrics"]["n_test"] == 200 and len(snap["history"]) == 1
+
+
+def test_killed_run_is_marked_interrupted_and_resumes(runs_root: Path, sample) -> None:
+    req = request(epochs=1)
+    run_dir = new_run(runs_root, req, sample)
+    training.train_run(req, sample, run_dir, evaluate=False)
+    # Simulate a server killed mid-epoch 2 of 3: status left "running" on disk.
+    runs.update_status(run_dir, status="running")
+    (run_dir / "config.json").write_text(
+        (run_dir / "config.json").read_text().replace('"epochs": 1', '"epochs": 3'))
+    best_bytes = runs.best_model_path(run_dir).read_bytes()
+
+    manager = training.JobManager(runs_root)
+    assert manager.interrupted == [run_dir.resolve()]
+    status = runs.load_status(run_dir)
+    assert status["status"] == "interrupted" and "resume" in status["message"]
+    assert len(runs.load_history(run_dir)) == 1
+    assert runs.best_model_path(run_dir).read_bytes() == best_bytes
+
+    job = manager.resume(run_dir, sample, epochs=2)
+    assert job.wait(120)
+    assert job.result.status == "finished", job.result.message
+    hist = runs.load_history(run_dir)
+    assert hist["epoch"].tolist() == [1, 2]
+    assert runs.load_status(run_dir)["epochs_done"] == 2
+    assert runs.load_metrics(run_dir) is not None
+    with pytest.raises(runs.RunPathError):
+        manager.resume(runs_root.parent, sample)
+
+
+def test_resume_needs_a_checkpoint(runs_root: Path, sample) -> None:
+    run_dir = new_run(runs_root, request(), sample)
+    manager = training.JobManager(runs_root)
+    with pytest.raises(ValueError, match="no best.keras"):
+        manager.resume(run_dir, sample)
