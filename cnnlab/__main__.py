@@ -194,7 +194,21 @@ def _print_progress(event: dict[str, Any]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
-    raise CliError("predict: not implemented yet")
+    """Classify one image with a run's best model: label, class name, probabilities, ms."""
+    from pathlib import Path
+
+    from cnnlab import inference
+
+    run_dir, image = Path(args.run), Path(args.image)
+    if not (run_dir / "status.json").is_file() and not (run_dir / "best.keras").is_file():
+        raise CliError(f"--run {run_dir} is not a run directory (no status.json or best.keras); "
+                       "give a folder under runs/ made by `python -m cnnlab train`.")
+    if not image.is_file():
+        raise CliError(f"--image {image} does not exist; give the path of a PNG or JPEG file.")
+    try:
+        return inference.predict_file(run_dir, image)
+    except ValueError as exc:  # ModelRejected or an unreadable image
+        raise CliError(str(exc)) from exc
 
 
 def parser() -> argparse.ArgumentParser:

@@ -101,3 +101,90 @@ def pixel_histogram_figure(counts: np.ndarray) -> go.Figure:
         legend=dict(orientation="h", y=1.12, x=0),
     )
     return fig
+
+
+# ---------------------------------------------------------------------------- predict
+
+_TOP_COLOR, _OTHER_COLOR = "#4f46e5", "#c7d2fe"
+
+
+def probability_bars_figure(
+    probs: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> go.Figure:
+    """Bars of every class probability, the predicted (top) class highlighted."""
+    probs = np.asarray(probs, dtype=float).reshape(-1)
+    names = [str(n) for n in class_names][: len(probs)]
+    names += [str(i) for i in range(len(names), len(probs))]
+    top = int(np.argmax(probs)) if len(probs) else -1
+    colors = [_TOP_COLOR if i == top else _OTHER_COLOR for i in range(len(probs))]
+    fig = go.Figure(
+        go.Bar(
+            x=names, y=probs, marker_color=colors, text=[f"{p:.0%}" for p in probs],
+            textposition="outside", cliponaxis=False,
+            hovertemplate="%{x}: %{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=280, margin=dict(l=10, r=10, t=24, b=10), showlegend=False,
+        yaxis=dict(range=[0, 1.05], tickformat=".0%", title="probability"),
+        xaxis=dict(type="category"),
+    )
+    return fig
+
+
+def _heatmap_mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
+    """Tile ``(n, h, w)`` float maps into one 2-D array with NaN gaps (one Heatmap trace)."""
+    n, h, w = tiles.shape
+    rows = max(1, -(-n // cols))
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan, np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tile
+    return out
+
+
+def feature_map_grid_figure(maps: np.ndarray, cols: int = 8, tile_px: int = 56) -> go.Figure:
+    """One conv layer's activations ``(h, w, channels)`` as a grid of small grey images,
+    each scaled to its own maximum so weak channels stay visible (black = 0)."""
+    maps = np.moveaxis(np.asarray(maps, np.float32), -1, 0)
+    peak = maps.reshape(len(maps), -1).max(axis=1)
+    tiles = maps / np.where(peak > 0, peak, 1.0)[:, None, None]
+    cols = min(cols, len(tiles))
+    z = _heatmap_mosaic(tiles, cols)
+    rows = -(-len(tiles) // cols)
+    fig = go.Figure(go.Heatmap(z=z, colorscale="gray", zmin=0, zmax=1, showscale=False,
+                               hoverongaps=False, hovertemplate="%{z:.2f}<extra></extra>"))
+    fig.update_layout(
+        height=int(rows * tile_px) + 10, margin=dict(l=0, r=0, t=0, b=0),
+        xaxis=dict(visible=False, constrain="domain"),
+        yaxis=dict(visible=False, autorange="reversed", scaleanchor="x", constrain="domain"),
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return fig
+
+
+def filter_grid_figure(kernels: np.ndarray, cols: int = 8, tile_px: int = 48) -> go.Figure:
+    """First-layer filters ``(n, kh, kw, in_channels)`` as small images: grey filters on a
+    blue–white–red scale (sign matters), colour filters as RGB (rescaled to 0..255)."""
+    kernels = np.asarray(kernels, np.float32)
+    n, kh, kw, cin = kernels.shape
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    if cin == 3:
+        lo, hi = kernels.min(), kernels.max()
+        imgs = (kernels - lo) / (hi - lo if hi > lo else 1.0) * 255
+        fig = go.Figure(go.Image(z=image_mosaic(imgs, cols, pad=1), hoverinfo="skip"))
+    else:
+        tiles = kernels.mean(axis=-1)
+        bound = float(np.abs(tiles).max()) or 1.0
+        fig = go.Figure(go.Heatmap(z=_heatmap_mosaic(tiles, cols), colorscale="RdBu_r",
+                                   zmin=-bound, zmax=bound, showscale=False, hoverongaps=False,
+                                   hovertemplate="%{z:.3f}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        height=int(rows * tile_px) + 10, margin=dict(l=0, r=0, t=0, b=0),
+        xaxis=dict(visible=False, constrain="domain"),
+        yaxis=dict(visible=False, scaleanchor="x", constrain="domain"),
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return fig

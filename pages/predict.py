@@ -1,6 +1,241 @@
-"""Predict page (coming next)."""
+"""Draw & predict: draw a digit (or upload a picture) and watch the model's probabilities."""
 
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import streamlit as st
+from PIL import Image, UnidentifiedImageError
 
-st.title("Predict")
-st.info("Coming next: this page is being built.")
+from cnnlab import charts, datasets, inference, runs
+from cnnlab.inference import ModelRejected, Predictor
+from cnnlab.preprocess import canvas_to_input, image_to_input
+
+CANVAS_PX = 280
+PREVIEW_PX = 168  # the 28×28 input shown 6× bigger, pixel for pixel
+IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]
+OWN_MODEL = "__own__"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def run_predictor(run_dir: str, mtime: float) -> Predictor:
+    """A run's best model, loaded once per server; a new checkpoint (mtime) reloads it."""
+    return inference.load_run_predictor(run_dir)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Checking your model…")
+def file_predictor(digest: str, _data: bytes) -> Predictor:
+    """An uploaded .keras file loaded safely from a temp file (keyed by its content hash)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"  # Keras wants the .keras suffix
+        path.write_bytes(_data)
+        return Predictor(inference.load_model_file(path))
+
+
+def run_label(run: runs.RunInfo) -> str:
+    """'20250101-120000-quick-mnist · MNIST · 98.1 % test accuracy' for the run picker."""
+    status = run.status
+    info = datasets.REGISTRY.get(status.get("dataset", ""))
+    metrics = runs.load_metrics(run.run_dir) or {}
+    acc = metrics.get("test_accuracy")
+    parts = [run.run_id, info.title if info else status.get("dataset", "?")]
+    parts.append(f"{acc:.1%} test accuracy" if acc is not None else status.get("status", "?"))
+    return " · ".join(parts)
+
+
+def offer_first_model() -> None:
+    """No run with a saved model yet: point to training the quick preset."""
+    st.info(
+        "There is no trained model yet. Open **🏋️ Train** in the sidebar and train the "
+        "**quick** preset on MNIST (one epoch takes well under a minute on a laptop CPU), "
+        "then come back here. Or upload your own `.keras` model below."
+    )
+
+
+def choose_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
+    """The model picker: (predictor, class names, data set name) or None when there is none."""
+    usable = inference.predictable_runs()
+    ids = [str(r.run_dir) for r in usable]
+    by_dir = {str(r.run_dir): r for r in usable}
+    options = [*ids, OWN_MODEL]
+    chosen = st.session_state.get("selected_run")
+    if st.session_state.get("predict_model") not in options:
+        # Default: the run picked elsewhere (Runs page), else the best digit run.
+        st.session_state["predict_model"] = chosen if chosen in ids else options[0]
+
+    def remember() -> None:
+        if st.session_state["predict_model"] != OWN_MODEL:
+            st.session_state["selected_run"] = st.session_state["predict_model"]
+
+    choice = st.selectbox(
+        "Model", options, key="predict_model", on_change=remember,
+        format_func=lambda o: "Upload my own .keras model…" if o == OWN_MODEL
+        else run_label(by_dir[o]),
+    )
+    if choice != OWN_MODEL:
+        path = runs.best_model_path(choice)
+        try:
+            predictor = run_predictor(choice, path.stat().st_mtime)
+        except (ModelRejected, OSError) as exc:
+            st.error(str(exc))
+            return None
+        return (predictor, inference.run_class_names(choice, predictor.n_classes),
+                inference.run_dataset(choice))
+    if not ids:
+        offer_first_model()
+    return own_model()
+
+
+def own_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
+    """Upload a .keras file; its classes are named after a matching data set or numbered."""
+    upload = st.file_uploader(
+        "Your model (.keras, saved with Keras 3 `model.save('model.keras')`)", type=["keras"],
+        key="own_model",
+    )
+    if upload is None:
+        return None
+    data = upload.getvalue()
+    try:
+        predictor = file_predictor(hashlib.sha256(data).hexdigest(), data)
+    except ModelRejected as exc:
+        st.error(f"**{upload.name}** cannot be used: {exc}")
+        return None
+    fits = [n for n, info in datasets.REGISTRY.items()
+            if len(info.class_names) == predictor.n_classes
+            and info.image_shape[-1] == predictor.input_shape[-1]]
+    name = st.selectbox(
+        "Its classes are those of", [*fits, None],
+        format_func=lambda n: f"numbers 0–{predictor.n_classes - 1}" if n is None
+        else datasets.REGISTRY[n].title,
+    )
+    names = (datasets.REGISTRY[name].class_names if name
+             else tuple(str(i) for i in range(predictor.n_classes)))
+    return predictor, names, name
+
+
+def input_hint(predictor: Predictor, dataset: str | None) -> str:
+    """Which input suits this model, in one sentence."""
+    h, w, c = predictor.input_shape
+    if c == 3:
+        return (f"This model classifies colour photos ({h}×{w}×3). Upload a colour photo: it "
+                f"is resized and centre-cropped to {h}×{w}.")
+    if dataset in inference.DIGIT_DATASETS:
+        return ("Draw one digit 0–9 anywhere on the canvas: it is cropped, scaled and "
+                f"centred like MNIST before the model sees it ({h}×{w}).")
+    info = datasets.REGISTRY.get(dataset or "")
+    what = info.title if info else "grey images"
+    return (f"This model knows {what} ({h}×{w} grey). Drawings rarely look like its "
+            "training images: upload a photo of one object on a plain background instead.")
+
+
+def show_prediction(predictor: Predictor, names: tuple[str, ...], x: np.ndarray,
+                    key: str) -> None:
+    """The input the model sees, the predicted class, all probabilities, a look inside."""
+    probs = predictor.probabilities(x)
+    top = int(np.argmax(probs))
+    seen, result = st.columns([1, 2])
+    with seen:
+        st.caption("What the model sees")
+        tile = np.clip(x * 255, 0, 255).astype(np.uint8)
+        tile = tile[..., 0] if tile.shape[-1] == 1 else tile
+        big = Image.fromarray(tile).resize(
+            (PREVIEW_PX, round(PREVIEW_PX * x.shape[0] / x.shape[1])), Image.Resampling.NEAREST)
+        st.image(big)
+        st.metric("Prediction", names[top] if top < len(names) else str(top),
+                  delta=f"{probs[top]:.0%} sure", delta_color="off")
+    with result:
+        st.plotly_chart(charts.probability_bars_figure(probs, names), key=f"bars_{key}",
+                        config={"displayModeBar": False})
+    with st.expander("🔬 Look inside: feature maps and filters"):
+        look_inside(predictor, x, key)
+
+
+def look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
+    """Every conv layer's activations for this input, and the first layer's filters."""
+    maps = predictor.feature_maps(x)
+    if not maps:
+        st.info("This model has no Conv2D layers, so there are no feature maps to show.")
+        return
+    for name, act in maps:
+        h, w, ch = act.shape
+        st.markdown(f"**{name}** — {ch} feature maps of {h}×{w} (bright = strong response)")
+        st.plotly_chart(charts.feature_map_grid_figure(act), key=f"fm_{key}_{name}",
+                        config={"displayModeBar": False})
+    kernels = predictor.first_filters()
+    if kernels is not None:
+        n, kh, kw, _ = kernels.shape
+        st.markdown(f"**First layer's {n} filters** ({kh}×{kw}; red = positive weight, "
+                    "blue = negative)")
+        st.plotly_chart(charts.filter_grid_figure(kernels), key=f"filters_{key}",
+                        config={"displayModeBar": False})
+
+
+def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
+    """Canvas on the left, live prediction on the right: every stroke re-predicts."""
+    from streamlit_drawable_canvas import st_canvas  # raises outside a running app
+
+    st.session_state.setdefault("canvas_n", 0)
+
+    def clear() -> None:
+        st.session_state["canvas_n"] += 1  # a new key mounts an empty canvas
+
+    pad, board = st.columns([1, 2], gap="large")
+    with pad:
+        width = st.slider("Stroke width", 8, 40, 20, key="stroke_width")
+        canvas = st_canvas(
+            stroke_width=width, stroke_color="#FFFFFF", background_color="#000000",
+            height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw",
+            return_image_data=True, key=f"canvas_{st.session_state['canvas_n']}",
+        )
+        st.button("Clear", icon="🧽", on_click=clear)
+    with board:
+        rgba = canvas.image_data
+        x = None if rgba is None else canvas_to_input(rgba, predictor.input_shape)
+        if x is None:
+            st.info("Draw a digit on the black square: the prediction follows every stroke."
+                    if rgba is None or not rgba[..., :3].any()
+                    else "That is too little ink for a digit: draw a whole digit.")
+            return
+        show_prediction(predictor, names, x, "draw")
+
+
+def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
+    """Classify an uploaded picture of any size."""
+    h, w, c = predictor.input_shape
+    upload = st.file_uploader(
+        f"A picture (PNG, JPEG, …); it becomes {h}×{w} {'colour' if c == 3 else 'grey'}",
+        type=IMAGE_TYPES, key="picture",
+    )
+    if upload is None:
+        return
+    try:
+        image = Image.open(io.BytesIO(upload.getvalue()))
+        image.load()
+        x = image_to_input(image, predictor.input_shape)
+    except (UnidentifiedImageError, OSError) as exc:
+        st.error(f"**{upload.name}** is not a readable picture ({exc}). Allowed are "
+                 f"{', '.join(IMAGE_TYPES)} files; save it again as PNG and retry.")
+        return
+    except ValueError as exc:
+        st.error(f"**{upload.name}**: {exc}")
+        return
+    show_prediction(predictor, names, x, "upload")
+
+
+st.title("✏️ Draw & predict")
+chosen = choose_model()
+if chosen is not None:
+    predictor, class_names, dataset_name = chosen
+    st.caption(input_hint(predictor, dataset_name))
+    if predictor.input_shape[-1] == 1:
+        draw, upload_pane = st.tabs(["✏️ Draw", "🖼️ Upload a picture"])
+        with draw:
+            draw_tab(predictor, class_names)
+        with upload_pane:
+            upload_tab(predictor, class_names)
+    else:
+        upload_tab(predictor, class_names)

@@ -1,0 +1,266 @@
+"""Trained models for prediction: loading (runs and uploaded files), checks, fast inference.
+
+Inference calls the model directly (``model(x, training=False)``): ``model.predict`` sets up
+a data pipeline on every call and costs ~50 ms more per drawing. Keras is imported inside
+functions so pages that import this module still open fast.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab import runs
+
+DIGIT_DATASETS = ("mnist", "mnist_sample")
+# What an uploaded model's input may look like: an image, grey or colour.
+ALLOWED_INPUT = "(height, width, 1) for grey images or (height, width, 3) for colour images"
+
+
+class ModelRejected(ValueError):
+    """A model file that cannot be used here; the message says why and what to do."""
+
+
+def input_scale(model: Any) -> float:
+    """The factor from [0, 1] pixels to what ``model`` expects: 255 or 1.
+
+    Every cnnlab model starts with Rescaling(1/255) and takes raw 0..255 pixels. A user's
+    own model may not: if no Rescaling layer comes before its first layer with weights,
+    we assume it was trained on [0, 1] inputs (the usual Keras tutorial habit).
+    """
+    import keras
+
+    for layer in _flat_layers(model):
+        if isinstance(layer, keras.layers.Rescaling):
+            return 255.0
+        if layer.weights:
+            break
+    return 1.0
+
+
+def _flat_layers(model: Any) -> list[Any]:
+    """Layers in order, with nested models (a Sequential inside a Model) opened up."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(_flat_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def model_problems(model: Any) -> list[str]:
+    """Why ``model`` cannot classify images here (empty list = usable)."""
+    problems = []
+    try:
+        in_shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else None
+        out_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
+    except (AttributeError, ValueError):  # a subclassed model that was never built
+        in_shape = out_shape = None
+    if in_shape is None or len(in_shape) != 4 or in_shape[-1] not in (1, 3) or any(
+        v is None for v in in_shape[1:]
+    ):
+        given = "several inputs" if in_shape is None else str(in_shape[1:])
+        problems.append(
+            f"The model takes input of shape {given}; allowed is one image input "
+            f"{ALLOWED_INPUT}. Save a model that starts with keras.Input((28, 28, 1)) "
+            "(digits) or keras.Input((32, 32, 3)) (CIFAR-10)."
+        )
+    if out_shape is None or len(out_shape) != 2 or (out_shape[-1] or 0) < 2:
+        given = "several outputs" if out_shape is None else str(out_shape[1:])
+        problems.append(
+            f"The model outputs shape {given}; allowed is one vector of class "
+            "probabilities (n_classes,) with at least 2 classes. End the model with "
+            "Dense(n_classes, activation='softmax')."
+        )
+    return problems
+
+
+def load_model_file(path: Path | str) -> Any:
+    """Load a ``.keras`` file safely (no custom code) and check it classifies images.
+
+    Raises ModelRejected for a file that is not a Keras model, needs unsafe code to load
+    (a Lambda layer), or takes/returns the wrong shapes.
+    """
+    import keras
+
+    name = Path(path).name
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types; each becomes a readable message
+        text = str(exc)
+        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
+            raise ModelRejected(
+                f"{name} needs to run Python code stored in the file (a Lambda layer or "
+                "custom function) to load; that is not allowed here because the code could do "
+                "anything. Rebuild the model with built-in Keras layers only and save it again."
+            ) from exc
+        raise ModelRejected(
+            f"{name} could not be read as a Keras model ({type(exc).__name__}). Allowed is a "
+            "model saved with model.save('model.keras') in Keras 3; an old .h5 file or another "
+            "file renamed to .keras will not load."
+        ) from exc
+    if not isinstance(model, keras.Model):
+        raise ModelRejected(f"{name} holds a {type(model).__name__}, not a Keras model.")
+    problems = model_problems(model)
+    if problems:
+        raise ModelRejected(" ".join(problems))
+    return model
+
+
+@dataclass
+class Predictor:
+    """A loaded model ready for fast single-image inference and for looking inside."""
+
+    model: Any
+    input_shape: tuple[int, int, int] = field(init=False)
+    n_classes: int = field(init=False)
+    scale: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(v) for v in self.model.inputs[0].shape[1:])
+        self.n_classes = int(self.model.outputs[0].shape[-1])
+        self.scale = input_scale(self.model)
+        self._lock = threading.Lock()
+        self._features: tuple[list[str], Any] | None = None
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for one input ``(h, w, c)`` or a batch, from [0, 1] pixels."""
+        import keras
+
+        batch = np.asarray(x, np.float32)
+        single = batch.ndim == 3
+        if single:
+            batch = batch[None]
+        out = keras.ops.convert_to_numpy(self.model(batch * self.scale, training=False))
+        return out[0] if single else out
+
+    def _feature_model(self) -> tuple[list[str], Any]:
+        """(conv layer names, a sub-model returning their activations); built once."""
+        import keras
+
+        with self._lock:
+            if self._features is None:
+                layers = _flat_layers(self.model)
+                names, outputs = [], []
+                for i, layer in enumerate(layers):
+                    if not isinstance(layer, keras.layers.Conv2D):
+                        continue
+                    # Show the activation the next block sees: after a following
+                    # BatchNormalization/Activation when the conv itself is linear.
+                    last = layer
+                    for nxt in layers[i + 1 :]:
+                        if not isinstance(nxt, keras.layers.BatchNormalization
+                                          | keras.layers.Activation | keras.layers.ReLU):
+                            break
+                        last = nxt
+                    names.append(layer.name)
+                    outputs.append(last.output)
+                sub = keras.Model(self.model.inputs[0], outputs) if outputs else None
+                self._features = (names, sub)
+        return self._features
+
+    def feature_maps(self, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(layer name, activations (h, w, channels)) of every conv layer for one input."""
+        import keras
+
+        names, sub = self._feature_model()
+        if sub is None:
+            return []
+        outs = sub(np.asarray(x, np.float32)[None] * self.scale, training=False)
+        if not isinstance(outs, list | tuple):
+            outs = [outs]
+        return [(n, keras.ops.convert_to_numpy(o)[0]) for n, o in zip(names, outs, strict=True)]
+
+    def first_filters(self) -> np.ndarray | None:
+        """The first conv layer's kernels as ``(n_filters, kh, kw, in_channels)``, or None."""
+        import keras
+
+        for layer in _flat_layers(self.model):
+            if isinstance(layer, keras.layers.Conv2D):
+                kernel = keras.ops.convert_to_numpy(layer.kernel)
+                return np.transpose(kernel, (3, 0, 1, 2))
+        return None
+
+
+def run_class_names(run_dir: Path | str, n_classes: int | None = None) -> tuple[str, ...]:
+    """Class names of a run: config.json, else its data set's registry entry, else numbers."""
+    cfg = runs.load_config(run_dir)
+    names = cfg.get("class_names")
+    if not names:
+        from cnnlab import datasets
+
+        info = datasets.REGISTRY.get(run_dataset(run_dir) or "")
+        names = info.class_names if info else None
+    if not names:
+        names = [str(i) for i in range(n_classes or 0)]
+    return tuple(str(n) for n in names)
+
+
+def run_dataset(run_dir: Path | str) -> str | None:
+    """The data set name a run was trained on (status.json, else config.json)."""
+    return runs.load_status(run_dir).get("dataset") or runs.load_config(run_dir).get("dataset")
+
+
+def load_run_predictor(run_dir: Path | str) -> Predictor:
+    """A Predictor for a run's best checkpoint; ModelRejected when there is none usable."""
+    path = runs.best_model_path(run_dir)
+    if not path.is_file():
+        raise ModelRejected(
+            f"Run {Path(run_dir).name} has no best.keras yet; wait for its first epoch to "
+            "finish or pick another run."
+        )
+    return Predictor(load_model_file(path))
+
+
+def predictable_runs(root: Path | str | None = None) -> list[runs.RunInfo]:
+    """Runs with a saved model, best first: finished digit runs by test accuracy, then the
+    other finished runs by accuracy, then unfinished ones with a checkpoint (newest first)."""
+
+    def rank(run: runs.RunInfo) -> tuple[int, int, float]:
+        metrics = runs.load_metrics(run.run_dir) or {}
+        finished = run.status.get("status") == "finished"
+        digits = run.status.get("dataset") in DIGIT_DATASETS
+        return (not finished, not digits, -float(metrics.get("test_accuracy") or 0.0))
+
+    usable = [r for r in runs.list_runs(root) if runs.best_model_path(r.run_dir).is_file()]
+    return sorted(usable, key=rank)  # stable: list_runs is newest first
+
+
+def predict_file(run_dir: Path | str, image_path: Path | str) -> dict[str, Any]:
+    """Classify one image file with a run's model (the CLI's ``predict``).
+
+    ``ms`` is preprocessing plus inference for this image, after one warm-up call, so it
+    shows the steady cost per image rather than model loading.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from cnnlab.preprocess import image_to_input
+
+    predictor = load_run_predictor(run_dir)
+    try:
+        image = Image.open(image_path)
+        image.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(
+            f"{Path(image_path).name} is not a readable image ({exc}); give a PNG or JPEG file."
+        ) from exc
+    predictor.probabilities(np.zeros(predictor.input_shape, np.float32))  # warm-up
+    t0 = time.perf_counter()
+    probs = predictor.probabilities(image_to_input(image, predictor.input_shape))
+    ms = (time.perf_counter() - t0) * 1000
+    names = run_class_names(run_dir, predictor.n_classes)
+    label = int(np.argmax(probs))
+    return {
+        "label": label,
+        "class_name": names[label] if label < len(names) else str(label),
+        "probabilities": [round(float(p), 6) for p in probs],
+        "ms": round(ms, 2),
+    }

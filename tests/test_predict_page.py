@@ -1,0 +1,242 @@
+"""Predict: model loading/validation (cnnlab.inference), the CLI, and the page (AppTest)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import APPTEST_TIMEOUT, ROOT
+from PIL import Image, ImageDraw
+
+from cnnlab import inference, runs
+from cnnlab.inference import ModelRejected, Predictor
+
+
+def make_run(root: Path, limit: int = 600, epochs: int = 1) -> Path:
+    """A real finished run (quick preset on the bundled MNIST sample) under ``root``."""
+    from cnnlab import datasets, training
+    from cnnlab.config import PRESETS
+
+    ds = datasets.load("mnist_sample")
+    request = training.TrainRequest(dataset="mnist_sample", config=PRESETS["quick"].config,
+                                    epochs=epochs, limit=limit, preset="quick")
+    run_dir = runs.create_run(root, request.run_name(), training.run_config(request, ds),
+                              {"status": "queued", "dataset": "mnist_sample", "preset": "quick"})
+    result = training.train_run(request, ds, run_dir)
+    assert result.status == "finished", result.message
+    return run_dir
+
+
+def digit_png(dark_on_light: bool = False) -> bytes:
+    """A hand-drawn-looking '1' as PNG bytes (200×200)."""
+    bg, ink = ((255, 0) if dark_on_light else (0, 255))
+    img = Image.new("L", (200, 200), bg)
+    ImageDraw.Draw(img).line([(100, 30), (100, 170)], fill=ink, width=14)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def keras_bytes(model, tmp_path: Path, name: str = "m.keras") -> bytes:
+    path = tmp_path / name
+    model.save(path)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture
+def runs_with_model(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CNNLAB_RUNS_DIR", str(trained_run.parent))
+    return trained_run
+
+
+def lambda_model():
+    import keras
+
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda t: t / 255.0),
+                             keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+
+
+def dense_model(rescale: bool):
+    import keras
+
+    layers = [keras.Input((28, 28, 1))]
+    if rescale:
+        layers.append(keras.layers.Rescaling(1 / 255))
+    layers += [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
+               keras.layers.Dense(10, activation="softmax")]
+    return keras.Sequential(layers)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def test_rejects_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None:
+    path = tmp_path / "notes.keras"
+    path.write_bytes(b"certainly not a zip")
+    with pytest.raises(ModelRejected, match=r"notes.keras could not be read as a Keras model"):
+        inference.load_model_file(path)
+
+
+def test_rejects_unsafe_lambda_model(tmp_path: Path) -> None:
+    path = tmp_path / "lam.keras"
+    lambda_model().save(path)
+    with pytest.raises(ModelRejected, match="Lambda layer.*not allowed.*built-in Keras layers"):
+        inference.load_model_file(path)
+
+
+def test_rejects_model_whose_input_is_not_an_image(tmp_path: Path) -> None:
+    import keras
+
+    path = tmp_path / "flat.keras"
+    keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]).save(path)
+    with pytest.raises(ModelRejected, match=r"input of shape \(784,\).*\(height, width, 1\)"):
+        inference.load_model_file(path)
+
+
+def test_input_scale_follows_the_rescaling_layer() -> None:
+    assert inference.input_scale(dense_model(rescale=True)) == 255.0
+    assert inference.input_scale(dense_model(rescale=False)) == 1.0
+
+
+def test_predictor_probabilities_feature_maps_and_filters(trained_run: Path) -> None:
+    p = inference.load_run_predictor(trained_run)
+    assert p.input_shape == (28, 28, 1) and p.n_classes == 10 and p.scale == 255.0
+    x = np.random.default_rng(0).random((28, 28, 1), dtype=np.float32)
+    probs = p.probabilities(x)
+    assert probs.shape == (10,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert p.probabilities(np.stack([x, x])).shape == (2, 10)
+    maps = p.feature_maps(x)
+    assert [m.shape[-1] for _, m in maps] == [16, 32]  # quick preset: conv16, conv32
+    assert p.first_filters().shape == (16, 3, 3, 1)
+    assert inference.run_class_names(trained_run) == tuple(str(i) for i in range(10))
+
+
+def test_predictable_runs_put_the_best_finished_digit_run_first(tmp_path: Path,
+                                                               trained_run: Path) -> None:
+    def fake(name: str, status: str, dataset: str, acc: float | None) -> Path:
+        d = runs.create_run(tmp_path, name, {}, {"status": status, "dataset": dataset})
+        shutil.copy(runs.best_model_path(trained_run), runs.best_model_path(d))
+        if acc is not None:
+            runs.save_metrics(d, {"test_accuracy": acc})
+        return d
+
+    fake("fashion", "finished", "fashion_mnist", 0.99)
+    good = fake("good", "finished", "mnist", 0.97)
+    fake("worse", "finished", "mnist", 0.90)
+    fake("stopped", "stopped", "mnist", None)
+    runs.create_run(tmp_path, "no-model", {}, {"status": "running", "dataset": "mnist"})
+    order = [r.run_dir for r in inference.predictable_runs(tmp_path)]
+    assert order[0] == good.resolve() and len(order) == 4
+    assert runs.load_status(order[-1])["status"] == "stopped"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def test_cli_predict_json(trained_run: Path, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    image.write_bytes(digit_png(dark_on_light=True))
+    out = cli("predict", "--run", str(trained_run), "--image", str(image), "--json")
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert set(payload) == {"label", "class_name", "probabilities", "ms"}
+    assert len(payload["probabilities"]) == 10
+    assert sum(payload["probabilities"]) == pytest.approx(1.0, abs=1e-3)
+    assert payload["label"] == int(np.argmax(payload["probabilities"]))
+    assert payload["class_name"] == str(payload["label"]) and payload["ms"] > 0
+
+
+def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path) -> None:
+    text = tmp_path / "x.png"
+    text.write_text("not an image")
+    out = cli("predict", "--run", str(trained_run), "--image", str(text), "--json")
+    assert out.returncode == 2 and "not a readable image" in out.stderr and not out.stdout
+    out = cli("predict", "--run", str(tmp_path), "--image", str(text), "--json")
+    assert out.returncode == 2 and "not a run directory" in out.stderr
+
+
+# --------------------------------------------------------------------------- page
+
+
+def page():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / "pages" / "predict.py"), default_timeout=APPTEST_TIMEOUT)
+
+
+def test_page_without_runs_points_to_training(runs_root: Path) -> None:
+    at = page().run()
+    assert not at.exception, at.exception
+    assert any("no trained model yet" in i.value for i in at.info)
+    assert at.selectbox(key="predict_model").value == "__own__"
+
+
+def test_page_with_a_run_predicts_an_uploaded_picture(runs_with_model: Path) -> None:
+    at = page().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="predict_model").value == str(runs_with_model.resolve())
+    assert any("Draw one digit" in c.value for c in at.caption)
+    at.file_uploader(key="picture").set_value(("one.png", digit_png(), "image/png")).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    metric = next(m for m in at.metric if m.label == "Prediction")
+    assert metric.value in [str(i) for i in range(10)] and "sure" in metric.delta
+    kinds = [e.type for e in at.get("plotly_chart")]
+    assert len(kinds) >= 3  # probability bars, feature maps, filters
+
+
+def test_page_refuses_a_bad_picture(runs_with_model: Path) -> None:
+    at = page().run()
+    at.file_uploader(key="picture").set_value(("x.png", b"not a picture", "image/png")).run()
+    assert not at.exception
+    assert "not a readable picture" in at.error[0].value
+
+
+def test_page_own_model_upload(runs_root: Path, tmp_path: Path) -> None:
+    at = page().run()
+    uploader = at.file_uploader(key="own_model")
+    uploader.set_value(("lam.keras", keras_bytes(lambda_model(), tmp_path, "lam.keras"),
+                        "application/octet-stream")).run()
+    assert not at.exception
+    assert "lam.keras" in at.error[0].value and "Lambda" in at.error[0].value
+    good = keras_bytes(dense_model(rescale=False), tmp_path, "mine.keras")
+    at.file_uploader(key="own_model").set_value(("mine.keras", good, "application/octet-stream"))
+    at.run()
+    assert not at.exception and not at.error, at.error
+    at.file_uploader(key="picture").set_value(("one.png", digit_png(), "image/png")).run()
+    assert not at.exception and not at.error
+    assert any(m.label == "Prediction" for m in at.metric)
+
+
+def test_page_model_upload_that_is_not_a_model(runs_root: Path) -> None:
+    at = page().run()
+    at.file_uploader(key="own_model").set_value(("bad.keras", b"zzz", "application/zip")).run()
+    assert not at.exception
+    assert "could not be read as a Keras model" in at.error[0].value
+
+
+def test_predictor_input_is_scaled_for_models_without_rescaling(tmp_path: Path) -> None:
+    import keras
+
+    model = dense_model(rescale=False)
+    p = Predictor(model)
+    x = np.full((28, 28, 1), 0.5, np.float32)
+    direct = keras.ops.convert_to_numpy(model(x[None], training=False))[0]
+    assert np.allclose(p.probabilities(x), direct, atol=1e-6)
