@@ -188,3 +188,72 @@ def filter_grid_figure(kernels: np.ndarray, cols: int = 8, tile_px: int = 48) ->
         plot_bgcolor="rgba(0,0,0,0)",
     )
     return fig
+
+
+# ---------------------------------------------------------------------------- train (runs)
+
+_TRAIN_COLOR, _VAL_COLOR = "#4f46e5", "#f59e0b"
+
+
+def training_curve_figure(
+    history: pd.DataFrame, metric: str, live: dict | None = None, height: int = 300
+) -> go.Figure:
+    """``metric`` ("loss" or "accuracy") per epoch, train vs validation.
+
+    ``live`` (the latest batch event) adds the running training value of the epoch in
+    progress as a hollow marker at a fractional epoch, so the chart moves within an epoch.
+    """
+    fig = go.Figure()
+    if not history.empty and metric in history:
+        x = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
+        fig.add_scatter(x=x, y=history[metric], name="train", mode="lines+markers",
+                        line=dict(color=_TRAIN_COLOR, width=2))
+        if f"val_{metric}" in history:
+            fig.add_scatter(x=x, y=history[f"val_{metric}"], name="validation",
+                            mode="lines+markers", line=dict(color=_VAL_COLOR, width=2))
+    if live and live.get(metric) is not None and live["batch"] < live["batches"]:
+        at = live["epoch"] - 1 + live["batch"] / live["batches"]
+        fig.add_scatter(x=[at], y=[live[metric]], name="this epoch so far", mode="markers",
+                        marker=dict(color=_TRAIN_COLOR, size=10, symbol="circle-open"))
+    is_acc = metric == "accuracy"
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=36, b=10),
+        title=dict(text=metric.capitalize(), x=0, font=dict(size=15)),
+        xaxis=dict(title="epoch", dtick=1 if len(history) <= 15 else None, rangemode="tozero"),
+        yaxis=dict(tickformat=".0%" if is_acc else None, rangemode="tozero"),
+        legend=dict(orientation="h", y=1.14, x=1, xanchor="right"),
+        hovermode="x unified",
+    )
+    return fig
+
+
+def confusion_figure(confusion: list[list[int]] | np.ndarray, class_names: list[str]) -> go.Figure:
+    """Confusion-matrix heatmap: rows true class, columns predicted; counts in the cells."""
+    cm = np.asarray(confusion)
+    names = [str(n) for n in class_names]
+    # Colour by the row share so small classes are as readable as big ones.
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(
+        z=share, x=names, y=names, text=cm, texttemplate="%{text}", colorscale="Blues",
+        zmin=0, zmax=1, showscale=False,
+        hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>",
+    ))
+    side = max(320, 36 * len(names) + 90)
+    fig.update_layout(
+        height=side, margin=dict(l=10, r=10, t=10, b=10),
+        xaxis=dict(title="predicted", type="category", side="top"),
+        yaxis=dict(title="true", type="category", autorange="reversed"),
+    )
+    return fig
+
+
+def mistakes_figure(
+    x_test: np.ndarray, mistakes: list[dict], class_names: list[str], cols: int = 8
+) -> go.Figure:
+    """Grid of misclassified test images captioned "true → predicted (confidence)"."""
+    idx = [m["index"] for m in mistakes]
+    captions = [
+        f"{class_names[m['true']]}→{class_names[m['predicted']]} {m['confidence']:.0%}"
+        for m in mistakes
+    ]
+    return image_grid_figure(np.asarray(x_test)[idx], captions, cols=min(cols, max(1, len(idx))))

@@ -1,6 +1,235 @@
-"""Train page (coming next)."""
+"""Train page: start, watch and stop a run; live curves, health warnings, test results.
+
+The job lives in the server's JobManager (pages.common.job_manager, st.cache_resource), so
+reruns, page switches, refreshes and other tabs all see the same run. A fragment polls it
+while it is active.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
 
-st.title("Train")
-st.info("Coming next: this page is being built.")
+from cnnlab import charts, models, runs, training
+from cnnlab.config import PRESETS, default_preset
+from cnnlab.datasets import DatasetUnavailable
+from pages.common import cached_dataset, dataset_picker, job_manager
+
+POLL_SECONDS = 1.0
+FROM_CONFIGURE = "configure"
+
+
+def fmt_seconds(s: float | None) -> str:
+    """12 → '0:12', 3725 → '1:02:05'."""
+    if s is None:
+        return "–"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+def config_line(cfg) -> str:
+    """'conv16 → conv32 → dense64 · adam lr 0.002 · patience 2' for the summary."""
+    parts = [f"conv{b.filters}" + (f"×{b.convs}" if b.convs > 1 else "") for b in cfg.blocks]
+    parts += [f"dense{d.units}" for d in cfg.dense]
+    extra = f" · early stop after {cfg.patience}" if cfg.patience else " · no early stopping"
+    return " → ".join(parts) + f" · {cfg.optimizer} lr {cfg.learning_rate:g}" + extra
+
+
+st.title("🏋️ Train")
+manager = job_manager()
+
+# ---------------------------------------------------------------- what to train
+left, right = st.columns([1, 1], gap="large")
+with left:
+    ds_name = dataset_picker("train_dataset")
+    try:
+        dataset = cached_dataset(ds_name)
+    except DatasetUnavailable as exc:
+        st.error(str(exc))
+        st.stop()
+    info = dataset.info
+    n_classes = len(info.class_names)
+
+    choices = list(PRESETS)
+    if st.session_state.get("model_config") is not None:
+        choices.insert(0, FROM_CONFIGURE)
+    default = FROM_CONFIGURE if FROM_CONFIGURE in choices else default_preset(ds_name)
+    if st.session_state.get("train_model") not in choices:
+        st.session_state["train_model"] = default
+    from_cfg = f"Configure page ({st.session_state.get('preset_name', 'custom')})"
+    choice = st.selectbox(
+        "Model", choices, key="train_model",
+        format_func=lambda c: from_cfg if c == FROM_CONFIGURE else f"preset: {c}",
+    )
+    if choice == FROM_CONFIGURE:
+        config = st.session_state["model_config"]
+    else:
+        config = PRESETS[choice].config
+    preset_name = None if choice == FROM_CONFIGURE else choice
+    if preset_name is None and st.session_state.get("preset_name") in PRESETS:
+        preset_name = st.session_state["preset_name"]
+    params = models.total_params(config, info.image_shape, n_classes)
+    st.caption(
+        f"**{info.title}** · {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
+        f"images of {'×'.join(map(str, info.image_shape))} · {n_classes} classes  \n"
+        f"{config_line(config)} · **{params:,}** parameters"
+    )
+
+with right:
+    c1, c2 = st.columns(2)
+    epochs = c1.number_input("Epochs", min_value=0, max_value=1000, value=config.epochs,
+                             key=f"train_epochs_{choice}")
+    batch_size = c2.number_input("Batch size", min_value=1, max_value=65536,
+                                 value=config.batch_size, key=f"train_batch_{choice}")
+    val_fraction = st.slider("Validation split", 0.05, 0.5, 0.1, 0.05, key="train_val")
+    c3, c4 = st.columns([1, 1], vertical_alignment="bottom")
+    use_limit = c3.toggle("Limit training samples", key="train_use_limit")
+    limit = c4.number_input("Samples", min_value=1, max_value=len(dataset.y_train),
+                            value=min(2000, len(dataset.y_train)), step=500,
+                            key="train_limit", disabled=not use_limit)
+
+# ---------------------------------------------------------------- which job to show
+shown_id = st.session_state.get("train_run_id")
+job = manager.get(shown_id) if shown_id else None
+if job is None:  # a new tab or a refresh: show what this server is doing
+    job = manager.current() or manager.latest()
+
+busy = manager.busy()
+b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")
+clicked = b1.button("Queue run" if busy else "Train", type="primary", icon="▶️",
+                    use_container_width=True, key="train_start")
+if job is not None and not job.done():
+    if b2.button("Stop", icon="⏹️", use_container_width=True, key="train_stop"):
+        manager.stop(job.run_id)
+        st.toast("Stopping after the current batch…")
+if busy:
+    b3.caption(f"{1 + len(manager.queued())} run(s) active or queued on this server; "
+               "a new run waits its turn.")
+
+if clicked:
+    request = training.TrainRequest(
+        dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
+        val_fraction=float(val_fraction), limit=int(limit) if use_limit else None,
+        preset=preset_name,
+    )
+    errors = training.request_errors(request, dataset)
+    if errors:
+        st.error("Cannot start this run:\n\n" + "\n".join(f"- {e}" for e in errors))
+    else:
+        job = manager.submit(request, dataset)
+        st.session_state["train_run_id"] = job.run_id
+
+if job is None:
+    st.info("Pick a data set and a model, then press **Train**. Try the `quick` preset with "
+            "*Limit training samples* for a first run in seconds.")
+    st.stop()
+
+# ---------------------------------------------------------------- live view
+active = not job.done()
+
+
+@st.fragment(run_every=POLL_SECONDS if active else None)
+def live_view(run_id: str, was_active: bool) -> None:
+    """Status, progress, curves and warnings of one job; re-drawn every second while active."""
+    shown = manager.get(run_id)
+    snap = shown.snapshot()
+    if was_active and snap["done"]:
+        st.rerun()  # switch polling off and draw the final results with the whole page
+    status = snap["status"]
+    state = status.get("status", "?")
+    history = snap["history"]
+    batch = snap["batch"]
+    epochs_total = int(status.get("epochs") or shown.request.epochs)
+
+    head, dev = st.columns([3, 2], vertical_alignment="center")
+    head.subheader(f"Run `{run_id}`")
+    device = status.get("device") or "starting…"
+    speed = f" · {batch['samples_per_s']:,.0f} samples/s" if batch and state == "running" else ""
+    dev.markdown(f"**Device:** {device}{speed}")
+
+    if state == "queued":
+        st.info(f"⏳ Queued. {status.get('message', '')} It starts when the running one ends.")
+    elif state == "running":
+        done_epochs = len(history)
+        if batch:
+            frac = batch["batch"] / batch["batches"]
+            st.progress(frac, text=f"Epoch {batch['epoch']}/{batch['epochs']} · batch "
+                        f"{batch['batch']}/{batch['batches']} · ETA "
+                        f"{fmt_seconds(batch['eta_epoch_s'])}")
+            run_frac = min(1.0, (done_epochs + (frac if frac < 1 else 0)) / epochs_total)
+            st.progress(run_frac, text=f"Run: {done_epochs}/{epochs_total} epochs done · ETA "
+                        f"{fmt_seconds(batch['eta_run_s'])} (early stopping may end it sooner)")
+        else:
+            st.progress(0.0, text="Building the model and starting…")
+        if status.get("message"):
+            st.caption(status["message"])
+    elif state == "finished":
+        st.success(status.get("message") or "Finished.")
+    elif state == "stopped":
+        st.warning(status.get("message") or "Stopped.")
+    elif state == "failed":
+        st.error(status.get("message") or "Failed.")
+    elif state == "interrupted":
+        st.warning(status.get("message") or "Interrupted.")
+
+    for warning in snap["warnings"]:
+        st.warning(warning.message, icon="⚠️")
+
+    if not history.empty or batch:
+        live = batch if state == "running" else None
+        g1, g2 = st.columns(2)
+        g1.plotly_chart(charts.training_curve_figure(history, "loss", live),
+                        use_container_width=True, key="train_loss_chart")
+        g2.plotly_chart(charts.training_curve_figure(history, "accuracy", live),
+                        use_container_width=True, key="train_acc_chart")
+
+
+live_view(job.run_id, active)
+
+# ---------------------------------------------------------------- results
+metrics = runs.load_metrics(job.run_dir) if job.done() else None
+if metrics:
+    st.subheader("Test set")
+    hist = runs.load_history(job.run_dir)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Test accuracy", f"{metrics['test_accuracy']:.2%}")
+    m2.metric("Test loss", f"{metrics['test_loss']:.4f}")
+    if "val_accuracy" in hist and not hist.empty:
+        m3.metric("Best validation accuracy", f"{hist['val_accuracy'].max():.2%}")
+    m4.metric("Time", fmt_seconds(runs.load_status(job.run_dir).get("seconds")))
+    names = metrics["class_names"]
+    t1, t2 = st.tabs(["Confusion matrix", f"Most confident mistakes ({len(metrics['mistakes'])})"])
+    with t1:
+        st.plotly_chart(charts.confusion_figure(metrics["confusion"], names),
+                        use_container_width=True, key="train_confusion")
+    with t2:
+        if metrics["mistakes"]:
+            st.caption("true → predicted (confidence): the errors the model was surest about.")
+            st.plotly_chart(
+                charts.mistakes_figure(job.dataset.x_test, metrics["mistakes"], names),
+                use_container_width=True, key="train_mistakes",
+            )
+        else:
+            st.success("No mistakes on the test set.")
+    # Predict and Runs open this run by default (shared key).
+    st.session_state["selected_run"] = str(job.run_dir)
+    st.caption("Open **Draw & predict** to try this model on your own drawing.")
+
+# ---------------------------------------------------------------- resume
+resumable = [r for r in runs.list_runs(manager.root)
+             if r.status.get("status") in ("interrupted", "stopped")
+             and runs.best_model_path(r.run_dir).exists()]
+if resumable and not busy:
+    with st.expander(f"Resume a run ({len(resumable)} interrupted or stopped)"):
+        pick = st.selectbox("Run", [r.run_id for r in resumable], key="train_resume_pick")
+        run = next(r for r in resumable if r.run_id == pick)
+        st.caption(f"{run.status.get('epochs_done', 0)} of {run.status.get('epochs', '?')} "
+                   f"epochs done · {run.status.get('message', '')}")
+        if st.button("Resume from best.keras", key="train_resume"):
+            try:
+                rjob = manager.resume(run.run_dir, cached_dataset(run.status.get("dataset", "")))
+            except (ValueError, DatasetUnavailable) as exc:
+                st.error(str(exc))
+            else:
+                st.session_state["train_run_id"] = rjob.run_id
+                st.rerun()
