@@ -103,6 +103,105 @@ def pixel_histogram_figure(counts: np.ndarray) -> go.Figure:
     return fig
 
 
+# ---------------------------------------------------------------------------- configure (models)
+
+_GROUP_COLORS = {"augment": "#fde68a", "block": "#c7d2fe", "dense": "#bbf7d0", "output": "#fecaca"}
+
+
+def _shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    return "×".join(str(v) for v in shape)
+
+
+def _layer_group(name: str) -> str:
+    """Diagram node a layer belongs to: 'augment', 'block3', 'dense2', or its own name."""
+    head = name.split("_")[0]
+    return "augment" if head == "augment" else head
+
+
+_SHORT = {"Conv2D": "conv", "BatchNormalization": "BN", "MaxPooling2D": "pool",
+          "Dropout": "dropout", "Dense": "dense", "Flatten": "flatten",
+          "GlobalAveragePooling2D": "global avg pool", "Rescaling": "rescale 1/255",
+          "RandomFlip": "random flip", "RandomTranslation": "random shift",
+          "RandomRotation": "random rotation", "Input": "input"}
+
+
+def _group_lines(members: list[dict]) -> list[str]:
+    """'conv+BN ×2 → 28×28×32', 'pool → 14×14×32', 'dropout' for one diagram node."""
+    steps: list[list] = []  # [label, count, shape]
+    for r in members:
+        short = _SHORT.get(r["type"], r["type"])
+        if short == "BN" and steps:
+            steps[-1][0] = steps[-1][0].split("+")[0] + "+BN"
+        elif steps and steps[-1][0].split("+")[0] == short and short == "conv":
+            steps[-1][1] += 1
+            steps[-1][2] = r["output_shape"]
+        else:
+            steps.append([short, 1, r["output_shape"]])
+    out = []
+    for label, count, shape in steps:
+        times = f" ×{count}" if count > 1 else ""
+        arrow = "" if label in ("dropout", "random flip", "random shift", "random rotation") else (
+            f" → {_shape_text(shape)}"
+        )
+        out.append(f"{label}{times}{arrow}")
+    return out
+
+
+def architecture_dot(rows: list[dict]) -> str:
+    """Graphviz DOT of a layer table (``models.layer_table`` rows), one box per conv block or
+    dense layer listing its layers and output shapes, top to bottom."""
+    groups: list[tuple[str, list[dict]]] = []
+    for row in rows:
+        key = _layer_group(row["name"])
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(row)
+        else:
+            groups.append((key, [row]))
+    lines = [
+        "digraph cnn {",
+        '  rankdir=TB; bgcolor="transparent"; nodesep=0.2; ranksep=0.25;',
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11,'
+        ' fillcolor="#e5e7eb", color="#6b7280"];',
+        '  edge [color="#6b7280"];',
+    ]
+    for i, (key, members) in enumerate(groups):
+        parts = [key] if key.startswith(("block", "dense", "augment")) else []
+        parts += _group_lines(members)
+        if key == "output":
+            parts = [f"softmax output → {_shape_text(members[-1]['output_shape'])}"]
+        params = sum(r["params"] for r in members)
+        if params:
+            parts.append(f"{params:,} params")
+        color = next((c for k, c in _GROUP_COLORS.items() if key.startswith(k)), "#e5e7eb")
+        label = "\\n".join(parts).replace('"', "'")
+        lines.append(f'  n{i} [label="{label}", fillcolor="{color}"];')
+        if i:
+            lines.append(f"  n{i - 1} -> n{i};")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def params_figure(rows: list[dict]) -> go.Figure:
+    """Horizontal bars: parameters per layer (layers without weights left out)."""
+    kept = [r for r in rows if r["params"] > 0]
+    total = sum(r["params"] for r in kept) or 1
+    fig = go.Figure(
+        go.Bar(
+            x=[r["params"] for r in kept],
+            y=[r["name"] for r in kept],
+            orientation="h",
+            marker_color="#4f46e5",
+            customdata=[100 * r["params"] / total for r in kept],
+            hovertemplate="%{y}: %{x:,} params (%{customdata:.1f}%)<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=max(200, 26 * len(kept) + 60), margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title="parameters", yaxis=dict(autorange="reversed", type="category"),
+    )
+    return fig
+
+
 # ---------------------------------------------------------------------------- predict
 
 _TOP_COLOR, _OTHER_COLOR = "#4f46e5", "#c7d2fe"

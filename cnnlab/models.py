@@ -231,10 +231,10 @@ def to_keras_script(
             "        keras.callbacks.EarlyStopping(patience=PATIENCE, restore_best_weights=True),"
         )
     src = [
-        '"""CNN written by CNN Lab: builds, compiles and trains it with plain Keras.',
+        '"""A CNN from CNN Lab, in plain Keras: build, compile, train.',
         "",
-        f"Data set: {dataset_name}. Run: python this_file.py",
-        "(CNNLAB_BUILD_ONLY=1 python this_file.py only builds the model and prints its summary.)",
+        f"Data set: {dataset_name}.  Run:  python this_file.py",
+        "Build only (print the summary):  CNNLAB_BUILD_ONLY=1 python this_file.py",
         '"""',
         "",
         "import os",

@@ -1,6 +1,318 @@
-"""Configure page (coming next)."""
+"""Configure: shape a CNN with sliders; see layers, shapes, parameters and memory live.
 
+Thin page: widgets → ModelConfig → cnnlab.models.layer_table (pure Python, no TensorFlow).
+The config lives in st.session_state["model_config"] (and "preset_name") for the Train page.
+Widget keys carry a version number: picking a preset or uploading a config bumps it, so
+every widget starts again from the new config's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
 import streamlit as st
 
-st.title("Configure")
-st.info("Coming next: this page is being built.")
+from cnnlab import charts, datasets
+from cnnlab.config import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    OPTIMIZERS,
+    PRESETS,
+    Augmentation,
+    ConfigError,
+    ConvBlock,
+    DenseLayer,
+    ModelConfig,
+    advice,
+    default_preset,
+    validate,
+)
+from cnnlab.models import layer_table, memory_bytes, to_keras_script
+from pages.common import UPLOAD_KEY, dataset_picker
+
+FILTERS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+KERNELS = [1, 2, 3, 4, 5, 7, 9, 11]
+UNITS = [8, 16, 32, 64, 100, 128, 192, 256, 300, 384, 512, 1024]
+LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 3e-2, 0.1]
+BATCH_SIZES = [8, 16, 32, 64, 128, 256, 512]
+MAX_BLOCKS, MAX_DENSE = 6, 4
+
+
+def with_value(options: list, value) -> list:
+    """Options of a select_slider, with ``value`` added when a preset or file uses another."""
+    return options if value in options else sorted({*options, value})
+
+
+def clamp(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def dataset_shape(name: str) -> tuple[tuple[int, int, int], int, str]:
+    """(image shape, class count, title) of the current data set or this session's upload."""
+    info = datasets.REGISTRY.get(name)
+    if info is None:
+        upload = st.session_state.get(UPLOAD_KEY)
+        info = upload.info if upload is not None and upload.info.name == name else None
+    if info is None:
+        return (28, 28, 1), 10, name
+    return tuple(info.image_shape), len(info.class_names), info.title
+
+
+def load_preset() -> None:
+    """Preset picker callback: start over from the chosen preset."""
+    name = st.session_state["cfg_preset"]
+    st.session_state["model_config"] = PRESETS[name].config
+    st.session_state["preset_name"] = name
+    st.session_state["cfg_version"] = st.session_state.get("cfg_version", 0) + 1
+
+
+def block_widgets(i: int, b: ConvBlock, k) -> ConvBlock:
+    """Widgets of conv block ``i`` (1-based) in an expander; returns the edited block."""
+    pool_label = f", pool {b.pool}" if b.pool else ""
+    title = f"Block {i}: {b.convs}× conv {b.filters} ({b.kernel_size}×{b.kernel_size}){pool_label}"
+    with st.expander(title, expanded=i == 1):
+        c1, c2 = st.columns(2)
+        filters = c1.select_slider(
+            "Filters", with_value(FILTERS, b.filters), b.filters, key=k(f"b{i}_filters")
+        )
+        kernel = c2.select_slider(
+            "Kernel size", with_value(KERNELS, b.kernel_size), b.kernel_size,
+            key=k(f"b{i}_kernel"),
+        )
+        convs = c1.slider("Convs in block", 1, 4, int(clamp(b.convs, 1, 4)), key=k(f"b{i}_convs"))
+        stride = c2.slider("Stride (first conv)", 1, 4, int(clamp(b.stride, 1, 4)),
+                           key=k(f"b{i}_stride"))
+        padding = c1.radio("Padding", ["same", "valid"], ["same", "valid"].index(b.padding)
+                           if b.padding in ("same", "valid") else 0, horizontal=True,
+                           key=k(f"b{i}_padding"))
+        activation = c2.selectbox(
+            "Activation", ACTIVATIONS, ACTIVATIONS.index(b.activation)
+            if b.activation in ACTIVATIONS else 0, key=k(f"b{i}_activation"),
+        )
+        pool = c1.select_slider(
+            "Max-pool", with_value([0, 2, 3, 4], b.pool), b.pool, key=k(f"b{i}_pool"),
+            format_func=lambda p: "none" if p == 0 else f"{p}×{p}",
+        )
+        dropout = c2.slider("Dropout after block", 0.0, 0.9, float(clamp(b.dropout, 0, 0.9)),
+                            0.05, key=k(f"b{i}_dropout"))
+        batch_norm = st.toggle("Batch normalization after each conv", b.batch_norm,
+                               key=k(f"b{i}_bn"))
+    return ConvBlock(filters, kernel, stride, padding, activation, convs, batch_norm, pool,
+                     dropout)
+
+
+def dense_widgets(i: int, d: DenseLayer, k) -> DenseLayer:
+    """Widgets of hidden dense layer ``i`` (1-based); returns the edited layer."""
+    with st.expander(f"Dense {i}: {d.units} units", expanded=False):
+        c1, c2 = st.columns(2)
+        units = c1.select_slider("Units", with_value(UNITS, d.units), d.units,
+                                 key=k(f"d{i}_units"))
+        dropout = c2.slider("Dropout after", 0.0, 0.9, float(clamp(d.dropout, 0, 0.9)), 0.05,
+                            key=k(f"d{i}_dropout"))
+        activation = c1.selectbox(
+            "Activation", ACTIVATIONS,
+            ACTIVATIONS.index(d.activation) if d.activation in ACTIVATIONS else 0,
+            key=k(f"d{i}_activation"),
+        )
+        batch_norm = c2.toggle("Batch normalization", d.batch_norm, key=k(f"d{i}_bn"))
+    return DenseLayer(units, dropout, activation, batch_norm)
+
+
+def config_widgets(cfg: ModelConfig) -> ModelConfig:
+    """Every field of the config as a widget; returns the config the widgets describe."""
+    version = st.session_state.get("cfg_version", 0)
+
+    def k(name: str) -> str:
+        return f"cfg{version}_{name}"
+
+    st.subheader("Convolutional blocks")
+    n_blocks = st.number_input("Number of conv blocks", 1, MAX_BLOCKS,
+                               int(clamp(len(cfg.blocks), 1, MAX_BLOCKS)), key=k("n_blocks"))
+    blocks = []
+    for i in range(1, n_blocks + 1):
+        # A new block starts as the previous one with twice the filters.
+        base = cfg.blocks[i - 1] if i <= len(cfg.blocks) else replace(
+            blocks[-1], filters=min(2 * blocks[-1].filters, 512)
+        )
+        blocks.append(block_widgets(i, base, k))
+
+    st.subheader("Head")
+    c1, c2 = st.columns(2)
+    global_pool = c1.toggle("Global average pooling instead of Flatten", cfg.global_pool,
+                            key=k("global_pool"))
+    flatten_dropout = c2.slider("Dropout before the dense layers", 0.0, 0.9,
+                                float(clamp(cfg.flatten_dropout, 0, 0.9)), 0.05,
+                                key=k("flatten_dropout"))
+    n_dense = st.number_input("Hidden dense layers", 0, MAX_DENSE,
+                              int(clamp(len(cfg.dense), 0, MAX_DENSE)), key=k("n_dense"))
+    dense = [
+        dense_widgets(i, cfg.dense[i - 1] if i <= len(cfg.dense) else DenseLayer(), k)
+        for i in range(1, n_dense + 1)
+    ]
+
+    st.subheader("Training")
+    c1, c2 = st.columns(2)
+    optimizer = c1.selectbox(
+        "Optimizer", OPTIMIZERS,
+        OPTIMIZERS.index(cfg.optimizer) if cfg.optimizer in OPTIMIZERS else 0,
+        key=k("optimizer"), help="sgd uses momentum 0.9",
+    )
+    initializer = c2.selectbox(
+        "Kernel initializer", INITIALIZERS,
+        INITIALIZERS.index(cfg.initializer) if cfg.initializer in INITIALIZERS else 0,
+        key=k("initializer"),
+    )
+    learning_rate = c1.select_slider(
+        "Learning rate", with_value(LEARNING_RATES, cfg.learning_rate), cfg.learning_rate,
+        key=k("lr"), format_func=lambda v: f"{v:g}",
+    )
+    batch_size = c2.select_slider("Batch size", with_value(BATCH_SIZES, cfg.batch_size),
+                                  cfg.batch_size, key=k("batch_size"))
+    epochs = c1.slider("Epochs", 1, 100, int(clamp(cfg.epochs, 1, 100)), key=k("epochs"))
+    patience = c2.slider("Early-stopping patience (0 = off)", 0, 20,
+                         int(clamp(cfg.patience, 0, 20)), key=k("patience"))
+    decay = st.toggle("Exponential learning-rate decay", cfg.lr_decay_rate is not None,
+                      key=k("decay"))
+    lr_decay_rate, lr_decay_steps = cfg.lr_decay_rate, cfg.lr_decay_steps
+    if decay:
+        c1, c2 = st.columns(2)
+        lr_decay_rate = c1.slider("Decay rate", 0.1, 1.0,
+                                  float(clamp(cfg.lr_decay_rate or 0.9, 0.1, 1.0)), 0.01,
+                                  key=k("decay_rate"))
+        lr_decay_steps = int(c2.number_input("Decay steps (batches)", 1, 1_000_000,
+                                             max(1, cfg.lr_decay_steps), 100,
+                                             key=k("decay_steps")))
+    else:
+        lr_decay_rate = None
+
+    st.subheader("Augmentation (training only)")
+    aug = cfg.augmentation
+    c1, c2, c3 = st.columns(3)
+    flip = c1.toggle("Random horizontal flip", aug.flip, key=k("flip"))
+    translate = c2.slider("Random shift (fraction)", 0.0, 0.3, float(clamp(aug.translate, 0, 0.3)),
+                          0.01, key=k("translate"))
+    rotate = c3.slider("Random rotation (fraction of a turn)", 0.0, 0.25,
+                       float(clamp(aug.rotate, 0, 0.25)), 0.01, key=k("rotate"),
+                       help="0.05 ≈ ±18°")
+    return ModelConfig(
+        blocks=tuple(blocks), dense=tuple(dense), flatten_dropout=flatten_dropout,
+        global_pool=global_pool, initializer=initializer, optimizer=optimizer,
+        learning_rate=learning_rate, lr_decay_rate=lr_decay_rate, lr_decay_steps=lr_decay_steps,
+        batch_size=batch_size, epochs=epochs, patience=patience,
+        augmentation=Augmentation(flip, translate, rotate),
+    )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GB"
+
+
+# ------------------------------------------------------------------------------------ page
+
+st.title("🧱 Configure")
+st.caption("Shape a CNN: every change updates the layer table, parameters and diagram at once.")
+
+top = st.columns([1, 1, 2])
+with top[0]:
+    dataset_name = dataset_picker(key="configure_dataset")
+input_shape, n_classes, title = dataset_shape(dataset_name)
+
+if "model_config" not in st.session_state:
+    start = st.session_state.get("preset_name")
+    start = start if start in PRESETS else default_preset(dataset_name)
+    st.session_state["model_config"] = PRESETS[start].config
+    st.session_state["preset_name"] = start
+if st.session_state.get("cfg_preset") not in PRESETS:
+    picked = st.session_state.get("preset_name")
+    st.session_state["cfg_preset"] = (
+        picked if picked in PRESETS else default_preset(dataset_name)
+    )
+with top[1]:
+    preset = st.selectbox("Start from preset", list(PRESETS), key="cfg_preset",
+                          on_change=load_preset)
+with top[2]:
+    st.write("")
+    st.caption(f"**{preset}** — {PRESETS[preset].description}  \n"
+               f"Input {'×'.join(map(str, input_shape))} ({title}), {n_classes} classes.")
+
+summary = st.container()  # filled after the widgets below have produced the config
+left, right = st.columns([5, 7], gap="large")
+with left:
+    config = config_widgets(st.session_state["model_config"])
+st.session_state["model_config"] = config
+modified = config != PRESETS[preset].config
+st.session_state["preset_name"] = "custom" if modified else preset
+
+problems = validate(config, input_shape)
+rows = layer_table(config, input_shape, n_classes)
+memory = memory_bytes(config, input_shape, n_classes)
+
+
+with summary:
+    m1, m2, m3, m4 = st.columns([1, 1, 1, 1], vertical_alignment="center")
+    m1.metric("Parameters", f"{sum(r['params'] for r in rows):,}")
+    m2.metric("Weights (float32)", human_bytes(memory["weights"]))
+    m3.metric("Activations / image", human_bytes(memory["activations_per_sample"]),
+              help="Sum of every layer's output for one image, forward pass, float32.")
+    with m4:
+        if st.button("🏋️ Train this model", type="primary", disabled=bool(problems),
+                     key="cfg_train", help="Fix the problems below first" if problems else None):
+            st.switch_page("pages/train.py")
+        if modified:
+            st.caption(f"Modified from preset **{preset}**.")
+    if problems:
+        st.error("This network cannot be built:\n" + "\n".join(f"- {p}" for p in problems))
+    for note in advice(config, dataset_name):
+        st.warning(note)
+
+with right:
+    tab_layers, tab_diagram, tab_params, tab_code, tab_json = st.tabs(
+        ["Layers", "Diagram", "Parameters", "Keras script", "Config JSON"]
+    )
+    with tab_layers:
+        table = pd.DataFrame(
+            {
+                "layer": [r["name"] for r in rows],
+                "type": [r["type"] for r in rows],
+                "output shape": ["×".join(map(str, r["output_shape"])) for r in rows],
+                "params": [r["params"] for r in rows],
+            }
+        )
+        st.dataframe(
+            table, hide_index=True, width="stretch",
+            height=min(38 + 35 * len(rows), 600),
+            column_config={"params": st.column_config.NumberColumn(format="localized")},
+        )
+    with tab_diagram:
+        st.graphviz_chart(charts.architecture_dot(rows), width="content")
+    with tab_params:
+        st.plotly_chart(charts.params_figure(rows), width="stretch")
+    with tab_code:
+        script = to_keras_script(config, input_shape, n_classes, dataset_name)
+        st.download_button("⬇️ Download script", script, file_name="cnnlab_model.py",
+                           mime="text/x-python", key="cfg_script_download")
+        st.code(script, language="python")
+    with tab_json:
+        st.download_button("⬇️ Download config JSON", config.to_json(),
+                           file_name=f"{st.session_state['preset_name']}.json",
+                           mime="application/json", key="cfg_json_download")
+        upload = st.file_uploader("Load a config JSON", type=["json"], key="cfg_upload")
+        if upload is not None and upload.file_id != st.session_state.get("cfg_upload_id"):
+            try:
+                loaded = ModelConfig.from_json(upload.getvalue())
+                bad = validate(loaded, input_shape)
+                if bad:
+                    raise ConfigError("it does not fit this data set: " + "; ".join(bad))
+            except ConfigError as exc:
+                st.error(f"Could not load {upload.name}: {exc}")
+            else:
+                st.session_state["cfg_upload_id"] = upload.file_id
+                st.session_state["model_config"] = loaded
+                st.session_state["cfg_version"] = st.session_state.get("cfg_version", 0) + 1
+                st.rerun()
+        st.code(config.to_json(), language="json")

@@ -185,3 +185,17 @@ def test_cli_summary_invalid_config_exits_2_with_messages(tmp_path) -> None:
     assert out.returncode == 2 and "not valid JSON" in out.stderr
     out = _cli("summary", "--preset", "nope", "--json")
     assert out.returncode == 2 and "unknown preset" in out.stderr
+
+
+def test_architecture_diagram_and_param_chart() -> None:
+    from cnnlab.charts import architecture_dot, params_figure
+
+    rows = layer_table(PRESETS["best-mnist"].config, (28, 28, 1), 10)
+    dot = architecture_dot(rows)
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    for text in ("block1", "block2", "conv+BN ×2 → 28×28×32", "pool → 7×7×64", "dense1",
+                 "softmax output → 10", "random shift"):
+        assert text in dot
+    assert dot.count("->") == dot.count("[label=") - 1
+    fig = params_figure(rows)
+    assert sum(fig.data[0].x) == total_params(PRESETS["best-mnist"].config, (28, 28, 1), 10)
