@@ -637,7 +637,15 @@ class TrainingJob:
         status = runs.load_status(self.run_dir)
         history = runs.load_history(self.run_dir)
         n_classes = len(self.dataset.info.class_names)
+        # Running values of the epoch in progress, for a curve that moves within an epoch.
+        trail = [
+            {"epoch": e["epoch"] - 1 + e["batch"] / e["batches"], "loss": e["loss"],
+             "accuracy": e["accuracy"]}
+            for e in self.events.since(0)
+            if e["kind"] == "batch" and e["epoch"] > len(history) and e["batch"] < e["batches"]
+        ]
         return {
+            "trail": trail,
             "run_id": self.run_id,
             "run_dir": str(self.run_dir),
             "status": status,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab import charts, models, runs, training
+from cnnlab import charts, device, models, runs, training
 from cnnlab.config import PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
 from pages.common import cached_dataset, dataset_picker, job_manager
 
 POLL_SECONDS = 1.0
+CHART_SECONDS = 3.0  # Plotly redraws cost the browser more than text does
 FROM_CONFIGURE = "configure"
 
 
@@ -37,6 +38,7 @@ def config_line(cfg) -> str:
 
 st.title("🏋️ Train")
 manager = job_manager()
+dev = device.detect()  # cached; imports the Keras backend on the first visit only
 
 # ---------------------------------------------------------------- what to train
 left, right = st.columns([1, 1], gap="large")
@@ -72,7 +74,8 @@ with left:
     st.caption(
         f"**{info.title}** · {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
         f"images of {'×'.join(map(str, info.image_shape))} · {n_classes} classes  \n"
-        f"{config_line(config)} · **{params:,}** parameters"
+        f"{config_line(config)} · **{params:,}** parameters  \n"
+        f"Trains on **{dev.label}**"
     )
 
 with right:
@@ -82,11 +85,17 @@ with right:
     batch_size = c2.number_input("Batch size", min_value=1, max_value=65536,
                                  value=config.batch_size, key=f"train_batch_{choice}")
     val_fraction = st.slider("Validation split", 0.05, 0.5, 0.1, 0.05, key="train_val")
-    c3, c4 = st.columns([1, 1], vertical_alignment="bottom")
-    use_limit = c3.toggle("Limit training samples", key="train_use_limit")
-    limit = c4.number_input("Samples", min_value=1, max_value=len(dataset.y_train),
-                            value=min(2000, len(dataset.y_train)), step=500,
-                            key="train_limit", disabled=not use_limit)
+    mixed = False
+    if dev.kind == "GPU":
+        mixed = st.toggle("Mixed precision (float16 compute, faster on recent GPUs)",
+                          key="train_mixed")
+    use_limit = st.toggle("Limit training samples (quick experiments)", key="train_use_limit")
+    limit = None
+    if use_limit:
+        limit = st.number_input("Training samples to use", min_value=1,
+                                max_value=len(dataset.y_train),
+                                value=min(2000, len(dataset.y_train)), step=500,
+                                key="train_limit")
 
 # ---------------------------------------------------------------- which job to show
 shown_id = st.session_state.get("train_run_id")
@@ -94,23 +103,14 @@ job = manager.get(shown_id) if shown_id else None
 if job is None:  # a new tab or a refresh: show what this server is doing
     job = manager.current() or manager.latest()
 
-busy = manager.busy()
 b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")
-clicked = b1.button("Queue run" if busy else "Train", type="primary", icon="▶️",
-                    use_container_width=True, key="train_start")
-if job is not None and not job.done():
-    if b2.button("Stop", icon="⏹️", use_container_width=True, key="train_stop"):
-        manager.stop(job.run_id)
-        st.toast("Stopping after the current batch…")
-if busy:
-    b3.caption(f"{1 + len(manager.queued())} run(s) active or queued on this server; "
-               "a new run waits its turn.")
-
+clicked = b1.button("Queue run" if manager.busy() else "Train", type="primary", icon="▶️",
+                    width="stretch", key="train_start")
 if clicked:
     request = training.TrainRequest(
         dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
-        val_fraction=float(val_fraction), limit=int(limit) if use_limit else None,
-        preset=preset_name,
+        val_fraction=float(val_fraction), limit=int(limit) if limit is not None else None,
+        preset=preset_name, mixed_precision=mixed,
     )
     errors = training.request_errors(request, dataset)
     if errors:
@@ -118,6 +118,15 @@ if clicked:
     else:
         job = manager.submit(request, dataset)
         st.session_state["train_run_id"] = job.run_id
+# Drawn after a click is handled, so Stop shows at once for the run just started.
+if job is not None and not job.done():
+    if b2.button("Stop", icon="⏹️", width="stretch", key="train_stop"):
+        manager.stop(job.run_id)
+        st.toast("Stopping after the current batch…")
+busy = manager.busy()
+if busy:
+    b3.caption(f"{1 + len(manager.queued())} run(s) active or queued on this server; "
+               "a new run waits its turn.")
 
 if job is None:
     st.info("Pick a data set and a model, then press **Train**. Try the `quick` preset with "
@@ -129,24 +138,20 @@ active = not job.done()
 
 
 @st.fragment(run_every=POLL_SECONDS if active else None)
-def live_view(run_id: str, was_active: bool) -> None:
-    """Status, progress, curves and warnings of one job; re-drawn every second while active."""
+def status_view(run_id: str, was_active: bool) -> None:
+    """Status, device, speed, progress bars and health warnings; every second while active."""
     shown = manager.get(run_id)
     snap = shown.snapshot()
     if was_active and snap["done"]:
         st.rerun()  # switch polling off and draw the final results with the whole page
-    status = snap["status"]
+    status, history, batch = snap["status"], snap["history"], snap["batch"]
     state = status.get("status", "?")
-    history = snap["history"]
-    batch = snap["batch"]
     epochs_total = int(status.get("epochs") or shown.request.epochs)
 
-    head, dev = st.columns([3, 2], vertical_alignment="center")
-    head.subheader(f"Run `{run_id}`")
-    device = status.get("device") or "starting…"
-    speed = f" · {batch['samples_per_s']:,.0f} samples/s" if batch and state == "running" else ""
-    dev.markdown(f"**Device:** {device}{speed}")
-
+    speed = (f" · **{batch['samples_per_s']:,.0f}** samples/s"
+             if batch and state == "running" else "")
+    st.markdown(f"**Run** `{run_id}` · **{state}** · device: "
+                f"**{status.get('device') or 'starting…'}**{speed}")
     if state == "queued":
         st.info(f"⏳ Queued. {status.get('message', '')} It starts when the running one ends.")
     elif state == "running":
@@ -163,28 +168,28 @@ def live_view(run_id: str, was_active: bool) -> None:
             st.progress(0.0, text="Building the model and starting…")
         if status.get("message"):
             st.caption(status["message"])
-    elif state == "finished":
-        st.success(status.get("message") or "Finished.")
-    elif state == "stopped":
-        st.warning(status.get("message") or "Stopped.")
-    elif state == "failed":
-        st.error(status.get("message") or "Failed.")
-    elif state == "interrupted":
-        st.warning(status.get("message") or "Interrupted.")
-
+    else:
+        show = {"finished": st.success, "stopped": st.warning, "failed": st.error,
+                "interrupted": st.warning}.get(state, st.info)
+        show(status.get("message") or state.capitalize())
     for warning in snap["warnings"]:
         st.warning(warning.message, icon="⚠️")
 
-    if not history.empty or batch:
-        live = batch if state == "running" else None
-        g1, g2 = st.columns(2)
-        g1.plotly_chart(charts.training_curve_figure(history, "loss", live),
-                        use_container_width=True, key="train_loss_chart")
-        g2.plotly_chart(charts.training_curve_figure(history, "accuracy", live),
-                        use_container_width=True, key="train_acc_chart")
+
+@st.fragment(run_every=CHART_SECONDS if active else None)
+def curves_view(run_id: str) -> None:
+    """Loss and accuracy curves, train vs validation; redrawn every few seconds while active."""
+    snap = manager.get(run_id).snapshot()
+    history, trail = snap["history"], snap["trail"] if not snap["done"] else []
+    if history.empty and not trail:
+        return
+    g1, g2 = st.columns(2)
+    g1.plotly_chart(charts.training_curve_figure(history, "loss", trail), key="train_loss")
+    g2.plotly_chart(charts.training_curve_figure(history, "accuracy", trail), key="train_acc")
 
 
-live_view(job.run_id, active)
+status_view(job.run_id, active)
+curves_view(job.run_id)
 
 # ---------------------------------------------------------------- results
 metrics = runs.load_metrics(job.run_dir) if job.done() else None
@@ -201,13 +206,13 @@ if metrics:
     t1, t2 = st.tabs(["Confusion matrix", f"Most confident mistakes ({len(metrics['mistakes'])})"])
     with t1:
         st.plotly_chart(charts.confusion_figure(metrics["confusion"], names),
-                        use_container_width=True, key="train_confusion")
+                        key="train_confusion")
     with t2:
         if metrics["mistakes"]:
             st.caption("true → predicted (confidence): the errors the model was surest about.")
             st.plotly_chart(
                 charts.mistakes_figure(job.dataset.x_test, metrics["mistakes"], names),
-                use_container_width=True, key="train_mistakes",
+                key="train_mistakes",
             )
         else:
             st.success("No mistakes on the test set.")

@@ -23,7 +23,7 @@ def setup_tiny_run(at: AppTest, epochs: int = 1, limit: int = 300) -> None:
     at.selectbox(key="train_dataset").set_value("mnist_sample").run()
     at.selectbox(key="train_model").set_value("quick").run()
     at.number_input(key="train_epochs_quick").set_value(epochs)
-    at.toggle(key="train_use_limit").set_value(True).run()
+    at.toggle(key="train_use_limit").set_value(True).run()  # shows the samples input
     at.number_input(key="train_limit").set_value(limit).run()
 
 
@@ -68,7 +68,7 @@ def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> N
 
     # A fresh session (refresh / second tab) sees the same run.
     other = open_page()
-    assert job.run_id in "".join(h.value for h in other.subheader)
+    assert any(job.run_id in m.value and "finished" in m.value for m in other.markdown)
 
 
 def test_bad_inputs_show_errors_without_traceback(runs_root: Path) -> None:
@@ -81,3 +81,17 @@ def test_bad_inputs_show_errors_without_traceback(runs_root: Path) -> None:
     text = at.error[0].value
     assert "Epochs is 0" in text and "Batch size 5000" in text
     assert not list(runs_root.iterdir())
+
+
+def test_uses_the_configure_page_model(runs_root: Path) -> None:
+    from cnnlab import config
+
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.session_state["model_config"] = config.ModelConfig(
+        blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(8),), epochs=7)
+    at.session_state["preset_name"] = "custom"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="train_model").value == "configure"
+    assert "conv4 → dense8" in " ".join(c.value for c in at.caption)
+    assert at.number_input(key="train_epochs_configure").value == 7
