@@ -218,14 +218,17 @@ def probability_bars_figure(
     colors = [_TOP_COLOR if i == top else _OTHER_COLOR for i in range(len(probs))]
     fig = go.Figure(
         go.Bar(
-            x=names, y=probs, marker_color=colors, text=[f"{p:.0%}" for p in probs],
-            textposition="outside", cliponaxis=False,
+            # Label only visible bars: ten "0%" labels would be clutter.
+            x=names, y=probs, marker_color=colors,
+            text=[f"{p:.0%}" if p >= 0.005 else "" for p in probs],
+            textposition="outside", cliponaxis=False, constraintext="none",
+            textfont=dict(size=13),
             hovertemplate="%{x}: %{y:.1%}<extra></extra>",
         )
     )
     fig.update_layout(
-        height=280, margin=dict(l=10, r=10, t=24, b=10), showlegend=False,
-        yaxis=dict(range=[0, 1.05], tickformat=".0%", title="probability"),
+        height=300, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
+        yaxis=dict(range=[0, 1.0], tickformat=".0%", title=None),
         xaxis=dict(type="category"),
     )
     return fig

@@ -134,7 +134,7 @@ def input_hint(predictor: Predictor, dataset: str | None) -> str:
 
 def show_prediction(predictor: Predictor, names: tuple[str, ...], x: np.ndarray,
                     key: str) -> None:
-    """The input the model sees, the predicted class, all probabilities, a look inside."""
+    """The input the model sees, the predicted class and all class probabilities."""
     probs = predictor.probabilities(x)
     top = int(np.argmax(probs))
     seen, result = st.columns([1, 2])
@@ -146,16 +146,19 @@ def show_prediction(predictor: Predictor, names: tuple[str, ...], x: np.ndarray,
             (PREVIEW_PX, round(PREVIEW_PX * x.shape[0] / x.shape[1])), Image.Resampling.NEAREST)
         st.image(big)
         st.metric("Prediction", names[top] if top < len(names) else str(top),
-                  delta=f"{probs[top]:.0%} sure", delta_color="off")
+                  delta=f"{probs[top]:.1%} sure", delta_color="off", delta_arrow="off")
     with result:
         st.plotly_chart(charts.probability_bars_figure(probs, names), key=f"bars_{key}",
                         config={"displayModeBar": False})
-    with st.expander("🔬 Look inside: feature maps and filters"):
-        look_inside(predictor, x, key)
 
 
 def look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
     """Every conv layer's activations for this input, and the first layer's filters."""
+    with st.expander("🔬 Look inside: feature maps and filters"):
+        _look_inside(predictor, x, key)
+
+
+def _look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
     maps = predictor.feature_maps(x)
     if not maps:
         st.info("This model has no Conv2D layers, so there are no feature maps to show.")
@@ -183,7 +186,7 @@ def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
     def clear() -> None:
         st.session_state["canvas_n"] += 1  # a new key mounts an empty canvas
 
-    pad, board = st.columns([1, 2], gap="large")
+    pad, board = st.columns([2, 3], gap="medium")  # the pad column must fit 280 px
     with pad:
         width = st.slider("Stroke width", 8, 40, 20, key="stroke_width")
         canvas = st_canvas(
@@ -201,6 +204,7 @@ def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
                     else "That is too little ink for a digit: draw a whole digit.")
             return
         show_prediction(predictor, names, x, "draw")
+    look_inside(predictor, x, "draw")
 
 
 def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
@@ -224,6 +228,7 @@ def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
         st.error(f"**{upload.name}**: {exc}")
         return
     show_prediction(predictor, names, x, "upload")
+    look_inside(predictor, x, "upload")
 
 
 st.title("✏️ Draw & predict")

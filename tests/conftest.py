@@ -35,3 +35,108 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("CNNLAB_RUNS_DIR", str(root))
     return root
+
+
+# --------------------------------------------------------------------------- browser tests
+# A real `streamlit run app.py` server and a Chromium page driving it (playwright, sync API).
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TEST_OUTPUT = ROOT / "test-output"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs root the streamlit_server serves; a module may override it with a filled one."""
+    return tmp_path_factory.mktemp("server-runs")
+
+
+@pytest.fixture(scope="module")
+def streamlit_server(server_runs_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """URL of a `streamlit run app.py` server on a free port (CNNLAB_RUNS_DIR=server_runs_dir).
+
+    Started once per module, waited for on /_stcore/health, terminated afterwards.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir)}
+    if SHARED_KERAS.is_dir():
+        env.setdefault("KERAS_HOME", str(SHARED_KERAS))
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit not healthy after 90 s:\n{log_path.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def _chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(_chromium, request: pytest.FixtureRequest):
+    """A fresh Chromium page (1280×900); saved to test-output/<test>.png if the test fails."""
+    context = _chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        TEST_OUTPUT.mkdir(exist_ok=True)
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.name)
+        page.screenshot(path=str(TEST_OUTPUT / f"{name}.png"), full_page=True)
+    context.close()

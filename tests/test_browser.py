@@ -1,0 +1,60 @@
+"""Real browser: a `streamlit run` server and Chromium drawing a digit on the predict page."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from test_predict_page import make_run
+
+pytestmark = pytest.mark.browser
+
+SEVEN = [(0.2, 0.15), (0.8, 0.15), (0.45, 0.9)]  # one stroke, in canvas fractions
+
+
+@pytest.fixture(scope="module")
+def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served runs root, holding one finished run (overrides conftest's empty one)."""
+    root = tmp_path_factory.mktemp("browser-runs")
+    make_run(root)
+    return root
+
+
+def draw_stroke(page, points: list[tuple[float, float]], steps: int = 6) -> None:
+    """Mouse down, move through ``points`` (fractions of the canvas), mouse up."""
+    box = page.locator("canvas.upper-canvas").bounding_box()
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
+        for k in range(1, steps + 1):
+            f = k / steps
+            page.mouse.move(*at(xa + f * (xb - xa), ya + f * (yb - ya)))
+    page.mouse.up()
+
+
+def test_draw_a_digit_and_see_the_prediction(streamlit_server: str, browser_page) -> None:
+    page = browser_page
+    page.goto(f"{streamlit_server}/predict")
+    # The drawable canvas is a v2 component rendered in the page itself (no iframe).
+    page.locator("canvas.upper-canvas").wait_for(timeout=90_000)
+    page.get_by_text("Draw a digit on the black square").wait_for()
+    draw_stroke(page, SEVEN)
+
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction")
+    metric.wait_for(timeout=30_000)
+    value = metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    assert re.fullmatch(r"[0-9]", value), value
+    assert "sure" in metric.locator('[data-testid="stMetricDelta"]').inner_text()
+    bars = page.locator('[data-testid="stPlotlyChart"]').first
+    bars.wait_for()
+    assert bars.locator(".js-plotly-plot").count() == 1
+    assert page.get_by_text("What the model sees").is_visible()
+
+    page.get_by_role("button", name="Clear").click()
+    metric.wait_for(state="detached", timeout=30_000)
+    assert page.get_by_text("Draw a digit on the black square").is_visible()
