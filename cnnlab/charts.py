@@ -27,8 +27,14 @@ def class_counts_figure(
     return fig
 
 
-def image_mosaic(images: np.ndarray, cols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
-    """Tile ``(n, h, w, c)`` images into one ``(H, W, 3)`` uint8 picture, ``cols`` wide."""
+def image_mosaic(
+    images: np.ndarray, cols: int, pad: int = 2, fill: int = 255, gap_y: int | None = None
+) -> np.ndarray:
+    """Tile ``(n, h, w, c)`` images into one ``(H, W, 3)`` uint8 picture, ``cols`` wide.
+
+    ``gap_y`` (default ``pad``) is the blank band under each row, e.g. room for captions.
+    """
+    gap_y = pad if gap_y is None else gap_y
     images = np.asarray(images)
     if images.dtype != np.uint8:
         images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
@@ -36,10 +42,10 @@ def image_mosaic(images: np.ndarray, cols: int, pad: int = 2, fill: int = 255) -
         images = np.repeat(images, 3, axis=-1)
     n, h, w, _ = images.shape
     rows = max(1, -(-n // cols))
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), fill, np.uint8)
+    out = np.full((rows * (h + gap_y) + pad, cols * (w + pad) + pad, 3), fill, np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        top, left = pad + r * (h + gap_y), pad + c * (w + pad)
         out[top:top + h, left:left + w] = img
     return out
 
@@ -49,19 +55,19 @@ def image_grid_figure(
 ) -> go.Figure:
     """Images in a grid with a caption under each (a single Plotly image, crisp pixels)."""
     n, h, w = images.shape[:3]
-    pad = max(2, h // 7)
-    mosaic = image_mosaic(images, cols, pad=pad)
+    pad, gap_y = max(2, h // 7), max(6, h // 2)  # gap_y: a band for the captions
+    mosaic = image_mosaic(images, cols, pad=pad, gap_y=gap_y)
     rows = max(1, -(-n // cols))
     fig = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
     for i, text in enumerate(captions[:n]):
         r, c = divmod(i, cols)
         fig.add_annotation(
-            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + pad) + h, text=text,
-            showarrow=False, yanchor="top", yshift=-1, font=dict(size=11),
+            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + gap_y / 2, text=text,
+            showarrow=False, yanchor="middle", font=dict(size=11),
         )
     scale = tile_px / w
     fig.update_layout(
-        width=None, height=int(rows * (h + pad) * scale) + 40,
+        width=None, height=int(rows * (h + gap_y) * scale) + 20,
         margin=dict(l=0, r=0, t=0, b=0),
         xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"),
     )
@@ -97,7 +103,7 @@ def pixel_histogram_figure(counts: np.ndarray) -> go.Figure:
                         line=dict(color=colors[name], width=1.5), fill="tozeroy")
     fig.update_layout(
         height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="pixel value (0–255)",
-        yaxis=dict(title="pixels", type="log"), showlegend=len(names) > 1,
+        yaxis=dict(title="pixels", type="log", dtick=1), showlegend=len(names) > 1,
         legend=dict(orientation="h", y=1.12, x=0),
     )
     return fig

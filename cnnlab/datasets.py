@@ -26,6 +26,7 @@ SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "mnist_sample.npz"
 MNIST_ORIGIN = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 FASHION_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 CIFAR10_ORIGIN = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -197,28 +198,29 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_cifar10() -> tuple[np.ndarray, ...]:
     folder = keras_home().joinpath(*CIFAR10_DIR)
-    if all((folder / b).is_file() for b in CIFAR10_BATCHES):
-        # Already extracted by an earlier keras.datasets.cifar10.load_data() (or by hand):
-        # read the batches straight into one uint8 array. Keras would re-hash the 170 MB
-        # archive and re-extract it, and it re-downloads when only the folder is there.
-        parts = [_read_cifar_batch(folder / b) for b in CIFAR10_BATCHES[:5]]
-        x_train = np.concatenate([p[0] for p in parts])
-        y_train = np.concatenate([p[1] for p in parts])
-        x_test, y_test = _read_cifar_batch(folder / "test_batch")
-        return x_train, y_train, x_test, y_test
     archive = folder.parents[1] / "cifar-10-batches-py-target_archive"
-    if not archive.is_file() and not _online(_host(CIFAR10_ORIGIN)):
-        raise DatasetUnavailable(
-            f"CIFAR-10 is not in {folder} and the internet is not reachable: download "
-            f"{CIFAR10_ORIGIN} and extract it into {folder.parent} (giving "
-            "cifar-10-batches-py/data_batch_1..5 and test_batch)."
-        )
-    import keras
+    if not all((folder / b).is_file() for b in CIFAR10_BATCHES):
+        if not archive.is_file() and not _online(_host(CIFAR10_ORIGIN)):
+            raise DatasetUnavailable(
+                f"CIFAR-10 is not in {folder} and the internet is not reachable: download "
+                f"{CIFAR10_ORIGIN} and extract it into {folder.parent} (giving "
+                "cifar-10-batches-py/data_batch_1..5 and test_batch)."
+            )
+        import keras
 
-    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
-    # load_data returns transposed views; make them contiguous for fast batch slicing.
-    return (np.ascontiguousarray(x_train), y_train.reshape(-1),
-            np.ascontiguousarray(x_test), y_test.reshape(-1))
+        # Exactly the download / sha256 check / extraction of keras.datasets.cifar10.load_data.
+        # We read the batches ourselves afterwards: load_data builds a (50000, 3, 32, 32) array
+        # and returns a transposed view (a second 150 MB copy to make it contiguous), and on
+        # every later call it re-hashes the 170 MB archive and extracts it again.
+        keras.utils.get_file(
+            fname="cifar-10-batches-py-target", origin=CIFAR10_ORIGIN, extract=True,
+            file_hash=CIFAR10_SHA256, cache_dir=str(keras_home()),
+        )
+    parts = [_read_cifar_batch(folder / b) for b in CIFAR10_BATCHES[:5]]
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    x_test, y_test = _read_cifar_batch(folder / "test_batch")
+    return x_train, y_train, x_test, y_test
 
 
 def _load_sample() -> tuple[np.ndarray, ...]:
@@ -305,7 +307,7 @@ def train_val_split(
     val_parts, train_parts = [], []
     for label in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_val = int(round(len(idx) * val_fraction))
+        n_val = int(np.rint(len(idx) * val_fraction))
         if len(idx) >= 2:
             n_val = min(max(n_val, 1), len(idx) - 1)
         val_parts.append(idx[:n_val])
@@ -313,6 +315,14 @@ def train_val_split(
     tr = rng.permutation(np.concatenate(train_parts))
     va = rng.permutation(np.concatenate(val_parts))
     return x[tr], y[tr], x[va], y[va]
+
+
+def val_count(y: np.ndarray, val_fraction: float = 0.1) -> int:
+    """How many samples train_val_split(y=y, val_fraction) puts into validation."""
+    _, counts = np.unique(np.asarray(y).reshape(-1), return_counts=True)
+    n_val = np.rint(counts * val_fraction).astype(int)
+    n_val = np.where(counts >= 2, np.clip(n_val, 1, counts - 1), n_val)
+    return int(n_val.sum())
 
 
 def subset(ds: Dataset, limit: int) -> Dataset:

@@ -1,6 +1,111 @@
-"""Explore page (coming next)."""
+"""Explore: pick a data set (or upload a zip) and look at it before training."""
 
+from __future__ import annotations
+
+import numpy as np
 import streamlit as st
 
-st.title("Explore")
-st.info("Coming next: this page is being built.")
+from cnnlab import charts, datasets
+from cnnlab.datasets import BadUpload, Dataset, DatasetUnavailable
+from pages.common import UPLOAD_PREFIX, cached_dataset, dataset_picker, remember_upload
+
+VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
+GRID_COLS = 10
+
+
+@st.cache_data(show_spinner="Computing class means and pixel histogram…", max_entries=8)
+def registry_stats(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean images and pixel counts of a registry set, computed once per server."""
+    ds = cached_dataset(name)
+    return (charts.class_mean_images(ds.x_train, ds.y_train, len(ds.info.class_names)),
+            charts.pixel_counts(ds.x_train))
+
+
+def stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Cached for registry sets; uploads are small and per-session, so computed directly."""
+    if ds.info.name.startswith(UPLOAD_PREFIX):
+        return (charts.class_mean_images(ds.x_train, ds.y_train, len(ds.info.class_names)),
+                charts.pixel_counts(ds.x_train))
+    return registry_stats(ds.info.name)
+
+
+def upload_form() -> None:
+    """Zip upload: one sub-folder per class; on success it becomes the current data set."""
+    with st.expander("Use your own images (.zip with one folder per class)"):
+        st.caption(
+            "For example `cats/1.jpg, cats/2.jpg, dogs/1.jpg, …`. Images of any size and "
+            "colour mode are resized; 20 % of each class is kept for testing."
+        )
+        file = st.file_uploader("Zip file", type=["zip"], key="explore_zip")
+        c1, c2 = st.columns(2)
+        side = c1.select_slider("Image size (pixels)", [16, 28, 32, 48, 64, 96, 128], value=64)
+        gray = c2.toggle("Grayscale", value=False)
+        if st.button("Load images", disabled=file is None, type="primary"):
+            try:
+                with st.spinner("Reading the zip…"):
+                    ds = datasets.load_zip(file.getvalue(), (side, side), gray,
+                                           name=f"{UPLOAD_PREFIX}{file.name}")
+            except BadUpload as exc:
+                st.error(str(exc))
+            else:
+                remember_upload(ds)
+                st.rerun()
+
+
+def sample_grid(ds: Dataset) -> None:
+    """A random grid of training images with their class, filterable and reshufflable."""
+    names = ds.info.class_names
+    c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
+    rows = c1.slider("Rows", 1, 8, 3, key="explore_rows")
+    pick = c2.selectbox("Class", ["All classes", *names], key="explore_class")
+    if c3.button("🔀 Reshuffle", width="stretch"):
+        st.session_state["explore_seed"] = st.session_state.get("explore_seed", 0) + 1
+    pool = (np.arange(len(ds.y_train)) if pick == "All classes"
+            else np.flatnonzero(ds.y_train == names.index(pick)))
+    rng = np.random.default_rng(st.session_state.get("explore_seed", 0))
+    idx = np.sort(rng.choice(pool, size=min(len(pool), rows * GRID_COLS), replace=False))
+    captions = [names[int(k)] for k in ds.y_train[idx]]
+    st.plotly_chart(charts.image_grid_figure(ds.x_train[idx], captions, GRID_COLS, tile_px=56),
+                    key="explore_grid",
+                    config={"displayModeBar": False})
+
+
+st.title("🔍 Explore")
+name = dataset_picker(key="explore_dataset")
+upload_form()
+
+try:
+    ds = cached_dataset(name)
+except DatasetUnavailable as exc:
+    st.error(str(exc))
+    st.stop()
+
+info = ds.info
+n_val = datasets.val_count(ds.y_train, VAL_FRACTION)
+h, w, c = info.image_shape
+cols = st.columns(4)
+cols[0].metric("Training images", f"{len(ds.y_train) - n_val:,}")
+cols[1].metric("Validation images", f"{n_val:,}", help="10 % of each class, held out of training")
+cols[2].metric("Test images", f"{len(ds.y_test):,}")
+cols[3].metric("Classes", len(info.class_names), help=f"images are {h}×{w}, {c} channel(s)")
+st.caption(f"{info.title}: {h}×{w} pixels, {'grayscale' if c == 1 else 'colour'}, uint8 0–255.")
+
+st.subheader("Images per class")
+st.plotly_chart(charts.class_counts_figure(info.class_names, ds.y_train, ds.y_test),
+                key="explore_counts", config={"displayModeBar": False})
+
+st.subheader("Samples")
+sample_grid(ds)
+
+means, counts = stats(ds)
+left, right = st.columns(2)
+with left:
+    st.subheader("Mean image per class")
+    st.plotly_chart(
+        charts.image_grid_figure(means, list(info.class_names), min(5, len(means))),
+        key="explore_means", config={"displayModeBar": False},
+    )
+with right:
+    st.subheader("Pixel intensities")
+    st.plotly_chart(charts.pixel_histogram_figure(counts),
+                    key="explore_hist", config={"displayModeBar": False})

@@ -1,0 +1,113 @@
+"""Page helpers shared by all pages: cached data sets and the data set picker.
+
+Not a page itself (app.py lists its pages explicitly). Other helpers append below.
+
+One mechanism for a user's own images: Explore stores the Dataset built from an uploaded
+zip in ``st.session_state[UPLOAD_KEY]`` under the name ``"folder:<file name>"``;
+``cached_dataset`` and ``dataset_picker`` know that name, so every page can use it.
+Registry data sets are loaded once per server process (st.cache_resource: shared, no copy).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from cnnlab import datasets
+from cnnlab.datasets import Dataset, DatasetUnavailable
+
+UPLOAD_KEY = "uploaded_dataset"
+UPLOAD_PREFIX = "folder:"
+
+
+@st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
+def _registry_dataset(name: str) -> Dataset:
+    # Shared by all sessions and never copied: callers must not modify the arrays.
+    return datasets.load(name)
+
+
+def cached_dataset(name: str) -> Dataset:
+    """The data set called ``name``: a registry set (cached) or this session's upload.
+
+    Raises DatasetUnavailable with a one-sentence message when it cannot be loaded.
+    """
+    if name.startswith(UPLOAD_PREFIX):
+        upload = st.session_state.get(UPLOAD_KEY)
+        if upload is not None and upload.info.name == name:
+            return upload
+        raise DatasetUnavailable(
+            f"The uploaded data set {name[len(UPLOAD_PREFIX):]!r} is not in this browser "
+            "session any more: upload the zip again on the Explore page."
+        )
+    return _registry_dataset(name)
+
+
+def remember_upload(ds: Dataset) -> None:
+    """Keep an uploaded Dataset for this session and make it the current data set."""
+    st.session_state[UPLOAD_KEY] = ds
+    st.session_state["dataset_name"] = ds.info.name
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _available() -> dict[str, bool]:
+    return datasets.available()
+
+
+def dataset_names() -> list[str]:
+    """Registry names, then this session's upload (if any)."""
+    names = list(datasets.REGISTRY)
+    upload = st.session_state.get(UPLOAD_KEY)
+    if upload is not None:
+        names.append(upload.info.name)
+    return names
+
+
+def current_dataset_name() -> str:
+    """st.session_state["dataset_name"] if it names a known set, else the default."""
+    name = st.session_state.get("dataset_name")
+    return name if name in dataset_names() else datasets.default_name()
+
+
+def dataset_picker(key: str = "dataset_picker") -> str:
+    """A selectbox over the data sets; stores the choice in st.session_state["dataset_name"].
+
+    Sets that cannot be loaded here are still listed, marked "not available here", so the
+    page can say which file is missing.
+    """
+    names = dataset_names()
+    ready = _available()
+
+    def label(name: str) -> str:
+        if name.startswith(UPLOAD_PREFIX):
+            return f"Your images: {name[len(UPLOAD_PREFIX):]}"
+        title = datasets.REGISTRY[name].title
+        return title if ready.get(name) else f"{title} (not available here)"
+
+    def store() -> None:
+        st.session_state["dataset_name"] = st.session_state[key]
+
+    # Sync the widget from the shared key, so a choice made on another page (or an upload)
+    # shows here; the user's own change goes back through `store`.
+    st.session_state["dataset_name"] = current_dataset_name()
+    st.session_state[key] = st.session_state["dataset_name"]
+    st.selectbox("Data set", names, format_func=label, key=key, on_change=store)
+    return st.session_state["dataset_name"]
+
+
+# ---------------------------------------------------------------------------- training jobs
+
+
+@st.cache_resource(show_spinner=False)
+def _job_manager(root: str):
+    # One per server process and runs root: shared by every session, tab and rerun, so a
+    # training thread outlives the page that started it. Creating it marks runs left
+    # "running" by a previous server as interrupted.
+    from cnnlab import training
+
+    return training.JobManager(root)
+
+
+def job_manager():
+    """The server's training JobManager for the current runs root (CNNLAB_RUNS_DIR or runs/)."""
+    from cnnlab import runs
+
+    return _job_manager(str(runs.default_root().resolve()))
