@@ -372,3 +372,57 @@ def mistakes_figure(
         for m in mistakes
     ]
     return image_grid_figure(np.asarray(x_test)[idx], captions, cols=min(cols, max(1, len(idx))))
+
+
+# ---------------------------------------------------------------------------- runs (compare)
+
+RUN_COLORS = ("#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#0ea5e9", "#a855f7", "#84cc16",
+              "#ec4899", "#64748b", "#14b8a6")
+
+
+def runs_overlay_figure(histories: dict[str, pd.DataFrame], height: int = 380) -> go.Figure:
+    """Loss (left) and accuracy (right) per epoch of several runs in one figure.
+
+    ``histories`` maps a run label to its history frame. One trace per run per metric:
+    validation solid, training dotted, one colour per run; clicking a run in the legend
+    hides all of its traces.
+    """
+    fig = go.Figure()
+    for i, (label, history) in enumerate(histories.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        x = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
+        first = True
+        for metric, axis in (("loss", "1"), ("accuracy", "2")):
+            for col, dash, part in ((f"val_{metric}", "solid", "validation"),
+                                    (metric, "dot", "training")):
+                if col not in history:
+                    continue
+                fig.add_scatter(
+                    x=x, y=pd.to_numeric(history[col], errors="coerce"), name=label,
+                    legendgroup=label, showlegend=first, mode="lines+markers",
+                    line=dict(color=color, dash=dash, width=2 if dash == "solid" else 1.5),
+                    marker=dict(size=6 if dash == "solid" else 4),
+                    xaxis=f"x{axis}" if axis != "1" else "x",
+                    yaxis=f"y{axis}" if axis != "1" else "y",
+                    hovertemplate=f"{label}<br>{part} {metric} %{{y:.4g}} · epoch %{{x}}"
+                    "<extra></extra>",
+                )
+                first = False
+    longest = max((len(h) for h in histories.values()), default=0)
+    xaxis = dict(title="epoch", rangemode="tozero", dtick=1 if longest <= 15 else None)
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis={**xaxis, "domain": [0, 0.46]},
+        xaxis2={**xaxis, "domain": [0.54, 1], "anchor": "y2"},
+        yaxis=dict(rangemode="tozero", anchor="x"),
+        yaxis2=dict(tickformat=".0%", rangemode="tozero", anchor="x2"),
+        legend=dict(orientation="h", y=-0.2, x=0),
+        annotations=[
+            dict(text="<b>Loss</b>", x=0, xref="paper", xanchor="left", y=1.08, yref="paper",
+                 showarrow=False, font=dict(size=14)),
+            dict(text="<b>Accuracy</b>", x=0.54, xref="paper", xanchor="left", y=1.08,
+                 yref="paper", showarrow=False, font=dict(size=14)),
+        ],
+    )
+    return fig
+

@@ -256,3 +256,99 @@ def mark_interrupted(root: Path | str | None = None) -> list[Path]:
             )
             marked.append(run.run_dir)
     return marked
+
+
+# --------------------------------------------------------------------------- runs page helpers
+
+NAME_MAX = 80
+_NAME_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def clean_run_name(name: str) -> str:
+    """``name`` stripped, if it is a safe display name; else RunPathError saying why.
+
+    Names never become paths, but one that looks like a path (``../../etc``) is refused
+    anyway so no later use of it can ever leave the runs root.
+    """
+    clean = name.strip()
+    if not clean:
+        raise RunPathError("The new name is empty; type a few words such as 'quick-dropout'.")
+    if _NAME_BAD.search(clean) or ".." in clean:
+        raise RunPathError(
+            f"The name {name!r} looks like a path: '/', '\\', '..' and control characters are "
+            "not allowed. Use letters, digits, spaces, '-' or '_'."
+        )
+    if len(clean) > NAME_MAX:
+        raise RunPathError(f"The name has {len(clean)} characters; use at most {NAME_MAX}.")
+    return clean
+
+
+def rename_run(root: Path | str, run_id: str, name: str) -> dict[str, Any]:
+    """Give run ``run_id`` a new display name (status.json and config.json); its id and
+    folder stay, so links and open pages keep working. Returns the new status."""
+    run_dir = run_dir_for(root, run_id)
+    clean = clean_run_name(name)
+    if not (run_dir / STATUS_FILE).exists():
+        raise RunPathError(f"There is no run {run_id!r} under {Path(root).resolve()}.")
+    config = _read_json(run_dir / CONFIG_FILE)
+    if isinstance(config, dict):
+        write_json(run_dir / CONFIG_FILE, {**config, "name": clean})
+    return update_status(run_dir, name=clean)
+
+
+def delete_run(root: Path | str, run_id: str) -> Path:
+    """Delete run ``run_id``'s folder (only that folder, inside ``root``); return its path.
+
+    Refuses a run that is queued or training: stop it first.
+    """
+    import shutil
+
+    run_dir = run_dir_for(root, run_id)
+    if not run_dir.is_dir():
+        raise RunPathError(f"There is no run {run_id!r} under {Path(root).resolve()}.")
+    state = load_status(run_dir)
+    if isinstance(state, dict) and state.get("status") in ACTIVE:
+        raise ValueError(f"Run {run_id} is {state['status']}; stop it on the Train page first.")
+    shutil.rmtree(run_dir)
+    return run_dir
+
+
+def run_problems(run_dir: Path | str) -> list[str]:
+    """Why a run's files cannot be used, one sentence each (empty = the run is intact).
+
+    Checks status.json and config.json are readable objects, the model config loads,
+    history.csv parses with numeric loss/accuracy columns, and a run that is no longer
+    active or failed has its best.keras.
+    """
+    from cnnlab.config import ConfigError, ModelConfig
+
+    run_dir = Path(run_dir)
+    problems = []
+    status = _read_json(run_dir / STATUS_FILE)
+    if not isinstance(status, dict):
+        problems.append(f"{STATUS_FILE} is missing or unreadable.")
+        status = {}
+    config = _read_json(run_dir / CONFIG_FILE)
+    if not isinstance(config, dict):
+        problems.append(f"{CONFIG_FILE} is missing or unreadable.")
+    else:
+        try:
+            ModelConfig.from_dict(config.get("model"))
+        except (ConfigError, TypeError, ValueError) as exc:
+            problems.append(f"{CONFIG_FILE} holds no valid model config ({exc}).")
+    try:
+        history = load_history(run_dir)
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as exc:
+        problems.append(f"{HISTORY_FILE} cannot be read ({type(exc).__name__}).")
+    else:
+        for col in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if not history.empty and col not in history:
+                problems.append(f"{HISTORY_FILE} is corrupt: it has no '{col}' column.")
+                break
+            if col in history and pd.to_numeric(history[col], errors="coerce").isna().any():
+                problems.append(f"{HISTORY_FILE} is corrupt: '{col}' holds non-numbers.")
+                break
+    state = status.get("status")
+    if state not in (*ACTIVE, "failed") and not best_model_path(run_dir).exists():
+        problems.append(f"{BEST_FILE} is missing, so there is no model to use or download.")
+    return problems
