@@ -16,8 +16,8 @@ def home() -> None:
         "no notebook needed."
     )
     steps = [
-        ("🔍 Explore", "pages/explore.py", "look at a data set: class counts, samples, mean images."),
-        ("🧱 Configure", "pages/configure.py", "shape a CNN with sliders; see shapes and parameters live."),
+        ("🔍 Explore", "pages/explore.py", "look at a data set: counts, samples, mean images."),
+        ("🧱 Configure", "pages/configure.py", "shape a CNN with sliders; see its shapes live."),
         ("🏋️ Train", "pages/train.py", "train it and watch loss and accuracy grow epoch by epoch."),
         ("✏️ Draw & predict", "pages/predict.py", "draw a digit and watch the probabilities move."),
         ("📊 Runs", "pages/runs.py", "compare runs, read their evaluation, download models."),
