@@ -190,6 +190,8 @@ if st.session_state.get("runs_pick") not in ids:
     st.session_state["runs_pick"] = picked_elsewhere if picked_elsewhere in ids else ids[0]
 run_id = st.selectbox("Run details", ids, key="runs_pick",
                       format_func=lambda i: f"{labels[i]} — {i}")
+# Keep the address in step with the pick, so it can be bookmarked or shared.
+st.query_params["run"] = st.session_state["runs_pick_from"] = run_id
 row = by_id[run_id]
 run_dir = info_by_id[run_id].run_dir
 st.session_state["selected_run"] = str(run_dir)
@@ -238,14 +240,18 @@ with tab_eval:
                             width="stretch", key="runs_confusion")
         with e2:
             st.markdown("**Per class**")
+            per_class = pd.DataFrame(metrics.get("per_class", [])).drop(columns="class",
+                                                                         errors="ignore")
+            for col in ("precision", "recall"):  # percent numbers: one format for all rows
+                if col in per_class:
+                    per_class[col] = per_class[col] * 100
             st.dataframe(
-                pd.DataFrame(metrics.get("per_class", [])).drop(columns="class",
-                                                                 errors="ignore"),
+                per_class,
                 hide_index=True, width="stretch", key="runs_per_class",
                 column_config={
                     "name": "Class",
-                    "precision": st.column_config.NumberColumn("Precision", format="percent"),
-                    "recall": st.column_config.NumberColumn("Recall", format="percent"),
+                    "precision": st.column_config.NumberColumn("Precision", format="%.1f%%"),
+                    "recall": st.column_config.NumberColumn("Recall", format="%.1f%%"),
                     "f1": st.column_config.NumberColumn("F1", format="%.3f"),
                     "support": st.column_config.NumberColumn("Test images"),
                 },
@@ -367,6 +373,7 @@ with tab_manage:
                 st.error(f"Could not delete: {exc}")
             else:
                 st.session_state.pop("selected_run", None)
+                st.query_params.pop("run", None)
                 st.session_state["runs_flash"] = f"Deleted run {run_id}."
                 st.rerun()
         if d2.button("Cancel", key="runs_delete_cancel"):

@@ -250,3 +250,15 @@ def test_damaged_runs_are_marked_not_fatal(root: Path) -> None:
     assert not element(at, "download_button", "runs_dl_config.json").proto.disabled
     at.selectbox(key="runs_pick").set_value(ids["base"]).run()
     assert not at.exception and "history.csv" in at.error[0].value
+
+
+def test_address_opens_a_run_and_follows_the_pick(root: Path) -> None:
+    ids = run_ids(root)
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.query_params["run"] = ids["wider"]
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="runs_pick").value == ids["wider"]
+    assert at.session_state["selected_run"] == str((root / ids["wider"]).resolve())
+    at.selectbox(key="runs_pick").set_value(ids["base"]).run()
+    assert at.query_params["run"] == ids["base"]
