@@ -351,6 +351,7 @@ with tab_manage:
                     st.error(f"Cannot resume: {exc}")
                 else:
                     st.session_state["train_run_id"] = job.run_id
+                    st.session_state["dataset_name"] = row["dataset"]  # Train shows its set
                     st.switch_page("pages/train.py")
 
     st.markdown("**Delete**")
