@@ -19,6 +19,22 @@ UPLOAD_KEY = "uploaded_dataset"
 UPLOAD_PREFIX = "folder:"
 
 
+def _route_through_app() -> None:
+    # Streamlit decides once per server process whether to use the old pages/-folder mode,
+    # and only app.py's st.navigation switches it off. When the first request after a
+    # server start is a page URL (/train), Streamlit runs the page file alone: no app.py,
+    # so no navigation and no wide layout, for every user until someone opens "/". Every
+    # page imports this module, so switch the mode off here and rerun through app.py.
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_app()
+
+
 @st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
 def _registry_dataset(name: str) -> Dataset:
     # Shared by all sessions and never copied: callers must not modify the arrays.
