@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from cnnlab import charts, datasets, inference, runs
 from cnnlab.inference import ModelRejected, Predictor
 from cnnlab.preprocess import canvas_to_input, image_to_input
+from pages.common import cached_dataset, job_manager
 
 CANVAS_PX = 280
 PREVIEW_PX = 168  # the 28×28 input shown 6× bigger, pixel for pixel
@@ -48,12 +49,59 @@ def run_label(run: runs.RunInfo) -> str:
 
 
 def offer_first_model() -> None:
-    """No run with a saved model yet: point to training the quick preset."""
-    st.info(
-        "There is no trained model yet. Open **🏋️ Train** in the sidebar and train the "
-        "**quick** preset on MNIST (one epoch takes well under a minute on a laptop CPU), "
-        "then come back here. Or upload your own `.keras` model below."
+    """No run with a saved model yet: train the quick preset in one click, with progress."""
+    manager = job_manager()
+    job = manager.current()
+    last = manager.latest()
+    if job is None and last is not None and last.result and last.result.status == "failed":
+        st.error(f"The last training run failed: {last.result.message}")
+    if job is None:
+        name = datasets.default_name()
+        st.info(
+            "There is no trained model yet. Train the small **quick** preset on "
+            f"{datasets.REGISTRY[name].title} here in one click (about a minute on a laptop "
+            "CPU), or upload your own `.keras` model below."
+        )
+        if st.button("Train the quick preset", icon="🏋️", type="primary"):
+            start_quick_training(name)
+            st.rerun()
+        return
+    training_progress(job.run_id)
+
+
+def start_quick_training(name: str) -> None:
+    """Submit the quick preset on ``name`` to the server's JobManager (shown on Train too)."""
+    from cnnlab import training
+    from cnnlab.config import PRESETS
+
+    preset = PRESETS["quick"]
+    request = training.TrainRequest(
+        dataset=name, config=preset.config, epochs=preset.config.epochs,
+        batch_size=preset.config.batch_size, preset=preset.name,
     )
+    try:
+        job_manager().submit(request, cached_dataset(name))
+    except (ValueError, datasets.DatasetUnavailable) as exc:
+        st.error(f"Could not start training: {exc}")
+
+
+@st.fragment(run_every=1.0)
+def training_progress(run_id: str) -> None:
+    """Live progress of the training job; reruns the page when its model is ready."""
+    job = job_manager().get(run_id)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap["done"]:
+        st.rerun()  # whole page: the new run now appears in the model picker
+    batch = snap["batch"] or {}
+    epochs = batch.get("epochs") or job.request.epochs
+    epoch = batch.get("epoch", 0)
+    part = (epoch - 1 + batch.get("batch", 0) / max(batch.get("batches", 1), 1)) / epochs
+    st.info(f"Training the {job.request.preset or 'chosen'} model ({run_id}); the canvas "
+            "appears here when it is done. You can follow it on the Train page too.")
+    st.progress(min(max(part, 0.0), 1.0),
+                text=f"epoch {max(epoch, 1)}/{epochs} · status {snap['status'].get('status')}")
 
 
 def choose_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
@@ -63,9 +111,12 @@ def choose_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
     by_dir = {str(r.run_dir): r for r in usable}
     options = [*ids, OWN_MODEL]
     chosen = st.session_state.get("selected_run")
-    if st.session_state.get("predict_model") not in options:
+    current = st.session_state.get("predict_model")
+    first_run_arrived = current == OWN_MODEL and st.session_state.get("predict_no_runs") and ids
+    if current not in options or first_run_arrived:
         # Default: the run picked elsewhere (Runs page), else the best digit run.
         st.session_state["predict_model"] = chosen if chosen in ids else options[0]
+    st.session_state["predict_no_runs"] = not ids
 
     def remember() -> None:
         if st.session_state["predict_model"] != OWN_MODEL:

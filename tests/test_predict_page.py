@@ -182,11 +182,31 @@ def page():
     return AppTest.from_file(str(ROOT / "pages" / "predict.py"), default_timeout=APPTEST_TIMEOUT)
 
 
-def test_page_without_runs_points_to_training(runs_root: Path) -> None:
+def test_page_without_runs_trains_the_quick_preset_in_one_click(
+    runs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    # No MNIST files: the default data set is the bundled sample, so training takes seconds.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     at = page().run()
     assert not at.exception, at.exception
     assert any("no trained model yet" in i.value for i in at.info)
     assert at.selectbox(key="predict_model").value == "__own__"
+    next(b for b in at.button if b.label == "Train the quick preset").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert at.get("progress"), "training progress is shown"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        done = [r for r in runs.list_runs(runs_root) if r.status.get("status") == "finished"]
+        if done:
+            break
+        time.sleep(1)
+    assert done, [r.status for r in runs.list_runs(runs_root)]
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="predict_model").value == str(done[0].run_dir)
+    assert done[0].status["dataset"] == "mnist_sample" and done[0].status["preset"] == "quick"
 
 
 def test_page_with_a_run_predicts_an_uploaded_picture(runs_with_model: Path) -> None:
