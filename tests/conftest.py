@@ -25,7 +25,9 @@ APPTEST_TIMEOUT = 120
 def has_real_mnist() -> bool:
     """True when the full MNIST IDX files are reachable through KERAS_HOME."""
     home = os.environ.get("KERAS_HOME")
-    return bool(home) and (Path(home) / "datasets" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+    if not home:
+        return False
+    return (Path(home) / "datasets" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
 @pytest.fixture
