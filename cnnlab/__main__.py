@@ -151,11 +151,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.runs_dir)
     if args.runs_dir == "runs" and os.environ.get("CNNLAB_RUNS_DIR"):
         root = runs.default_root()
-    run_dir = runs.create_run(
-        root, request.run_name(), training.run_config(request, dataset),
-        {"status": "queued", "dataset": request.dataset, "preset": request.preset,
-         "epochs": request.epochs},
-    )
+    try:
+        run_dir = runs.create_run(
+            root, request.run_name(), training.run_config(request, dataset),
+            {"status": "queued", "dataset": request.dataset, "preset": request.preset,
+             "epochs": request.epochs},
+        )
+    except runs.RunsRootError as exc:
+        raise CliError(str(exc)) from exc
     print(f"run {run_dir}", file=sys.stderr)
     events = training.EventLog(listener=_print_progress)
     t0 = time.perf_counter()

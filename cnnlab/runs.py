@@ -51,6 +51,31 @@ def default_root() -> Path:
     return Path(os.environ.get("CNNLAB_RUNS_DIR") or "runs")
 
 
+class RunsRootError(OSError):
+    """The runs root cannot be created or written; the message says which path and what to do."""
+
+
+def ensure_root(root: Path | str) -> Path:
+    """``root``, created if missing and checked writable; else RunsRootError saying what to do.
+
+    Checked up front so a bad CNNLAB_RUNS_DIR is one clear sentence on every page, not a
+    traceback from the first run that tries to save.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunsRootError(
+            f"The runs folder {root} cannot be used ({exc.strerror or exc}): runs are saved "
+            "there, so it must be a folder you can write to. Set CNNLAB_RUNS_DIR to a writable "
+            "folder (for example ~/cnnlab-runs) and start the app again."
+        ) from exc
+    return root
+
+
 def slugify(name: str) -> str:
     """A filesystem-safe slug: lowercase letters, digits, ``-`` and ``_`` only."""
     slug = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")
@@ -93,8 +118,7 @@ def create_run(
     The id is ``YYYYMMDD-HHMMSS-<slug of name>``; a numeric suffix keeps ids unique when two
     runs start in the same second.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = ensure_root(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     slug = slugify(name)
     for n in range(1000):

@@ -13,6 +13,7 @@ Keras is imported inside functions only.
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import math
 import threading
@@ -466,13 +467,22 @@ def train_run(
         result = _train_run(request, dataset, Path(run_dir), events, stop, resume, evaluate,
                             min_interval)
     except Exception as exc:  # the run must end with a status, whatever went wrong
-        result = TrainResult("failed", f"Training failed: {type(exc).__name__}: {exc}")
+        result = TrainResult("failed", failure_message(exc, run_dir))
         runs.update_status(run_dir, status="failed", message=result.message)
     result.seconds = time.perf_counter() - t0
     result.history = runs.load_history(run_dir).to_dict("records")
     runs.update_status(run_dir, seconds=round(result.seconds, 2))
     events.append("status", status=result.status, message=result.message)
     return result
+
+
+def failure_message(exc: Exception, run_dir: Path | str) -> str:
+    """The "failed" message for an error that ended a run; a full disk says what to do."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (f"Training failed: the disk is full (no space left on device) while saving "
+                f"into {run_dir}. The epochs done so far are kept in history.csv and the "
+                "settings in config.json; free some disk space, then start the run again.")
+    return f"Training failed: {type(exc).__name__}: {exc}"
 
 
 def _train_run(
@@ -664,8 +674,7 @@ class JobManager:
     """
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else runs.default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = runs.ensure_root(root if root is not None else runs.default_root())
         self.interrupted = runs.mark_interrupted(self.root)
         self._lock = threading.RLock()
         self._queue: collections.deque[TrainingJob] = collections.deque()
@@ -701,6 +710,14 @@ class JobManager:
             raise ValueError(f"Run {run_dir.name} has no best.keras to resume from; start a "
                              "new run instead.")
         request = request_from_run(run_dir)
+        want = tuple(runs.load_config(run_dir).get("input_shape") or ())
+        have = tuple(dataset.info.image_shape)
+        if want and want != have:
+            raise ValueError(
+                f"Run {run_dir.name}'s model takes {'×'.join(map(str, want))} images but the "
+                f"data set {dataset.info.name!r} has {'×'.join(map(str, have))} images; resume "
+                f"it on the data set it was trained on ({request.dataset!r})."
+            )
         if epochs is not None:
             request = TrainRequest(**{**asdict_shallow(request), "epochs": epochs})
         runs.update_status(run_dir, status="queued", message="Waiting to resume.",

@@ -126,4 +126,8 @@ def job_manager():
     """The server's training JobManager for the current runs root (CNNLAB_RUNS_DIR or runs/)."""
     from cnnlab import runs
 
-    return _job_manager(str(runs.default_root().resolve()))
+    try:
+        return _job_manager(str(runs.default_root().resolve()))
+    except runs.RunsRootError as exc:  # a runs root that is a file, read-only, …
+        st.error(str(exc))
+        st.stop()
