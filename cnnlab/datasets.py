@@ -382,12 +382,25 @@ def _decode(raw: bytes, name: str, size: tuple[int, int], grayscale: bool) -> np
             arr = np.asarray(im, dtype=np.uint8)
     except BadUpload:
         raise
+    except Image.DecompressionBombError as exc:  # the header claims a gigantic image
+        raise BadUpload(
+            f"{name} claims {_claimed_pixels(exc)} pixels; at most {MAX_IMAGE_PIXELS:,} "
+            "pixels per image are allowed: shrink it and zip again."
+        ) from exc
     except Exception as exc:  # Pillow raises many kinds for corrupt data
         raise BadUpload(
             f"{name} is not a readable image ({type(exc).__name__}); allowed are "
             f"{', '.join(IMAGE_EXTENSIONS)} files: replace or remove it and zip again."
         ) from exc
     return arr[..., None] if grayscale else arr
+
+
+def _claimed_pixels(exc: Exception) -> str:
+    """The pixel count in Pillow's DecompressionBombError message, formatted ('more than …')."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{int(found.group(1)):,}" if found else "more than 178 million"
 
 
 def load_zip(

@@ -240,18 +240,10 @@ def predict_file(run_dir: Path | str, image_path: Path | str) -> dict[str, Any]:
     ``ms`` is preprocessing plus inference for this image, after one warm-up call, so it
     shows the steady cost per image rather than model loading.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from cnnlab.preprocess import image_to_input
+    from cnnlab.preprocess import image_to_input, open_image
 
     predictor = load_run_predictor(run_dir)
-    try:
-        image = Image.open(image_path)
-        image.load()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(
-            f"{Path(image_path).name} is not a readable image ({exc}); give a PNG or JPEG file."
-        ) from exc
+    image = open_image(Path(image_path).read_bytes(), Path(image_path).name)  # ValueError
     predictor.probabilities(np.zeros(predictor.input_shape, np.float32))  # warm-up
     t0 = time.perf_counter()
     probs = predictor.probabilities(image_to_input(image, predictor.input_shape))

@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+# Uploaded pictures above this many pixels are refused before decoding (about 7000×7000).
+MAX_PICTURE_PIXELS = 50_000_000
+PICTURE_TYPES = "PNG, JPEG, BMP, GIF or WebP"
 # Ink darker/lighter than the background by less than this (0..1) is noise, not ink.
 INK_THRESHOLD = 0.2
 # Longest side of the digit inside the 28×28 frame, as in MNIST.
@@ -187,3 +190,37 @@ def image_to_input(
     if frame.shape != (height, width):
         frame = np.clip(_resize(frame, (height, width)), 0.0, 1.0)
     return _fit_channels(frame, channels)
+
+
+def open_image(data: bytes, name: str) -> Image.Image:
+    """An uploaded picture, decoded; ValueError saying what is wrong when it cannot be used.
+
+    The size comes from the file header before any pixel is decoded, so a small file that
+    claims 20,000×20,000 pixels (a decompression bomb) is refused without using memory.
+    """
+    import io
+    import re
+    import warnings
+
+    too_big = (f"at most {MAX_PICTURE_PIXELS:,} pixels are allowed: shrink it (a few hundred "
+               "pixels a side is plenty) and upload it again.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            image = Image.open(io.BytesIO(data))
+        w, h = image.size
+        if w * h > MAX_PICTURE_PIXELS:
+            raise ValueError(f"{name} is {w}×{h} pixels; {too_big}")
+        image.load()
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        claimed = f"{int(found.group(1)):,}" if found else "far too many"
+        raise ValueError(f"{name} claims {claimed} pixels; {too_big}") from exc
+    except ValueError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, … for broken files
+        raise ValueError(
+            f"{name} is not a readable picture ({type(exc).__name__}: {exc}). Allowed are "
+            f"{PICTURE_TYPES} files; save it again as PNG and retry."
+        ) from exc
+    return image

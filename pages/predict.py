@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cnnlab import charts, datasets, inference, runs
 from cnnlab.inference import ModelRejected, Predictor
-from cnnlab.preprocess import canvas_to_input, image_to_input
+from cnnlab.preprocess import canvas_to_input, image_to_input, open_image
 from pages.common import cached_dataset, job_manager
 
 CANVAS_PX = 280
@@ -268,13 +267,12 @@ def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
     if upload is None:
         return
     try:
-        image = Image.open(io.BytesIO(upload.getvalue()))
-        image.load()
-        x = image_to_input(image, predictor.input_shape)
-    except (UnidentifiedImageError, OSError) as exc:
-        st.error(f"**{upload.name}** is not a readable picture ({exc}). Allowed are "
-                 f"{', '.join(IMAGE_TYPES)} files; save it again as PNG and retry.")
+        image = open_image(upload.getvalue(), upload.name)  # ValueError: unreadable, too big
+    except ValueError as exc:
+        st.error(str(exc))
         return
+    try:
+        x = image_to_input(image, predictor.input_shape)
     except ValueError as exc:
         st.error(f"**{upload.name}**: {exc}")
         return

@@ -168,7 +168,7 @@ def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path) -> Non
     text = tmp_path / "x.png"
     text.write_text("not an image")
     out = cli("predict", "--run", str(trained_run), "--image", str(text), "--json")
-    assert out.returncode == 2 and "not a readable image" in out.stderr and not out.stdout
+    assert out.returncode == 2 and "not a readable picture" in out.stderr and not out.stdout
     out = cli("predict", "--run", str(tmp_path), "--image", str(text), "--json")
     assert out.returncode == 2 and "not a run directory" in out.stderr
 
