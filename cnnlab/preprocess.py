@@ -202,6 +202,8 @@ def open_image(data: bytes, name: str) -> Image.Image:
     import re
     import warnings
 
+    from PIL import UnidentifiedImageError
+
     too_big = (f"at most {MAX_PICTURE_PIXELS:,} pixels are allowed: shrink it (a few hundred "
                "pixels a side is plenty) and upload it again.")
     try:
@@ -219,8 +221,10 @@ def open_image(data: bytes, name: str) -> Image.Image:
     except ValueError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, … for broken files
+        detail = ("its content is in no picture format"
+                  if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}")
         raise ValueError(
-            f"{name} is not a readable picture ({type(exc).__name__}: {exc}). Allowed are "
-            f"{PICTURE_TYPES} files; save it again as PNG and retry."
+            f"{name} is not a readable picture ({detail}). Allowed are {PICTURE_TYPES} files; "
+            "save it again as PNG and retry."
         ) from exc
     return image

@@ -1,0 +1,442 @@
+"""Bad-input catalogue: every case by name, its user-facing message, and nothing saved lost.
+
+Each case feeds one bad input to the cnnlab function the page calls (the page shows the
+message with st.error) and returns that message. The test asserts the message says what was
+given and what is allowed, and that every file of a run saved before the case is unchanged.
+A few cases are also driven through the page itself with AppTest, where that is cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import APPTEST_TIMEOUT, ROOT
+from PIL import Image
+
+from cnnlab import config, datasets, inference, preprocess, runs, training
+from cnnlab.config import ConfigError, ModelConfig
+from cnnlab.datasets import BadUpload, DatasetUnavailable
+from cnnlab.inference import ModelRejected
+
+TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
+                          learning_rate=3e-3, batch_size=32, epochs=1, patience=2)
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def png_bytes(side: int = 12, value: int = 128) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (side, side), value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG header claiming ``width``×``height`` pixels, in ~60 bytes (no pixels)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def noise_png(side: int = 64) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side), np.uint8)).save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+CORRUPT_PNG = noise_png()[:2000]  # a real PNG cut off in its pixel data
+TEXT_PNG = b"just some notes, not a picture\n"
+BOMB_PNG = png_header(20_000, 20_000)
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def two_classes(extra: dict[str, bytes] | None = None) -> bytes:
+    """A good zip (classes a and b, two images each) plus ``extra`` members."""
+    good = {"a/1.png": png_bytes(), "a/2.png": png_bytes(), "b/1.png": png_bytes(),
+            "b/2.png": png_bytes()}
+    return zip_of({**good, **(extra or {})})
+
+
+def save_model(model, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def raised(exc_type: type[BaseException], fn: Callable, *args, **kwargs) -> str:
+    """The message of the ``exc_type`` that ``fn(*args, **kwargs)`` raises."""
+    with pytest.raises(exc_type) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+def request(**kw) -> training.TrainRequest:
+    base = {"dataset": "mnist_sample", "config": TINY, "epochs": 1, "batch_size": 32,
+            "limit": 600, "name": "tiny"}
+    return training.TrainRequest(**{**base, **kw})
+
+
+def errors(ctx, **kw) -> str:
+    """training.request_errors (the Train page's check, which includes config.validate)."""
+    found = training.request_errors(request(**kw), ctx.sample)
+    assert found, "expected the request to be refused"
+    return " ".join(found)
+
+
+def new_run(root: Path, req: training.TrainRequest, ds) -> Path:
+    return runs.create_run(root, req.run_name(), training.run_config(req, ds),
+                           {"status": "queued", "dataset": req.dataset, "epochs": req.epochs})
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def disk_full_on_checkpoint(ctx) -> str:
+    """The disk fills while best.keras is written: the run fails, its other files stay."""
+    import keras
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    req = request(epochs=2)
+    run_dir = new_run(ctx.root, req, ctx.sample)
+    ctx.monkeypatch.setattr(keras.Model, "save", no_space)
+    result = training.train_run(req, ctx.sample, run_dir)
+    status = runs.load_status(run_dir)
+    assert result.status == status["status"] == "failed"
+    assert len(runs.load_history(run_dir)) == 1  # the epoch before the failed save is kept
+    assert runs.load_config(run_dir)["model"] == TINY.to_dict()
+    return status["message"]
+
+
+def server_killed_mid_run(ctx) -> str:
+    """`python -m cnnlab train` killed (SIGKILL) in epoch 2: marked interrupted, resumable."""
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(ctx.root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist_sample", "--preset",
+         "quick", "--epochs", "6", "--batch-size", "8", "--runs-dir", str(ctx.root), "--json"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def first_epoch_saved() -> bool:
+            assert proc.poll() is None, f"training exited early ({proc.returncode})"
+            found = [r for r in runs.list_runs(ctx.root) if r.run_id != ctx.saved.name]
+            return bool(found) and len(runs.load_history(found[0].run_dir)) >= 1 and \
+                runs.best_model_path(found[0].run_dir).is_file()
+
+        wait_until(first_epoch_saved, 120, "the first epoch of the CLI run")
+        run_dir = next(r.run_dir for r in runs.list_runs(ctx.root) if r.run_id != ctx.saved.name)
+        # Half an epoch later: past the checkpoint write, in the middle of epoch 2.
+        time.sleep(max(0.5, 0.5 * float(runs.load_history(run_dir)["seconds"].iloc[0])))
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert runs.load_status(run_dir)["status"] == "running"  # what a dead server leaves
+    done = len(runs.load_history(run_dir))
+    best = runs.best_model_path(run_dir).read_bytes()
+
+    manager = training.JobManager(ctx.root)  # a server starting up
+    status = runs.load_status(run_dir)
+    assert manager.interrupted == [run_dir] and status["status"] == "interrupted"
+    assert len(runs.load_history(run_dir)) == done
+    assert runs.best_model_path(run_dir).read_bytes() == best
+    inference.load_model_file(runs.best_model_path(run_dir))  # the checkpoint is intact
+
+    # Resume one more epoch (the quick preset on 600 samples keeps it short).
+    cfg = runs.load_config(run_dir)
+    runs.write_json(run_dir / runs.CONFIG_FILE, {**cfg, "limit": 600, "batch_size": 64})
+    job = manager.resume(run_dir, ctx.sample, epochs=done + 1)
+    assert job.wait(120) and job.result.status == "finished", job.result.message
+    assert runs.load_history(run_dir)["epoch"].tolist() == list(range(1, done + 2))
+    return status["message"]
+
+
+def second_request_while_one_runs(ctx) -> str:
+    """A second Train click while a run trains: queued (not lost), then it runs."""
+    manager = training.JobManager(ctx.root)
+    first = manager.submit(request(epochs=2, name="first"), ctx.sample)
+    second = manager.submit(request(name="second"), ctx.sample)
+    assert first.started and not second.started and manager.queued() == [second]
+    status = runs.load_status(second.run_dir)
+    assert status["status"] == "queued"
+    assert first.wait(120) and second.wait(120)
+    assert first.result.status == second.result.status == "finished", second.result.message
+    assert runs.load_status(second.run_dir)["status"] == "finished"
+    return status["message"]
+
+
+def resume_on_a_data_set_of_another_shape(ctx) -> str:
+    """A run of 32×32×3 images resumed on 28×28×1 digits."""
+    info = datasets.DatasetInfo("cifar_like", "CIFAR-like", tuple("abcdefghij"), (32, 32, 3))
+    x = np.zeros((40, 32, 32, 3), np.uint8)
+    y = np.arange(40) % 10
+    colour = datasets.Dataset(info, x, y, x, y)
+    run_dir = new_run(ctx.root, request(dataset="cifar_like", limit=None), colour)
+    runs.update_status(run_dir, status="interrupted")
+    runs.best_model_path(run_dir).write_bytes(b"stand-in checkpoint")
+    return raised(ValueError, training.JobManager(ctx.root).resume, run_dir, ctx.sample)
+
+
+def runs_root_under_a_file(ctx) -> str:
+    """CNNLAB_RUNS_DIR whose parent is a regular file (as root, chmod would not stop writes)."""
+    blocker = ctx.tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    message = raised(runs.RunsRootError, training.JobManager, blocker / "runs")
+    assert blocker.read_text() == "a file where a folder should be"
+    return message
+
+
+def deep_config(ctx) -> str:
+    blocks = tuple(config.ConvBlock(filters=8) for _ in range(6))  # 28 → 14 → 7 → 3 → 1 → ?
+    return errors(ctx, config=dataclasses.replace(TINY, blocks=blocks))
+
+
+def big_valid_kernels(ctx) -> str:
+    block = config.ConvBlock(filters=8, kernel_size=11, padding="valid", pool=0)
+    return errors(ctx, config=dataclasses.replace(TINY, blocks=(block,) * 3))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: how to feed it, and fragments of what was given and what is allowed."""
+
+    run: Callable[[SimpleNamespace], str]
+    given: str
+    allowed: str
+
+
+CASES: dict[str, Case] = {
+    # ---- Explore: zip of images (datasets.load_zip)
+    "zip-corrupt-png": Case(lambda c: raised(BadUpload, datasets.load_zip, two_classes(
+        {"b/3.png": CORRUPT_PNG}), (28, 28), True), "b/3.png is not a readable image (OSError)",
+        ".png"),
+    "zip-text-file-named-png": Case(lambda c: raised(BadUpload, datasets.load_zip, two_classes(
+        {"b/3.png": TEXT_PNG}), (28, 28), True), "b/3.png is not a readable image", ".jpg"),
+    "zip-decompression-bomb-20000x20000": Case(lambda c: raised(
+        BadUpload, datasets.load_zip, two_classes({"b/3.png": BOMB_PNG}), (28, 28), True),
+        "claims 400,000,000 pixels", "at most 25,000,000 pixels"),
+    "zip-empty": Case(lambda c: raised(BadUpload, datasets.load_zip, zip_of({}), (28, 28),
+                                       True), "no images", "at least 2 class folders"),
+    "zip-not-a-zip": Case(lambda c: raised(BadUpload, datasets.load_zip, b"PK not really",
+                                           (28, 28), True), "is not a zip file",
+                          "one sub-folder of images per class"),
+    "zip-slip-dotdot": Case(lambda c: raised(BadUpload, datasets.load_zip, two_classes(
+        {"../../evil.png": png_bytes()}), (28, 28), True), "'../../evil.png'",
+        "only relative paths"),
+    "zip-slip-absolute": Case(lambda c: raised(BadUpload, datasets.load_zip, zip_of(
+        {"/etc/cron.d/x.png": png_bytes()}), (28, 28), True), "is an absolute path",
+        "only relative paths"),
+    "zip-one-class": Case(lambda c: raised(BadUpload, datasets.load_zip, zip_of(
+        {"a/1.png": png_bytes(), "a/2.png": png_bytes()}), (28, 28), True),
+        "only the class 'a'", "at least 2 class folders"),
+    "zip-class-with-one-image": Case(lambda c: raised(BadUpload, datasets.load_zip, zip_of(
+        {"a/1.png": png_bytes(), "a/2.png": png_bytes(), "b/1.png": png_bytes()}), (28, 28),
+        True), "Class 'b' has 1 image", "at least 2"),
+    "zip-image-size-4px": Case(lambda c: raised(BadUpload, datasets.load_zip, two_classes(),
+                                                (4, 4), True), "4x4", "between 8 and 256"),
+    # ---- Draw & predict: uploaded picture (preprocess.open_image)
+    "picture-corrupt-png": Case(lambda c: raised(
+        ValueError, preprocess.open_image, CORRUPT_PNG, "x.png"),
+        "x.png is not a readable picture (OSError: image file is truncated)", "PNG, JPEG"),
+    "picture-text-file-named-png": Case(lambda c: raised(
+        ValueError, preprocess.open_image, TEXT_PNG, "notes.png"),
+        "notes.png is not a readable picture", "PNG, JPEG"),
+    "picture-decompression-bomb-20000x20000": Case(lambda c: raised(
+        ValueError, preprocess.open_image, BOMB_PNG, "huge.png"),
+        "huge.png claims 400,000,000 pixels", "at most 50,000,000 pixels"),
+    # ---- Draw & predict: uploaded model (inference.load_model_file)
+    "model-text-file-named-keras": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.write("notes.keras", b"hello, not a zip")),
+        "notes.keras could not be read as a Keras model", "model.save('model.keras')"),
+    "model-with-lambda-layer": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.model("lambda")),
+        "Lambda layer", "built-in Keras layers only"),
+    "model-input-not-an-image": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.model("vector")),
+        "input of shape (10,)", "(height, width, 1)"),
+    "model-input-shape-does-not-fit-data-set": Case(
+        resume_on_a_data_set_of_another_shape, "takes 32×32×3 images", "28×28×1"),
+    # ---- Configure / Train: model and fit settings (training.request_errors)
+    "config-zero-size-feature-map": Case(deep_config, "feature map is 1×1 before a 2×2 pool",
+                                         "remove a pool"),
+    "config-valid-kernel-larger-than-map": Case(big_valid_kernels, "before a 11×11 conv",
+                                                "use a smaller kernel"),
+    "learning-rate-0": Case(lambda c: errors(c, config=dataclasses.replace(
+        TINY, learning_rate=0.0)), "learning rate is 0", "must be above 0"),
+    "learning-rate-1e3": Case(lambda c: errors(c, config=dataclasses.replace(
+        TINY, learning_rate=1e3)), "learning rate 1000", "try 0.001"),
+    "batch-size-larger-than-data-set": Case(lambda c: errors(c, batch_size=5000),
+                                            "Batch size 5000", "between 1 and 540"),
+    "epochs-0": Case(lambda c: errors(c, epochs=0), "Epochs is 0", "between 1 and 1000"),
+    "sample-limit-too-small": Case(lambda c: errors(c, limit=5), "Limit 5", "at least 20"),
+    "config-json-not-json": Case(lambda c: raised(ConfigError, ModelConfig.from_json, b"{oops"),
+                                 "not valid JSON", "a file saved by CNN Lab"),
+    "config-json-unknown-key": Case(lambda c: raised(
+        ConfigError, ModelConfig.from_json, json.dumps({"blocks": [{"filterz": 8}]})),
+        "unknown key(s) filterz", "allowed: filters"),
+    "unknown-data-set": Case(lambda c: raised(DatasetUnavailable, datasets.load, "imagenet"),
+                             "'imagenet'", "choose one of mnist"),
+    # ---- Runs: names and ids (runs.rename_run, runs.run_dir_for)
+    "run-name-looks-like-a-path": Case(lambda c: raised(
+        runs.RunPathError, runs.rename_run, c.root, c.saved.name, "../../etc/passwd"),
+        "'../../etc/passwd' looks like a path", "Use letters, digits"),
+    "run-id-leaves-the-runs-root": Case(lambda c: raised(
+        runs.RunPathError, runs.run_dir_for, c.root, "../../etc"), "'../../etc' is not valid",
+        "expected 'YYYYMMDD-HHMMSS[-slug]'"),
+    # ---- The server and its disk
+    "runs-root-not-writable": Case(runs_root_under_a_file, "not-a-folder/runs cannot be used",
+                                   "Set CNNLAB_RUNS_DIR to a writable folder"),
+    "disk-full-while-saving-checkpoint": Case(disk_full_on_checkpoint,
+                                              "the disk is full (no space left on device)",
+                                              "free some disk space"),
+    "server-killed-mid-run": Case(server_killed_mid_run, "The server stopped while this run was "
+                                  "running", "resume it to continue"),
+    "second-training-request-while-one-runs": Case(second_request_while_one_runs,
+                                                   "Queued: 1 run(s) ahead of it", "Queued"),
+}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def sample() -> datasets.Dataset:
+    ds = datasets.load("mnist_sample")
+    # A small test set keeps evaluation instant.
+    return datasets.Dataset(ds.info, ds.x_train, ds.y_train, ds.x_test[:200], ds.y_test[:200])
+
+
+def saved_run(root: Path) -> Path:
+    """A finished run's files as training leaves them (no training needed)."""
+    run_dir = runs.create_run(root, "kept", {"model": TINY.to_dict(), "dataset": "mnist"},
+                              {"status": "finished", "dataset": "mnist", "epochs_done": 2})
+    runs.append_history(run_dir, {"epoch": 1, "loss": 0.5, "accuracy": 0.9,
+                                  "val_loss": 0.4, "val_accuracy": 0.91})
+    runs.append_history(run_dir, {"epoch": 2, "loss": 0.3, "accuracy": 0.95,
+                                  "val_loss": 0.35, "val_accuracy": 0.93})
+    runs.best_model_path(run_dir).write_bytes(b"PK\x03\x04 saved model bytes")
+    runs.save_metrics(run_dir, {"test_accuracy": 0.92})
+    return run_dir
+
+
+def fingerprint(run_dir: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.iterdir()}
+
+
+@pytest.fixture
+def ctx(runs_root: Path, tmp_path: Path, sample, monkeypatch: pytest.MonkeyPatch):
+    """What a case needs; afterwards, checks the saved run's files are all unchanged."""
+    models: dict[str, Path] = {}
+
+    def write(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    def model(kind: str) -> Path:
+        import keras
+
+        if kind not in models:
+            if kind == "lambda":
+                layers = [keras.Input((28, 28, 1)), keras.layers.Lambda(lambda t: t / 255.0),
+                          keras.layers.Flatten()]
+            else:
+                layers = [keras.Input((10,))]
+            net = keras.Sequential([*layers, keras.layers.Dense(10, activation="softmax")])
+            models[kind] = save_model(net, tmp_path / f"{kind}.keras")
+        return models[kind]
+
+    saved = saved_run(runs_root)
+    before = fingerprint(saved)
+    yield SimpleNamespace(root=runs_root, tmp_path=tmp_path, sample=sample, saved=saved,
+                          monkeypatch=monkeypatch, write=write, model=model)
+    assert fingerprint(saved) == before, "a saved run's files changed"
+    assert runs.load_status(saved)["status"] == "finished"
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_the_catalogue_has_at_least_twenty_cases() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
+def test_bad_input_gets_a_clear_message_and_loses_nothing(name: str, ctx) -> None:
+    case = CASES[name]
+    message = case.run(ctx)
+    print(f"{name}: {message}")
+    assert case.given in message, f"message does not say what was given: {message}"
+    assert case.allowed in message, f"message does not say what is allowed: {message}"
+    assert "Traceback" not in message and len(message) < 600
+
+
+# --------------------------------------------------------------------------- through the pages
+
+
+def apptest(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / "pages" / page), default_timeout=APPTEST_TIMEOUT)
+
+
+def test_explore_page_shows_the_zip_message(runs_root: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(runs_root / "no-keras"))  # the bundled sample: fast
+    at = apptest("explore.py").run()
+    assert not at.exception, at.exception
+    at.file_uploader(key="explore_zip").set_value(
+        ("photos.zip", two_classes({"b/3.png": BOMB_PNG}), "application/zip")).run()
+    next(b for b in at.button if b.label == "Load images").click().run()
+    assert not at.exception, at.exception
+    assert "b/3.png claims 400,000,000 pixels" in at.error[0].value
+
+
+def test_pages_say_when_the_runs_root_cannot_be_used(tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("CNNLAB_RUNS_DIR", str(blocker / "runs"))
+    at = apptest("runs.py").run()
+    assert not at.exception, at.exception
+    assert "cannot be used" in at.error[0].value and "CNNLAB_RUNS_DIR" in at.error[0].value
