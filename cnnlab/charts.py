@@ -303,15 +303,8 @@ def filter_grid_figure(kernels: np.ndarray, cols: int = 8, tile_px: int = 48) ->
 _TRAIN_COLOR, _VAL_COLOR = "#4f46e5", "#f59e0b"
 
 
-def training_curve_figure(
-    history: pd.DataFrame, metric: str, live: list[dict] | None = None, height: int = 300
-) -> go.Figure:
-    """``metric`` ("loss" or "accuracy") per epoch, train vs validation.
-
-    ``live`` (points ``{"epoch": fractional epoch, metric: value}`` of the epoch in progress)
-    adds the running training value as a thin dotted line ending in a hollow marker, so the
-    chart moves within a long epoch.
-    """
+def training_curve_figure(history: pd.DataFrame, metric: str, height: int = 300) -> go.Figure:
+    """``metric`` ("loss" or "accuracy") per epoch, train vs validation."""
     fig = go.Figure()
     if not history.empty and metric in history:
         x = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
@@ -320,16 +313,6 @@ def training_curve_figure(
         if f"val_{metric}" in history:
             fig.add_scatter(x=x, y=history[f"val_{metric}"], name="validation",
                             mode="lines+markers", line=dict(color=_VAL_COLOR, width=2))
-    live = [p for p in (live or []) if p.get(metric) is not None]
-    if live:
-        n = len(live)
-        fig.add_scatter(
-            x=[p["epoch"] for p in live], y=[p[metric] for p in live],
-            name="this epoch so far", mode="lines+markers",
-            line=dict(color=_TRAIN_COLOR, width=1, dash="dot"),
-            marker=dict(color=_TRAIN_COLOR, symbol="circle-open",
-                        size=[0] * (n - 1) + [10]),
-        )
     is_acc = metric == "accuracy"
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=36, b=10),

@@ -576,7 +576,9 @@ def _train_run(
 
     metrics = None
     if evaluate:
-        runs.update_status(run_dir, status=status, message=msg + " Evaluating on the test set…")
+        # Still "running" until metrics.json exists, so pages keep polling until the end.
+        runs.update_status(run_dir, status="running",
+                           message=msg + " Evaluating the best model on the test set…")
         events.append("status", status="evaluating")
         from cnnlab import evaluate as evaluate_mod
 
@@ -647,15 +649,7 @@ class TrainingJob:
         status = runs.load_status(self.run_dir)
         history = runs.load_history(self.run_dir)
         n_classes = len(self.dataset.info.class_names)
-        # Running values of the epoch in progress, for a curve that moves within an epoch.
-        trail = [
-            {"epoch": e["epoch"] - 1 + e["batch"] / e["batches"], "loss": e["loss"],
-             "accuracy": e["accuracy"]}
-            for e in self.events.since(0)
-            if e["kind"] == "batch" and e["epoch"] > len(history) and e["batch"] < e["batches"]
-        ]
         return {
-            "trail": trail,
             "run_id": self.run_id,
             "run_dir": str(self.run_dir),
             "status": status,

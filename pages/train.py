@@ -2,7 +2,7 @@
 
 The job lives in the server's JobManager (pages.common.job_manager, st.cache_resource), so
 reruns, page switches, refreshes and other tabs all see the same run. A fragment polls it
-while it is active.
+while it is active; the curves are redrawn once per epoch.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from cnnlab.config import PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
 from pages.common import cached_dataset, dataset_picker, job_manager
 
-POLL_SECONDS = 1.0
-CHART_SECONDS = 3.0  # Plotly redraws cost the browser more than text does
+POLL_SECONDS = 2.0
 FROM_CONFIGURE = "configure"
 
 
@@ -104,8 +103,8 @@ if job is None:  # a new tab or a refresh: show what this server is doing
     job = manager.current() or manager.latest()
 
 b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")
-clicked = b1.button("Queue run" if manager.busy() else "Train", type="primary", icon="▶️",
-                    width="stretch", key="train_start")
+clicked = b1.button("Queue run" if manager.busy() else "Train", type="primary",
+                    icon=":material/play_arrow:", width="stretch", key="train_start")
 if clicked:
     request = training.TrainRequest(
         dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
@@ -120,7 +119,7 @@ if clicked:
         st.session_state["train_run_id"] = job.run_id
 # Drawn after a click is handled, so Stop shows at once for the run just started.
 if job is not None and not job.done():
-    if b2.button("Stop", icon="⏹️", width="stretch", key="train_stop"):
+    if b2.button("Stop", icon=":material/stop:", width="stretch", key="train_stop"):
         manager.stop(job.run_id)
         st.toast("Stopping after the current batch…")
 busy = manager.busy()
@@ -135,16 +134,22 @@ if job is None:
 
 # ---------------------------------------------------------------- live view
 active = not job.done()
+history = runs.load_history(job.run_dir)
 
 
 @st.fragment(run_every=POLL_SECONDS if active else None)
-def status_view(run_id: str, was_active: bool) -> None:
-    """Status, device, speed, progress bars and health warnings; every second while active."""
+def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
+    """Status, device, speed, progress bars and health warnings, polled while active.
+
+    A finished epoch (or the end of the run) triggers one full rerun, which redraws the
+    curves below: Plotly charts are re-sent once per epoch, not at every poll, because each
+    redraw costs the server's event loop time that the training thread then waits for.
+    """
     shown = manager.get(run_id)
     snap = shown.snapshot()
-    if was_active and snap["done"]:
-        st.rerun()  # switch polling off and draw the final results with the whole page
-    status, history, batch = snap["status"], snap["history"], snap["batch"]
+    if was_active and (snap["done"] or len(snap["history"]) > epochs_drawn):
+        st.rerun()
+    status, hist, batch = snap["status"], snap["history"], snap["batch"]
     state = status.get("status", "?")
     epochs_total = int(status.get("epochs") or shown.request.epochs)
 
@@ -155,11 +160,14 @@ def status_view(run_id: str, was_active: bool) -> None:
     if state == "queued":
         st.info(f"⏳ Queued. {status.get('message', '')} It starts when the running one ends.")
     elif state == "running":
-        done_epochs = len(history)
+        done_epochs = len(hist)
         if batch:
             frac = batch["batch"] / batch["batches"]
+            running = (f" · loss {batch['loss']:.4f} · accuracy {batch['accuracy']:.2%}"
+                       if batch.get("loss") is not None and batch.get("accuracy") is not None
+                       else "")
             st.progress(frac, text=f"Epoch {batch['epoch']}/{batch['epochs']} · batch "
-                        f"{batch['batch']}/{batch['batches']} · ETA "
+                        f"{batch['batch']}/{batch['batches']}{running} · ETA "
                         f"{fmt_seconds(batch['eta_epoch_s'])}")
             run_frac = min(1.0, (done_epochs + (frac if frac < 1 else 0)) / epochs_total)
             st.progress(run_frac, text=f"Run: {done_epochs}/{epochs_total} epochs done · ETA "
@@ -176,26 +184,19 @@ def status_view(run_id: str, was_active: bool) -> None:
         st.warning(warning.message, icon="⚠️")
 
 
-@st.fragment(run_every=CHART_SECONDS if active else None)
-def curves_view(run_id: str) -> None:
-    """Loss and accuracy curves, train vs validation; redrawn every few seconds while active."""
-    snap = manager.get(run_id).snapshot()
-    history, trail = snap["history"], snap["trail"] if not snap["done"] else []
-    if history.empty and not trail:
-        return
+status_view(job.run_id, active, len(history))
+if not history.empty:
     g1, g2 = st.columns(2)
-    g1.plotly_chart(charts.training_curve_figure(history, "loss", trail), key="train_loss")
-    g2.plotly_chart(charts.training_curve_figure(history, "accuracy", trail), key="train_acc")
-
-
-status_view(job.run_id, active)
-curves_view(job.run_id)
+    g1.plotly_chart(charts.training_curve_figure(history, "loss"), key="train_loss")
+    g2.plotly_chart(charts.training_curve_figure(history, "accuracy"), key="train_acc")
+elif active:
+    st.caption("The loss and accuracy curves appear when the first epoch ends.")
 
 # ---------------------------------------------------------------- results
 metrics = runs.load_metrics(job.run_dir) if job.done() else None
 if metrics:
     st.subheader("Test set")
-    hist = runs.load_history(job.run_dir)
+    hist = history
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Test accuracy", f"{metrics['test_accuracy']:.2%}")
     m2.metric("Test loss", f"{metrics['test_loss']:.4f}")
