@@ -1,0 +1,312 @@
+"""End to end: a real `streamlit run app.py` server driven by Chromium through every page.
+
+One session walks the whole lab (explore → configure → train → draw → runs); then two
+sessions at once (one trains, the other explores and predicts) must both work and see the
+same runs. Screenshots of every open page land in test-output/ when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import TEST_OUTPUT
+from test_browser import SEVEN, draw_stroke
+from test_predict_page import make_run
+
+pytestmark = pytest.mark.browser
+
+RUN_ID = re.compile(r"\b\d{8}-\d{6}(?:-\d+)?-[a-z0-9][a-z0-9_-]*\b")
+EXCEPTION = '[data-testid="stException"]'
+SLOW = 90_000  # ms: the first visit of a page that imports Keras
+
+
+@pytest.fixture(scope="module")
+def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served runs root, holding one finished run, so Draw & predict has a model."""
+    root = tmp_path_factory.mktemp("e2e-runs")
+    make_run(root, limit=600)
+    return root
+
+
+@pytest.fixture
+def pages(_chromium, request: pytest.FixtureRequest):
+    """A function opening fresh browser sessions (own context each); all are screenshot to
+    test-output/<test>-<n>.png when the test fails."""
+    contexts = []
+
+    def new_page():
+        context = _chromium.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        return page
+
+    yield new_page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        TEST_OUTPUT.mkdir(exist_ok=True)
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.name)
+        for n, context in enumerate(contexts, start=1):
+            for page in context.pages:
+                page.screenshot(path=str(TEST_OUTPUT / f"{name}-{n}.png"), full_page=True)
+    for context in contexts:
+        context.close()
+
+
+# --------------------------------------------------------------------------- page helpers
+
+
+def no_exception(page) -> None:
+    """No Streamlit exception box on the page (errors must be st.error, not tracebacks)."""
+    boxes = page.locator(EXCEPTION)
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def go(page, label: str, path: str, heading: str) -> None:
+    """Open a page through the sidebar navigation (same session) and wait for its title."""
+    page.locator(f'a[data-testid="stSidebarNavLink"][href$="/{path}"]').click()
+    page.get_by_role("heading", level=1, name=heading).wait_for(timeout=SLOW)
+    page.wait_for_url(re.compile(f"/{path}(\\?.*)?$"))
+
+
+def settle(page) -> None:
+    """Wait for the script run that the last interaction started to finish."""
+    page.wait_for_timeout(250)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        timeout=SLOW)
+
+
+def metric_value(page, label: str, timeout: float = SLOW) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    metric.wait_for(timeout=timeout)
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def wait_for_metric_change(page, label: str, old: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = metric_value(page, label)
+        if new != old:
+            return new
+        page.wait_for_timeout(200)
+    raise AssertionError(f"metric {label!r} stayed {old!r}")
+
+
+def open_selectbox(page, label: str) -> None:
+    """Open the dropdown of the selectbox labelled ``label`` (scrolled into view first: a
+    scroll after opening would close it again)."""
+    field = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.locator(
+        "input")
+    field.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    field.click()
+    page.get_by_role("option").first.wait_for()
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the selectbox labelled ``label``."""
+    open_selectbox(page, label)
+    page.get_by_role("option", name=option).first.click()
+
+
+def options_of(page, label: str) -> list[str]:
+    """Every option of the selectbox labelled ``label`` (opens and closes it)."""
+    texts: list[str] = []
+    for _ in range(3):  # a rerun landing while it is open closes the dropdown: try again
+        open_selectbox(page, label)
+        page.wait_for_timeout(300)
+        texts = sorted(page.get_by_role("option").all_inner_texts())
+        page.keyboard.press("Escape")
+        if texts:
+            break
+    return texts
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).first
+    field = box.locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+    settle(page)
+    assert field.input_value() == str(value), (label, field.input_value())
+
+
+def chart_points(page) -> int:
+    """Points drawn in the Train page's loss chart (0 while it is not there yet)."""
+    return page.evaluate(
+        """() => {
+            const plot = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+            if (!plot || !plot.calcdata) return 0;
+            return plot.calcdata.reduce((n, trace) => n + trace.length, 0);
+        }"""
+    )
+
+
+def start_training(page, epochs: int, batch_size: int, limit: int | None) -> None:
+    """On the Train page: the quick preset with these settings, then Train."""
+    pick(page, "Model", "preset: quick")
+    settle(page)
+    page.get_by_text("conv16 → conv32 → dense64").wait_for()
+    set_number(page, "Epochs", epochs)
+    set_number(page, "Batch size", batch_size)
+    if limit is not None:
+        page.locator('[data-testid="stCheckbox"]').filter(
+            has_text="Limit training samples").locator("label").click()
+        settle(page)
+        set_number(page, "Training samples to use", limit)
+    page.locator(".st-key-train_start button").click()
+
+
+def new_run_id(root: Path, before: set[str], timeout: float = 60.0) -> str:
+    """The id of the run that appears in the runs root after a Train click."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = {p.name for p in root.iterdir() if p.is_dir()} - before
+        if new:
+            return new.pop()
+        time.sleep(0.2)
+    raise AssertionError("no run was created after pressing Train")
+
+
+def wait_finished(page, timeout_s: float) -> None:
+    """The Train page shows the test-set results of the run it follows."""
+    page.get_by_role("heading", name="Test set").wait_for(timeout=timeout_s * 1000)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_walk_through_every_page(streamlit_server: str, server_runs_dir: Path, pages) -> None:
+    page = pages()
+    page.goto(streamlit_server)
+    page.get_by_role("heading", level=1, name="CNN Lab").wait_for(timeout=SLOW)
+    no_exception(page)
+
+    # Explore: switch to the bundled sample and see the counts follow.
+    go(page, "Explore", "explore", "Explore")
+    before = metric_value(page, "Test images")
+    pick(page, "Data set", "MNIST sample")
+    if before != "1,000":  # full MNIST has 10,000 test images, the bundled sample 1,000
+        wait_for_metric_change(page, "Test images", before)
+    assert metric_value(page, "Test images") == "1,000"
+    page.get_by_role("heading", name="Mean image per class").wait_for()
+    no_exception(page)
+
+    # Configure: one more filter step in block 1 changes the parameter total.
+    go(page, "Configure", "configure", "Configure")
+    params = metric_value(page, "Parameters")
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Filters").first
+    slider.get_by_role("slider").focus()
+    page.keyboard.press("ArrowRight")
+    new_params = wait_for_metric_change(page, "Parameters", params)
+    assert int(new_params.replace(",", "")) > int(params.replace(",", ""))
+    no_exception(page)
+
+    # Train: the quick preset, one epoch; the live chart grows, then the run finishes.
+    go(page, "Train", "train", "Train")
+    page.get_by_text("Trains on").wait_for(timeout=SLOW)
+    before = {p.name for p in server_runs_dir.iterdir()}
+    # Curves are redrawn after each epoch, so three short epochs show the chart growing.
+    start_training(page, epochs=3, batch_size=8, limit=2000)
+    run_id = new_run_id(server_runs_dir, before)
+    page.get_by_text(run_id).first.wait_for(timeout=SLOW)
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not page.get_by_role(
+            "heading", name="Test set").count():
+        seen.append(chart_points(page))
+        page.wait_for_timeout(250)
+    wait_finished(page, 60)
+    seen.append(chart_points(page))
+    grew = [n for n in seen if n]
+    assert len(set(grew)) >= 2 and grew[-1] > grew[0], f"chart points over time: {seen}"
+    assert metric_value(page, "Test accuracy").endswith("%")
+    no_exception(page)
+
+    # Draw & predict: the run just trained is the model; draw a 7 and read the prediction.
+    go(page, "Draw & predict", "predict", "Draw & predict")
+    model = page.locator('[data-testid="stSelectbox"]').filter(has_text="Model").first
+    model.wait_for(timeout=SLOW)
+    assert run_id in model.locator("input").input_value()  # the selectbox shows its value here
+    page.locator("canvas.upper-canvas").wait_for(timeout=SLOW)
+    draw_stroke(page, SEVEN)
+    assert re.fullmatch(r"[0-9]", metric_value(page, "Prediction", timeout=30_000))
+    no_exception(page)
+
+    # Runs: the new run is listed and opened.
+    go(page, "Runs", "runs", "Runs")
+    page.get_by_text(run_id).first.wait_for(timeout=SLOW)
+    assert any(run_id in o for o in options_of(page, "Run details"))
+    no_exception(page)
+
+
+def test_run_files_are_not_served(streamlit_server: str, server_runs_dir: Path) -> None:
+    """Static serving is off and the runs folder is never reachable over HTTP."""
+    run = next(p for p in server_runs_dir.iterdir() if p.is_dir())
+    secret = json.loads((run / "config.json").read_text())["name"]
+    for path in ("app/static/config.json", f"{run.name}/config.json",
+                 f"runs/{run.name}/config.json", f"app/static/{run.name}/best.keras"):
+        try:
+            with urllib.request.urlopen(f"{streamlit_server}/{path}", timeout=10) as resp:
+                body = resp.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404, (path, exc.code)
+            continue
+        assert '"model"' not in body and secret not in body.replace("<", " "), path
+
+
+def load_explore(page, url: str) -> float:
+    """Seconds from opening Explore to its last chart drawn."""
+    t0 = time.perf_counter()
+    page.goto(f"{url}/explore")
+    page.get_by_role("heading", name="Pixel intensities").wait_for(timeout=SLOW)
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(3).wait_for(
+        timeout=SLOW)
+    return time.perf_counter() - t0
+
+
+def test_two_sessions_at_once(streamlit_server: str, server_runs_dir: Path, pages,
+                              capsys) -> None:
+    a, b = pages(), pages()
+    idle = load_explore(b, streamlit_server)  # warm: data set cached, nothing training
+    idle = min(idle, load_explore(b, streamlit_server))
+    no_exception(b)
+
+    # Session A trains the quick preset on the whole sample for a few seconds.
+    a.goto(f"{streamlit_server}/train")
+    a.get_by_text("Trains on").wait_for(timeout=SLOW)
+    pick(a, "Data set", "MNIST sample")
+    a.get_by_text("6,000 train").wait_for()
+    before = {p.name for p in server_runs_dir.iterdir()}
+    start_training(a, epochs=2, batch_size=8, limit=None)
+    run_id = new_run_id(server_runs_dir, before)
+
+    # Meanwhile session B explores and predicts.
+    busy = load_explore(b, streamlit_server)
+    training_during = a.get_by_text(re.compile(r"· running ·|running")).count() > 0
+    no_exception(b)
+    b.goto(f"{streamlit_server}/predict")
+    b.locator("canvas.upper-canvas").wait_for(timeout=SLOW)
+    draw_stroke(b, SEVEN)
+    assert re.fullmatch(r"[0-9]", metric_value(b, "Prediction", timeout=30_000))
+    no_exception(b)
+    with capsys.disabled():
+        print(f"\nExplore page load in session B: idle {idle:.2f} s, while A trains "
+              f"{busy:.2f} s (A still training when B finished: {training_during})")
+
+    wait_finished(a, 180)
+    no_exception(a)
+    listed = []
+    for page in (a, b):
+        page.goto(f"{streamlit_server}/runs")
+        page.get_by_role("heading", level=1, name="Runs").wait_for(timeout=SLOW)
+        page.get_by_text(run_id).first.wait_for(timeout=SLOW)
+        listed.append(options_of(page, "Run details"))
+        no_exception(page)
+    assert listed[0] == listed[1] and any(run_id in o for o in listed[0])
