@@ -32,7 +32,20 @@ def _route_through_app() -> None:
         st.rerun()
 
 
+def _keep_keras_state() -> None:
+    # After every script run (each fragment poll included) Streamlit calls
+    # keras.backend.clear_session(), which empties TensorFlow's kernel cache and runs a
+    # full garbage collection while the background job is training and cached models are
+    # serving predictions: it made epochs 2-4x slower while a tab watched them. The lab
+    # keeps its models in st.cache_resource on purpose, so skip that clean-up (it also
+    # closes matplotlib figures, which the lab does not use).
+    from streamlit.runtime.scriptrunner import script_runner
+
+    script_runner._clean_problem_modules = lambda: None
+
+
 _route_through_app()
+_keep_keras_state()
 
 
 @st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
