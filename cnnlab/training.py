@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import errno
 import functools
+import importlib.util
 import math
 import threading
 import time
@@ -48,6 +49,7 @@ class TrainRequest:
     preset: str | None = None
     name: str = ""
     mixed_precision: bool = False
+    tensorboard: bool = False  # also write TensorBoard logs to <run>/tensorboard
 
     def run_name(self) -> str:
         """The human name of the run (used in its id)."""
@@ -82,6 +84,9 @@ def request_errors(request: TrainRequest, dataset: Any) -> list[str]:
 
         if device.detect().kind != "GPU":
             errors.append("Mixed precision needs a GPU and this machine trains on CPU; untick it.")
+    if request.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        errors.append("TensorBoard logs need the tensorboard package (pip install tensorboard); "
+                      "untick TensorBoard logs or install it.")
     from cnnlab import config as config_mod
 
     errors += config_mod.validate(request.config, tuple(dataset.info.image_shape))
@@ -417,11 +422,17 @@ def run_config(request: TrainRequest, dataset: Any) -> dict[str, Any]:
         "val_fraction": request.val_fraction,
         "limit": request.limit,
         "mixed_precision": request.mixed_precision,
+        "tensorboard": request.tensorboard,
         "seed": SEED,
         "input_shape": list(info.image_shape),
         "n_classes": len(info.class_names),
         "class_names": list(info.class_names),
     }
+
+
+def tensorboard_dir(run_dir: Path | str) -> Path:
+    """Where a run's TensorBoard logs go (``tensorboard --logdir`` this folder)."""
+    return Path(run_dir) / "tensorboard"
 
 
 def request_from_run(run_dir: Path | str) -> TrainRequest:
@@ -439,6 +450,7 @@ def request_from_run(run_dir: Path | str) -> TrainRequest:
         preset=cfg.get("preset"),
         name=cfg.get("name", ""),
         mixed_precision=bool(cfg.get("mixed_precision", False)),
+        tensorboard=bool(cfg.get("tensorboard", False)),
     )
 
 
@@ -544,6 +556,8 @@ def _train_run(
     if request.config.patience > 0:  # patience 0 means "no early stopping"
         early = cls["StopAwareEarlyStopping"](progress, request.config.patience)
         callbacks.append(early)
+    if request.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
     if not stop.is_set():
         model.fit(
             x_tr, y_tr, validation_data=(x_val, y_val), epochs=request.epochs,

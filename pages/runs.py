@@ -17,6 +17,7 @@ from cnnlab import charts, compare, runs
 from cnnlab.config import PRESETS, ConfigError, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.models import to_keras_script
+from cnnlab.training import tensorboard_dir
 from pages.common import cached_dataset, job_manager
 
 RESUMABLE = ("interrupted", "stopped")
@@ -306,6 +307,10 @@ with tab_files:
         help="A standalone Python script that builds and trains the same model in plain Keras"
         if script else "config.json is missing or unreadable, so no script can be written.",
     )
+    logs = tensorboard_dir(run_dir)
+    if logs.is_dir():
+        st.caption("TensorBoard logs of this run (ticked on Train): view them with")
+        st.code(f"tensorboard --logdir {logs}", language="bash")
 
 with tab_manage:
     state = status.get("status")

@@ -88,6 +88,9 @@ with right:
     if dev.kind == "GPU":
         mixed = st.toggle("Mixed precision (float16 compute, faster on recent GPUs)",
                           key="train_mixed")
+    tensorboard = st.toggle("Also write TensorBoard logs", key="train_tensorboard",
+                            help="Logs go to the run's tensorboard/ folder: "
+                                 "`tensorboard --logdir runs` shows every run.")
     use_limit = st.toggle("Limit training samples (quick experiments)", key="train_use_limit")
     limit = None
     if use_limit:
@@ -109,7 +112,7 @@ if clicked:
     request = training.TrainRequest(
         dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
         val_fraction=float(val_fraction), limit=int(limit) if limit is not None else None,
-        preset=preset_name, mixed_precision=mixed,
+        preset=preset_name, mixed_precision=mixed, tensorboard=tensorboard,
     )
     errors = training.request_errors(request, dataset)
     if errors:

@@ -67,6 +67,16 @@ def test_one_epoch_writes_every_file(runs_root: Path, sample) -> None:
     assert cfg["class_names"] == list("0123456789") and cfg["input_shape"] == [28, 28, 1]
 
 
+def test_tensorboard_logs_when_asked(runs_root: Path, sample) -> None:
+    req = request(tensorboard=True)
+    run_dir = new_run(runs_root, req, sample)
+    result = training.train_run(req, sample, run_dir)
+    assert result.status == "finished", result.message
+    logs = training.tensorboard_dir(run_dir)
+    assert any(p.name.startswith("events.out.tfevents") for p in logs.rglob("*"))
+    assert training.request_from_run(run_dir).tensorboard is True
+
+
 def test_callback_events_in_order_with_right_counts() -> None:
     import keras
 
