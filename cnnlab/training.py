@@ -17,6 +17,7 @@ import errno
 import functools
 import importlib.util
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -324,7 +325,11 @@ def _callback_classes() -> dict[str, type]:
         start from a previous best (so a resumed run does not overwrite a better model)."""
 
         def __init__(self, path, progress, best=None):
-            super().__init__(str(path), monitor="val_loss", save_best_only=True, verbose=0)
+            # Keras writes the file in place; save beside it and rename, so a server killed
+            # mid-save leaves the previous best.keras whole.
+            self.final_path = Path(path)
+            partial = self.final_path.with_name("best.partial.keras")
+            super().__init__(str(partial), monitor="val_loss", save_best_only=True, verbose=0)
             self.progress = progress
             if best is not None:
                 self.best = best
@@ -332,6 +337,9 @@ def _callback_classes() -> dict[str, type]:
         def on_epoch_end(self, epoch, logs=None):
             if not self.progress.partial_epoch:
                 super().on_epoch_end(epoch, logs)
+                partial = Path(self.filepath)
+                if partial.exists():
+                    os.replace(partial, self.final_path)
 
     class StopAwareEarlyStopping(keras.callbacks.EarlyStopping):
         """EarlyStopping that ignores an epoch cut short by Stop."""

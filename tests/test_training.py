@@ -51,6 +51,7 @@ def test_one_epoch_writes_every_file(runs_root: Path, sample) -> None:
     assert result.status == "finished", result.message
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "status.json", "history.csv", "best.keras", "metrics.json"} <= names
+    assert "best.partial.keras" not in names  # saved beside, then renamed into place
     status = runs.load_status(run_dir)
     assert status["status"] == "finished" and status["epochs_done"] == 1
     assert status["device"].startswith(("CPU", "GPU")) and status["params"] > 0
