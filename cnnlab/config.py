@@ -272,9 +272,10 @@ def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
             continue
         if b.pool > 0:
             if h < b.pool or w < b.pool:
+                fix = ("remove a pool or use padding='same'" if b.padding == "valid"
+                       else "remove this pool or one in an earlier block, or use fewer blocks")
                 problems.append(
-                    f"{where}: the feature map is {h}×{w} before a {b.pool}×{b.pool} pool; "
-                    "remove a pool or use padding='same'"
+                    f"{where}: the feature map is {h}×{w} before a {b.pool}×{b.pool} pool; {fix}"
                 )
                 h = w = 0
                 continue

@@ -300,7 +300,7 @@ CASES: dict[str, Case] = {
         resume_on_a_data_set_of_another_shape, "takes 32×32×3 images", "28×28×1"),
     # ---- Configure / Train: model and fit settings (training.request_errors)
     "config-zero-size-feature-map": Case(deep_config, "feature map is 1×1 before a 2×2 pool",
-                                         "remove a pool"),
+                                         "remove this pool"),
     "config-valid-kernel-larger-than-map": Case(big_valid_kernels, "before a 11×11 conv",
                                                 "use a smaller kernel"),
     "learning-rate-0": Case(lambda c: errors(c, config=dataclasses.replace(

@@ -90,6 +90,12 @@ def _one(problems: list[str], *needles: str) -> None:
 def test_zero_size_feature_map_before_pool() -> None:
     config = ModelConfig(blocks=tuple(ConvBlock(filters=8) for _ in range(5)))
     problems = validate(config, MNIST)  # 28 → 14 → 7 → 3 → 1 → pool 2 on 1×1
+    _one(problems, "block 5", "1×1 before a 2×2 pool", "remove this pool")
+
+
+def test_pool_on_a_tiny_map_with_valid_padding_suggests_same_padding() -> None:
+    block = ConvBlock(filters=8, kernel_size=1, padding="valid")
+    problems = validate(ModelConfig(blocks=(block,) * 5), MNIST)
     _one(problems, "block 5", "1×1 before a 2×2 pool", "padding='same'")
 
 
