@@ -70,6 +70,15 @@ def cached_dataset(name: str) -> Dataset:
     return _registry_dataset(name)
 
 
+def dataset_or_stop(name: str) -> Dataset:
+    """``cached_dataset(name)``, or its one-sentence st.error and the end of this page run."""
+    try:
+        return cached_dataset(name)
+    except DatasetUnavailable as exc:
+        st.error(str(exc))
+        st.stop()
+
+
 def remember_upload(ds: Dataset) -> None:
     """Keep an uploaded Dataset for this session and make it the current data set."""
     st.session_state[UPLOAD_KEY] = ds

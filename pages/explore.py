@@ -6,8 +6,14 @@ import numpy as np
 import streamlit as st
 
 from cnnlab import charts, datasets
-from cnnlab.datasets import BadUpload, Dataset, DatasetUnavailable
-from pages.common import UPLOAD_PREFIX, cached_dataset, dataset_picker, remember_upload
+from cnnlab.datasets import BadUpload, Dataset
+from pages.common import (
+    UPLOAD_PREFIX,
+    cached_dataset,
+    dataset_or_stop,
+    dataset_picker,
+    remember_upload,
+)
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
 GRID_COLS = 10
@@ -74,11 +80,7 @@ st.title("🔍 Explore")
 name = dataset_picker(key="explore_dataset")
 upload_form()
 
-try:
-    ds = cached_dataset(name)
-except DatasetUnavailable as exc:
-    st.error(str(exc))
-    st.stop()
+ds = dataset_or_stop(name)
 
 info = ds.info
 n_val = datasets.val_count(ds.y_train, VAL_FRACTION)

@@ -12,7 +12,7 @@ import streamlit as st
 from cnnlab import charts, device, models, runs, training
 from cnnlab.config import PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
-from pages.common import cached_dataset, dataset_picker, job_manager
+from pages.common import cached_dataset, dataset_or_stop, dataset_picker, job_manager
 
 POLL_SECONDS = 2.0
 FROM_CONFIGURE = "configure"
@@ -43,11 +43,7 @@ dev = device.detect()  # cached; imports the Keras backend on the first visit on
 left, right = st.columns([1, 1], gap="large")
 with left:
     ds_name = dataset_picker("train_dataset")
-    try:
-        dataset = cached_dataset(ds_name)
-    except DatasetUnavailable as exc:
-        st.error(str(exc))
-        st.stop()
+    dataset = dataset_or_stop(ds_name)
     info = dataset.info
     n_classes = len(info.class_names)
 
