@@ -10,6 +10,8 @@ Registry data sets are loaded once per server process (st.cache_resource: shared
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from cnnlab import datasets
@@ -153,3 +155,12 @@ def job_manager():
     except runs.RunsRootError as exc:  # a runs root that is a file, read-only, …
         st.error(str(exc))
         st.stop()
+
+
+def fmt_seconds(s: float | None) -> str:
+    """12 → '0:12', 3725 → '1:02:05', None or NaN → '–'."""
+    if s is None or math.isnan(s):
+        return "–"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"

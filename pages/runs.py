@@ -18,18 +18,9 @@ from cnnlab.config import PRESETS, ConfigError, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.models import to_keras_script
 from cnnlab.training import tensorboard_dir
-from pages.common import cached_dataset, job_manager
+from pages.common import cached_dataset, fmt_seconds, job_manager
 
 RESUMABLE = ("interrupted", "stopped")
-
-
-def fmt_seconds(s: float | None) -> str:
-    """12 → '0:12', 3725 → '1:02:05', None → '–'."""
-    if s is None or pd.isna(s):
-        return "–"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
 def pct(value: float | None) -> str:

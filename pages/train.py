@@ -12,19 +12,16 @@ import streamlit as st
 from cnnlab import charts, device, models, runs, training
 from cnnlab.config import PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
-from pages.common import cached_dataset, dataset_or_stop, dataset_picker, job_manager
+from pages.common import (
+    cached_dataset,
+    dataset_or_stop,
+    dataset_picker,
+    fmt_seconds,
+    job_manager,
+)
 
 POLL_SECONDS = 2.0
 FROM_CONFIGURE = "configure"
-
-
-def fmt_seconds(s: float | None) -> str:
-    """12 → '0:12', 3725 → '1:02:05'."""
-    if s is None:
-        return "–"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
 def config_line(cfg) -> str:
