@@ -144,7 +144,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
         preset=args.preset,
     )
-    errors = training.request_errors(request, dataset)
+    try:
+        errors = training.request_errors(request, dataset)  # budgets included
+    except ValueError as exc:  # a bad budget setting
+        raise CliError(str(exc)) from exc
     if errors:
         raise CliError(" ".join(errors))
     # The parser's default is "runs"; CNNLAB_RUNS_DIR overrides that default only.
@@ -160,10 +163,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     except runs.RunsRootError as exc:
         raise CliError(str(exc)) from exc
     print(f"run {run_dir}", file=sys.stderr)
-    events = training.EventLog(listener=_print_progress)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON object
-        result = training.train_run(request, dataset, run_dir, events)
+        result = training.train_run(request, dataset, run_dir, _print_progress)
     if result.status == "failed":
         raise CliError(f"{result.message} (run kept in {run_dir})")
     return {

@@ -289,6 +289,32 @@ def default_name() -> str:
     return "mnist" if _cached("mnist") else "mnist_sample"
 
 
+# ---------------------------------------------------------------------------- shipping
+
+
+def to_npz_bytes(ds: Dataset) -> bytes:
+    """``ds`` as one compressed .npz (arrays and info): how an upload reaches a worker."""
+    import json
+
+    buf = io.BytesIO()
+    info = {"name": ds.info.name, "title": ds.info.title,
+            "class_names": list(ds.info.class_names), "image_shape": list(ds.info.image_shape)}
+    np.savez_compressed(buf, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
+                        y_test=ds.y_test, info=np.frombuffer(json.dumps(info).encode(), np.uint8))
+    return buf.getvalue()
+
+
+def from_npz(source: bytes | Path | str) -> Dataset:
+    """The Dataset in an .npz made by ``to_npz_bytes`` (bytes or a file path)."""
+    import json
+
+    with np.load(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
+        raw = json.loads(z["info"].tobytes().decode())
+        info = DatasetInfo(raw["name"], raw["title"], tuple(raw["class_names"]),
+                           tuple(raw["image_shape"]))
+        return Dataset(info, z["x_train"], z["y_train"], z["x_test"], z["y_test"])
+
+
 # ---------------------------------------------------------------------------- splits
 
 

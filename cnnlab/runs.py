@@ -1,19 +1,26 @@
 """Run store on disk: one directory per training run under a runs root.
 
-A run directory holds ``config.json``, ``status.json``, ``history.csv`` (one row per epoch,
-appended as training goes), ``best.keras`` (best checkpoint) and ``metrics.json`` (after
-evaluation). Every JSON write is atomic (temp file, then ``os.replace``) so a killed server
-never leaves half a file behind. Pure Python: no Keras import here.
+A run directory holds ``config.json`` (fixed facts), ``status.json`` (changing facts),
+``history.csv`` (one row per epoch, appended as training goes), ``best.keras`` (best
+checkpoint), ``last.keras`` + ``checkpoint.json`` (the resumable last epoch) and
+``metrics.json`` (after evaluation). The server writes the first three and metrics.json
+from the run's events (``record``); workers write the model files. Every JSON write is
+atomic (temp file, then ``os.replace``) so a killed process never leaves half a file
+behind, and status.json's read-modify-write holds a per-run lock. Pure Python: no Keras.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import re
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-STATUSES = ("queued", "running", "stopped", "finished", "failed", "interrupted")
+STATUSES = ("queued", "running", "stopped", "finished", "failed", "interrupted", "time limit")
 ACTIVE = ("queued", "running")
+FINAL = ("stopped", "finished", "failed", "interrupted", "time limit")
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 HISTORY_FILE = "history.csv"
@@ -149,6 +157,8 @@ def write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename must never publish an empty file after a crash
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -179,19 +189,106 @@ def load_status(run_dir: Path | str) -> dict[str, Any]:
     return data
 
 
+_THREAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def run_lock(run_dir: Path | str) -> Iterator[None]:
+    """Hold run ``run_dir``'s lock (threads of this process and other processes alike).
+
+    The lock is on the run folder itself, so it adds no file to the run.
+    """
+    with _THREAD_LOCK:
+        fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
 def update_status(run_dir: Path | str, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into status.json (atomically) and return the new status."""
+    """Merge ``fields`` into status.json (atomically, under the run's lock); the new status."""
     run_dir = Path(run_dir)
-    data = _read_json(run_dir / STATUS_FILE) or {}
-    data.update(fields)
-    data["updated"] = now_iso()
-    write_json(run_dir / STATUS_FILE, data)
+    with run_lock(run_dir):
+        data = _read_json(run_dir / STATUS_FILE) or {}
+        data.update(fields)
+        data["updated"] = now_iso()
+        write_json(run_dir / STATUS_FILE, data)
     return data
+
+
+def record(run_dir: Path | str, event: dict[str, Any]) -> None:
+    """Apply one training event (cnnlab.events) to the run's files.
+
+    ``status`` merges into status.json (``evaluating`` keeps the run "running" with its
+    message; a resumed run's ``history`` rewrites history.csv to the checkpoint's rows);
+    ``epoch`` appends a history row; ``metrics`` writes metrics.json; ``file`` writes a
+    file sent back by a remote worker; ``done`` sets the final status. Batch events change
+    no file.
+    """
+    kind = event["kind"]
+    if kind == "status":
+        fields = {k: v for k, v in event.items() if k not in ("kind", "time", "seq", "history")}
+        if fields.get("status") == "evaluating":
+            fields["status"] = "running"
+        if "history" in event:
+            write_history(run_dir, event["history"])
+        update_status(run_dir, **fields)
+    elif kind == "epoch":
+        row = {k: event[k] for k in HISTORY_COLUMNS if k in event}
+        append_history(run_dir, row)
+        update_status(run_dir, epochs_done=int(event["epoch"]))
+    elif kind == "metrics":
+        save_metrics(run_dir, event["metrics"])
+    elif kind == "file":
+        write_bytes(Path(run_dir) / safe_relative(event["name"]), event["data"])
+    elif kind == "done":
+        update_status(run_dir, status=event["status"], message=event["message"],
+                      seconds=event.get("seconds"))
+
+
+def safe_relative(name: str) -> Path:
+    """``name`` as a path inside a run directory; RunPathError if it would leave it."""
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise RunPathError(f"File name {name!r} would leave the run directory.")
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (temp file beside, fsync, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_config(run_dir: Path | str) -> dict[str, Any]:
     """The run's config.json as a dict (empty when missing)."""
     return _read_json(Path(run_dir) / CONFIG_FILE) or {}
+
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                   "seconds")
+
+
+def write_history(run_dir: Path | str, rows: list[dict[str, Any]]) -> None:
+    """Replace history.csv with ``rows`` (atomic rewrite; no rows: no file)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    frame = pd.DataFrame(rows)
+    cols = [c for c in HISTORY_COLUMNS if c in frame.columns]
+    write_text(path, frame[cols].to_csv(index=False))
 
 
 def append_history(run_dir: Path | str, row: dict[str, Any]) -> None:

@@ -133,28 +133,31 @@ def dataset_picker(key: str = "dataset_picker") -> str:
     return st.session_state["dataset_name"]
 
 
-# ---------------------------------------------------------------------------- training jobs
+# ---------------------------------------------------------------------------- training engine
 
 
-@st.cache_resource(show_spinner=False)
-def _job_manager(root: str):
-    # One per server process and runs root: shared by every session, tab and rerun, so a
-    # training thread outlives the page that started it. Creating it marks runs left
-    # "running" by a previous server as interrupted.
-    from cnnlab import training
+def engine():
+    """The server's training Engine for the current runs root (CNNLAB_RUNS_DIR or runs/).
 
-    return training.JobManager(root)
-
-
-def job_manager():
-    """The server's training JobManager for the current runs root (CNNLAB_RUNS_DIR or runs/)."""
-    from cnnlab import runs
+    Kept by cnnlab.jobs, not in st.cache_resource: clearing Streamlit's caches must never
+    make a second engine (two queues, a live run marked interrupted).
+    """
+    from cnnlab import jobs, runs
 
     try:
-        return _job_manager(str(runs.default_root().resolve()))
+        return jobs.engine_for(runs.default_root())
     except runs.RunsRootError as exc:  # a runs root that is a file, read-only, …
         st.error(str(exc))
         st.stop()
+
+
+def session_owner() -> str:
+    """Who this browser session is, for per-user budgets (one id per session until sign-in)."""
+    import uuid
+
+    if "owner" not in st.session_state:
+        st.session_state["owner"] = f"session-{uuid.uuid4().hex[:12]}"
+    return st.session_state["owner"]
 
 
 def fmt_seconds(s: float | None) -> str:

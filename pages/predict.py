@@ -13,7 +13,7 @@ from PIL import Image
 from cnnlab import charts, datasets, inference, runs
 from cnnlab.inference import ModelRejected, Predictor
 from cnnlab.preprocess import canvas_to_input, image_to_input, open_image
-from pages.common import cached_dataset, job_manager
+from pages.common import cached_dataset, engine, session_owner
 
 CANVAS_PX = 280
 PREVIEW_PX = 168  # the 28×28 input shown 6× bigger, pixel for pixel
@@ -49,7 +49,7 @@ def run_label(run: runs.RunInfo) -> str:
 
 def offer_first_model() -> None:
     """No run with a saved model yet: train the quick preset in one click, with progress."""
-    manager = job_manager()
+    manager = engine()
     job = manager.current()
     last = manager.latest()
     if job is None and last is not None and last.result and last.result.status == "failed":
@@ -79,7 +79,7 @@ def start_quick_training(name: str) -> None:
         batch_size=preset.config.batch_size, preset=preset.name,
     )
     try:
-        job_manager().submit(request, cached_dataset(name))
+        engine().submit(request, cached_dataset(name), owner=session_owner())
     except (ValueError, datasets.DatasetUnavailable) as exc:
         st.error(f"Could not start training: {exc}")
 
@@ -87,7 +87,7 @@ def start_quick_training(name: str) -> None:
 @st.fragment(run_every=1.0)
 def training_progress(run_id: str) -> None:
     """Live progress of the training job; reruns the page when its model is ready."""
-    job = job_manager().get(run_id)
+    job = engine().get(run_id)
     if job is None:
         return
     snap = job.snapshot()

@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cnnlab import charts, compare, runs
+from cnnlab import callbacks, charts, compare, runs
 from cnnlab.config import PRESETS, ConfigError, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.models import to_keras_script
 from cnnlab.training import tensorboard_dir
-from pages.common import cached_dataset, fmt_seconds, job_manager
+from pages.common import cached_dataset, engine, fmt_seconds, session_owner
 
-RESUMABLE = ("interrupted", "stopped")
+RESUMABLE = ("interrupted", "stopped", "failed", "time limit")
 
 
 def pct(value: float | None) -> str:
@@ -69,7 +69,7 @@ def session_run(root: Path, ids: list[str]) -> str | None:
 
 st.title("📊 Runs")
 root = runs.default_root().resolve()
-manager = job_manager()  # also marks runs left "running" by a dead server as interrupted
+manager = engine()  # also marks runs left "running" by a dead server as interrupted
 
 flash = st.session_state.pop("runs_flash", None)
 if flash:
@@ -337,17 +337,34 @@ with tab_manage:
                 st.session_state["dataset_name"] = row["dataset"]
                 st.switch_page("pages/configure.py")
         if state in RESUMABLE:
-            can_resume = best.is_file() and not manager.busy()
-            if st.button("▶️ Resume training", key="runs_resume", disabled=not can_resume,
-                         help="Continue from best.keras up to the planned epochs."
-                         if can_resume else "Needs best.keras and no other run training."):
+            checkpoint = callbacks.read_checkpoint(run_dir)
+            if st.button("▶️ Resume from the last epoch", key="runs_resume",
+                         disabled=checkpoint is None,
+                         help="Same weights, optimizer state and schedule, from the last "
+                              "whole epoch, up to the planned epochs." if checkpoint else
+                              "This run has no resumable checkpoint (last.keras)."):
                 try:
-                    job = manager.resume(run_dir, cached_dataset(row["dataset"]))
+                    job = manager.resume(run_dir, cached_dataset(row["dataset"]),
+                                         owner=session_owner())
                 except (ValueError, DatasetUnavailable, KeyError) as exc:
                     st.error(f"Cannot resume: {exc}")
                 else:
                     st.session_state["train_run_id"] = job.run_id
                     st.session_state["dataset_name"] = row["dataset"]  # Train shows its set
+                    st.switch_page("pages/train.py")
+        if not active and best.is_file():
+            if st.button("🔁 Fine-tune from best", key="runs_finetune",
+                         help="A new run that starts from this run's best weights with a fresh "
+                              "optimizer; this run stays as it is."):
+                try:
+                    job = manager.fine_tune(run_dir, cached_dataset(row["dataset"]),
+                                            epochs=int(config.get("epochs") or 1),
+                                            owner=session_owner())
+                except (ValueError, DatasetUnavailable, KeyError) as exc:
+                    st.error(f"Cannot fine-tune: {exc}")
+                else:
+                    st.session_state["train_run_id"] = job.run_id
+                    st.session_state["dataset_name"] = row["dataset"]
                     st.switch_page("pages/train.py")
 
     st.markdown("**Delete**")

@@ -1,23 +1,24 @@
 """Train page: start, watch and stop a run; live curves, health warnings, test results.
 
-The job lives in the server's JobManager (pages.common.job_manager, st.cache_resource), so
-reruns, page switches, refreshes and other tabs all see the same run. A fragment polls it
-while it is active; the curves are redrawn once per epoch.
+Runs train in worker processes owned by the server's Engine (pages.common.engine), so
+reruns, page switches, refreshes and other tabs all see the same run, and the page only
+reads: a fragment polls the job while it is active; the curves are redrawn once per epoch.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab import charts, device, models, runs, training
+from cnnlab import callbacks, charts, jobs, models, runs, training
 from cnnlab.config import PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
 from pages.common import (
     cached_dataset,
     dataset_or_stop,
     dataset_picker,
+    engine,
     fmt_seconds,
-    job_manager,
+    session_owner,
 )
 
 POLL_SECONDS = 2.0
@@ -33,8 +34,11 @@ def config_line(cfg) -> str:
 
 
 st.title("🏋️ Train")
-manager = job_manager()
-dev = device.detect()  # cached; imports the Keras backend on the first visit only
+manager = engine()
+owner = session_owner()
+if manager.unavailable():
+    st.error(manager.unavailable())
+manager.warm()  # a worker imports TensorFlow while the user picks settings
 
 # ---------------------------------------------------------------- what to train
 left, right = st.columns([1, 1], gap="large")
@@ -67,18 +71,19 @@ with left:
         f"**{info.title}** · {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
         f"images of {'×'.join(map(str, info.image_shape))} · {n_classes} classes  \n"
         f"{config_line(config)} · **{params:,}** parameters  \n"
-        f"Trains on **{dev.label}**"
+        f"Trains in **{manager.describe()}**"
     )
 
 with right:
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", min_value=0, max_value=1000, value=config.epochs,
+    epochs = c1.number_input("Epochs", min_value=0, max_value=manager.budgets.max_epochs,
+                             value=min(config.epochs, manager.budgets.max_epochs),
                              key=f"train_epochs_{choice}")
     batch_size = c2.number_input("Batch size", min_value=1, max_value=65536,
                                  value=config.batch_size, key=f"train_batch_{choice}")
     val_fraction = st.slider("Validation split", 0.05, 0.5, 0.1, 0.05, key="train_val")
     mixed = False
-    if dev.kind == "GPU":
+    if manager.executor is not None and manager.executor.gpu:
         mixed = st.toggle("Mixed precision (float16 compute, faster on recent GPUs)",
                           key="train_mixed")
     tensorboard = st.toggle("Also write TensorBoard logs", key="train_tensorboard",
@@ -95,23 +100,28 @@ with right:
 # ---------------------------------------------------------------- which job to show
 shown_id = st.session_state.get("train_run_id")
 job = manager.get(shown_id) if shown_id else None
-if job is None:  # a new tab or a refresh: show what this server is doing
-    job = manager.current() or manager.latest()
+if job is None:  # a new tab or a refresh: this session's last run, else the server's
+    job = manager.latest(owner) or manager.current() or manager.latest()
 
+request = training.TrainRequest(
+    dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
+    val_fraction=float(val_fraction), limit=int(limit) if limit is not None else None,
+    preset=preset_name, mixed_precision=mixed, tensorboard=tensorboard,
+)
+# Checked live, so Train is disabled with the reason before anyone presses it.
+problems = manager.request_errors(request, dataset)
+if problems:
+    st.error("Cannot start this run:\n\n" + "\n".join(f"- {e}" for e in problems))
 b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")
 clicked = b1.button("Queue run" if manager.busy() else "Train", type="primary",
-                    icon=":material/play_arrow:", width="stretch", key="train_start")
+                    icon=":material/play_arrow:", width="stretch", key="train_start",
+                    disabled=bool(problems or manager.unavailable()))
 if clicked:
-    request = training.TrainRequest(
-        dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
-        val_fraction=float(val_fraction), limit=int(limit) if limit is not None else None,
-        preset=preset_name, mixed_precision=mixed, tensorboard=tensorboard,
-    )
-    errors = training.request_errors(request, dataset)
-    if errors:
-        st.error("Cannot start this run:\n\n" + "\n".join(f"- {e}" for e in errors))
+    try:
+        job = manager.submit(request, dataset, owner=owner)
+    except jobs.EngineRefused as exc:
+        st.error(str(exc))
     else:
-        job = manager.submit(request, dataset)
         st.session_state["train_run_id"] = job.run_id
 # Drawn after a click is handled, so Stop shows at once for the run just started.
 if job is not None and not job.done():
@@ -119,9 +129,11 @@ if job is not None and not job.done():
         manager.stop(job.run_id)
         st.toast("Stopping after the current batch…")
 busy = manager.busy()
-if busy:
-    b3.caption(f"{1 + len(manager.queued())} run(s) active or queued on this server; "
-               "a new run waits its turn.")
+n_running, n_queued = len(manager.running()), len(manager.queued())
+if n_running or n_queued:
+    b3.caption(f"{n_running} run(s) training and {n_queued} queued on this server "
+               f"({manager.describe()}); a new run "
+               f"{'waits its turn' if busy else 'starts at once'}.")
 
 if job is None:
     st.info("Pick a data set and a model, then press **Train**. Try the `quick` preset with "
@@ -154,7 +166,10 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
     st.markdown(f"**Run** `{run_id}` · **{state}** · device: "
                 f"**{status.get('device') or 'starting…'}**{speed}")
     if state == "queued":
-        st.info(f"⏳ Queued. {status.get('message', '')} It starts when the running one ends.")
+        ahead = manager.position(run_id)
+        where = f"{ahead} queued run(s) ahead of it" if ahead else "next in line"
+        st.info(f"Queued: {where}. It starts when a worker is free.",
+                icon=":material/hourglass_top:")
     elif state == "running":
         done_epochs = len(hist)
         if batch:
@@ -174,7 +189,7 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
             st.caption(status["message"])
     else:
         show = {"finished": st.success, "stopped": st.warning, "failed": st.error,
-                "interrupted": st.warning}.get(state, st.info)
+                "interrupted": st.warning, "time limit": st.warning}.get(state, st.info)
         show(status.get("message") or state.capitalize())
     for warning in snap["warnings"]:
         st.warning(warning.message, icon="⚠️")
@@ -207,10 +222,13 @@ if metrics:
     with t2:
         if metrics["mistakes"]:
             st.caption("true → predicted (confidence): the errors the model was surest about.")
-            st.plotly_chart(
-                charts.mistakes_figure(job.dataset.x_test, metrics["mistakes"], names),
-                key="train_mistakes",
-            )
+            try:
+                x_test = cached_dataset(job.request.dataset).x_test
+            except DatasetUnavailable as exc:
+                st.info(f"The mistakes' images are not shown: {exc}")
+            else:
+                st.plotly_chart(charts.mistakes_figure(x_test, metrics["mistakes"], names),
+                                key="train_mistakes")
         else:
             st.success("No mistakes on the test set.")
     # Predict and Runs open this run by default (shared key).
@@ -219,17 +237,26 @@ if metrics:
 
 # ---------------------------------------------------------------- resume
 resumable = [r for r in runs.list_runs(manager.root)
-             if r.status.get("status") in ("interrupted", "stopped")
-             and runs.best_model_path(r.run_dir).exists()]
-if resumable and not busy:
-    with st.expander(f"Resume a run ({len(resumable)} interrupted or stopped)"):
+             if r.status.get("status") in ("interrupted", "stopped", "failed", "time limit")
+             and callbacks.read_checkpoint(r.run_dir) is not None]
+if resumable:
+    with st.expander(f"Resume a run ({len(resumable)} interrupted, stopped or failed)"):
         pick = st.selectbox("Run", [r.run_id for r in resumable], key="train_resume_pick")
         run = next(r for r in resumable if r.run_id == pick)
-        st.caption(f"{run.status.get('epochs_done', 0)} of {run.status.get('epochs', '?')} "
-                   f"epochs done · {run.status.get('message', '')}")
-        if st.button("Resume from best.keras", key="train_resume"):
+        done_epochs = callbacks.read_checkpoint(run.run_dir)["epoch"]
+        planned = int(run.status.get("epochs") or done_epochs + 1)
+        st.caption(f"{done_epochs} of {planned} epochs done · {run.status.get('message', '')}")
+        more = st.number_input("Train up to epoch", min_value=done_epochs + 1,
+                               max_value=manager.budgets.max_epochs,
+                               value=min(max(planned, done_epochs + 1),
+                                         manager.budgets.max_epochs),
+                               key="train_resume_epochs")
+        if st.button("Resume from the last epoch", key="train_resume",
+                     help="Continues with the same weights, optimizer state and learning-rate "
+                          "schedule; the curves carry on."):
             try:
-                rjob = manager.resume(run.run_dir, cached_dataset(run.status.get("dataset", "")))
+                rjob = manager.resume(run.run_dir, cached_dataset(run.status.get("dataset", "")),
+                                      epochs=int(more), owner=owner)
             except (ValueError, DatasetUnavailable) as exc:
                 st.error(str(exc))
             else:

@@ -30,6 +30,15 @@ def has_real_mnist() -> bool:
     return (Path(home) / "datasets" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
+@pytest.fixture(autouse=True)
+def _close_engines():
+    """Close the engines pages made during a test: their workers and runs-root locks."""
+    yield
+    from cnnlab import jobs
+
+    jobs._close_all()
+
+
 @pytest.fixture
 def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty runs root, also exported as CNNLAB_RUNS_DIR for pages under test."""

@@ -31,7 +31,7 @@ import pytest
 from conftest import APPTEST_TIMEOUT, ROOT
 from PIL import Image
 
-from cnnlab import config, datasets, inference, preprocess, runs, training
+from cnnlab import budgets, callbacks, config, datasets, inference, jobs, preprocess, runs, training
 from cnnlab.config import ConfigError, ModelConfig
 from cnnlab.datasets import BadUpload, DatasetUnavailable
 from cnnlab.inference import ModelRejected
@@ -136,8 +136,14 @@ def disk_full_on_checkpoint(ctx) -> str:
     """The disk fills while best.keras is written: the run fails, its other files stay."""
     import keras
 
-    def no_space(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_save = keras.Model.save
+    saves = []
+
+    def no_space(self, *args, **kwargs):  # the disk fills after epoch 1's two checkpoints
+        saves.append(1)
+        if len(saves) > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, *args, **kwargs)
 
     req = request(epochs=2)
     run_dir = new_run(ctx.root, req, ctx.sample)
@@ -146,6 +152,7 @@ def disk_full_on_checkpoint(ctx) -> str:
     status = runs.load_status(run_dir)
     assert result.status == status["status"] == "failed"
     assert len(runs.load_history(run_dir)) == 1  # the epoch before the failed save is kept
+    assert callbacks.read_checkpoint(run_dir)["epoch"] == 1  # and resumable
     assert runs.load_config(run_dir)["model"] == TINY.to_dict()
     return status["message"]
 
@@ -177,34 +184,52 @@ def server_killed_mid_run(ctx) -> str:
     done = len(runs.load_history(run_dir))
     best = runs.best_model_path(run_dir).read_bytes()
 
-    manager = training.JobManager(ctx.root)  # a server starting up
-    status = runs.load_status(run_dir)
-    assert manager.interrupted == [run_dir] and status["status"] == "interrupted"
-    assert len(runs.load_history(run_dir)) == done
-    assert runs.best_model_path(run_dir).read_bytes() == best
-    inference.load_model_file(runs.best_model_path(run_dir))  # the checkpoint is intact
+    manager = jobs.Engine(ctx.root)  # a server starting up
+    try:
+        status = runs.load_status(run_dir)
+        assert manager.interrupted == [run_dir] and status["status"] == "interrupted"
+        assert len(runs.load_history(run_dir)) == done
+        assert runs.best_model_path(run_dir).read_bytes() == best
+        inference.load_model_file(runs.best_model_path(run_dir))  # the checkpoint is intact
 
-    # Resume one more epoch (the quick preset on 600 samples keeps it short).
-    cfg = runs.load_config(run_dir)
-    runs.write_json(run_dir / runs.CONFIG_FILE, {**cfg, "limit": 600, "batch_size": 64})
-    job = manager.resume(run_dir, ctx.sample, epochs=done + 1)
-    assert job.wait(120) and job.result.status == "finished", job.result.message
-    assert runs.load_history(run_dir)["epoch"].tolist() == list(range(1, done + 2))
+        # Resume one more epoch, exactly from the last whole epoch's checkpoint.
+        job = manager.resume(run_dir, ctx.sample, epochs=done + 1)
+        assert job.wait(240) and job.result.status == "finished", job.result.message
+        assert runs.load_history(run_dir)["epoch"].tolist() == list(range(1, done + 2))
+    finally:
+        manager.close()
     return status["message"]
 
 
 def second_request_while_one_runs(ctx) -> str:
     """A second Train click while a run trains: queued (not lost), then it runs."""
-    manager = training.JobManager(ctx.root)
-    first = manager.submit(request(epochs=2, name="first"), ctx.sample)
-    second = manager.submit(request(name="second"), ctx.sample)
-    assert first.started and not second.started and manager.queued() == [second]
-    status = runs.load_status(second.run_dir)
-    assert status["status"] == "queued"
-    assert first.wait(120) and second.wait(120)
-    assert first.result.status == second.result.status == "finished", second.result.message
-    assert runs.load_status(second.run_dir)["status"] == "finished"
+    manager = jobs.Engine(ctx.root)
+    try:
+        first = manager.submit(request(epochs=2, name="first"), ctx.sample)
+        second = manager.submit(request(name="second"), ctx.sample)
+        assert first.started and not second.started and manager.queued() == [second]
+        status = runs.load_status(second.run_dir)
+        assert status["status"] == "queued"
+        assert first.wait(240) and second.wait(240)
+        assert first.result.status == second.result.status == "finished", second.result.message
+        assert runs.load_status(second.run_dir)["status"] == "finished"
+    finally:
+        manager.close()
     return status["message"]
+
+
+def over_the_runs_per_user_cap(ctx) -> str:
+    """A fourth run queued by one user while three wait (the per-user cap is 3)."""
+    manager = jobs.Engine(ctx.root, budgets=budgets.Budgets(max_runs_per_user=3))
+    try:
+        for n in range(3):
+            manager.submit(request(name=f"mine-{n}"), ctx.sample, owner="a")
+        message = raised(jobs.EngineRefused, manager.submit, request(), ctx.sample, owner="a")
+        other = manager.submit(request(name="theirs"), ctx.sample, owner="b")
+        assert other.run_id  # another user is not affected
+    finally:
+        manager.close()
+    return message
 
 
 def resume_on_a_data_set_of_another_shape(ctx) -> str:
@@ -213,17 +238,22 @@ def resume_on_a_data_set_of_another_shape(ctx) -> str:
     x = np.zeros((40, 32, 32, 3), np.uint8)
     y = np.arange(40) % 10
     colour = datasets.Dataset(info, x, y, x, y)
-    run_dir = new_run(ctx.root, request(dataset="cifar_like", limit=None), colour)
+    run_dir = new_run(ctx.root, request(dataset="cifar_like", limit=None, epochs=3), colour)
     runs.update_status(run_dir, status="interrupted")
-    runs.best_model_path(run_dir).write_bytes(b"stand-in checkpoint")
-    return raised(ValueError, training.JobManager(ctx.root).resume, run_dir, ctx.sample)
+    (run_dir / callbacks.LAST_FILE).write_bytes(b"stand-in checkpoint")
+    (run_dir / callbacks.CHECKPOINT_FILE).write_text(json.dumps({"epoch": 1, "history": []}))
+    manager = jobs.Engine(ctx.root)
+    try:
+        return raised(ValueError, manager.resume, run_dir, ctx.sample)
+    finally:
+        manager.close()
 
 
 def runs_root_under_a_file(ctx) -> str:
     """CNNLAB_RUNS_DIR whose parent is a regular file (as root, chmod would not stop writes)."""
     blocker = ctx.tmp_path / "not-a-folder"
     blocker.write_text("a file where a folder should be")
-    message = raised(runs.RunsRootError, training.JobManager, blocker / "runs")
+    message = raised(runs.RunsRootError, jobs.Engine, blocker / "runs")
     assert blocker.read_text() == "a file where a folder should be"
     return message
 
@@ -309,7 +339,17 @@ CASES: dict[str, Case] = {
         TINY, learning_rate=1e3)), "learning rate 1000", "try 0.001"),
     "batch-size-larger-than-data-set": Case(lambda c: errors(c, batch_size=5000),
                                             "Batch size 5000", "between 1 and 540"),
-    "epochs-0": Case(lambda c: errors(c, epochs=0), "Epochs is 0", "between 1 and 1000"),
+    "epochs-0": Case(lambda c: errors(c, epochs=0), "Epochs is 0", "between 1 and 200"),
+    "epochs-over-budget": Case(lambda c: errors(c, epochs=5000), "Epochs is 5000",
+                               "allows at most 200 per run"),
+    "model-over-parameter-budget": Case(lambda c: errors(c, config=dataclasses.replace(
+        TINY, dense=(config.DenseLayer(100_000),))), "has 79,500,050 parameters",
+        "allows at most 20,000,000"),
+    "batch-over-activation-budget": Case(lambda c: errors(c, limit=None, batch_size=5000,
+        config=dataclasses.replace(TINY, blocks=(config.ConvBlock(filters=512),))),
+        "One batch of 5000 needs", "allows at most 2,048 MB"),
+    "too-many-runs-queued-by-one-user": Case(over_the_runs_per_user_cap,
+                                             "You already have 3 run(s)", "allows 3 per user"),
     "sample-limit-too-small": Case(lambda c: errors(c, limit=5), "Limit 5", "at least 20"),
     "config-json-not-json": Case(lambda c: raised(ConfigError, ModelConfig.from_json, b"{oops"),
                                  "not valid JSON", "a file saved by CNN Lab"),

@@ -210,7 +210,7 @@ def test_walk_through_every_page(streamlit_server: str, server_runs_dir: Path, p
 
     # Train: the quick preset, one epoch; the live chart grows, then the run finishes.
     go(page, "Train", "train", "Train")
-    page.get_by_text("Trains on").wait_for(timeout=SLOW)
+    page.get_by_text("Trains in").wait_for(timeout=SLOW)
     before = {p.name for p in server_runs_dir.iterdir()}
     # Curves are redrawn after each epoch, so three short epochs show the chart growing.
     start_training(page, epochs=3, batch_size=8, limit=2000)
@@ -280,7 +280,7 @@ def test_two_sessions_at_once(streamlit_server: str, server_runs_dir: Path, page
 
     # Session A trains the quick preset on the whole sample for a few seconds.
     a.goto(f"{streamlit_server}/train")
-    a.get_by_text("Trains on").wait_for(timeout=SLOW)
+    a.get_by_text("Trains in").wait_for(timeout=SLOW)
     pick(a, "Data set", "MNIST sample")
     a.get_by_text("6,000 train").wait_for()
     before = {p.name for p in server_runs_dir.iterdir()}

@@ -21,6 +21,11 @@ DIFF_FIELDS = ["blocks[2].filters", "dense[1].dropout"]
 # --------------------------------------------------------------------------- pure functions
 
 
+
+def run_dirs(root: Path) -> list[Path]:
+    """The runs root's run folders (not the engine's hidden lock file and upload cache)."""
+    return [p for p in root.iterdir() if not p.name.startswith(".")]
+
 def test_flatten_counts_list_items_from_one() -> None:
     flat = compare.flatten({"blocks": [{"filters": 8}, {"filters": 16}], "aug": {"flip": True},
                             "dense": []})
@@ -89,7 +94,7 @@ def test_rename_and_delete_stay_inside_the_root(tmp_path: Path) -> None:
         runs.delete_run(root, busy.name)
 
     assert runs.delete_run(root, gone.name) == gone.resolve()
-    assert sorted(p.name for p in root.iterdir()) == sorted([busy.name, keep.name])
+    assert sorted(p.name for p in run_dirs(root)) == sorted([busy.name, keep.name])
     assert outside.is_dir()
 
 
@@ -144,7 +149,7 @@ def root(trained_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def run_ids(root: Path) -> dict[str, str]:
     """name → run id of the runs under ``root``."""
-    return {p.name.rsplit("-", 1)[-1]: p.name for p in root.iterdir()}
+    return {p.name.rsplit("-", 1)[-1]: p.name for p in run_dirs(root)}
 
 
 def open_page() -> AppTest:
@@ -202,7 +207,7 @@ def test_delete_needs_confirmation_and_removes_only_that_run(root: Path) -> None
     assert any("cannot be undone" in w.value for w in at.warning)
     at.button(key="runs_delete_confirm").click().run()
     assert not at.exception
-    assert sorted(p.name for p in root.iterdir()) == sorted([ids["base"], ids["dropout"]])
+    assert sorted(p.name for p in run_dirs(root)) == sorted([ids["base"], ids["dropout"]])
     assert len(at.dataframe[0].value) == 2
     assert any("Deleted" in s.value for s in at.success)
 
@@ -210,13 +215,13 @@ def test_delete_needs_confirmation_and_removes_only_that_run(root: Path) -> None
 def test_unsafe_names_and_ids_are_refused(root: Path) -> None:
     ids = run_ids(root)
     parent = sorted(p.name for p in root.parent.iterdir())
-    before = {p.name: (p / runs.STATUS_FILE).read_text() for p in root.iterdir()}
+    before = {p.name: (p / runs.STATUS_FILE).read_text() for p in run_dirs(root)}
     at = open_page()
     at.selectbox(key="runs_pick").set_value(ids["base"]).run()
     at.text_input(key=f"runs_rename_{ids['base']}").set_value("../../etc").run()
     at.button(key="runs_rename").click().run()
     assert not at.exception and "looks like a path" in at.error[0].value
-    assert {p.name: (p / runs.STATUS_FILE).read_text() for p in root.iterdir()} == before
+    assert {p.name: (p / runs.STATUS_FILE).read_text() for p in run_dirs(root)} == before
 
     at.text_input(key=f"runs_rename_{ids['base']}").set_value("base, bigger batch").run()
     at.button(key="runs_rename").click().run()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from cnnlab import runs
 from tests.conftest import APPTEST_TIMEOUT
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "train.py")
@@ -43,7 +44,7 @@ def metric(at: AppTest, label: str):
 
 
 def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> None:
-    from pages.common import job_manager
+    from pages.common import engine
 
     at = open_page()
     assert "Train" in at.title[0].value
@@ -51,36 +52,68 @@ def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> N
     at.button(key="train_start").click().run()
     assert not at.exception and not at.error
 
-    manager = job_manager()  # the same st.cache_resource object the page uses
-    assert str(manager.root) == str(runs_root.resolve())
+    manager = engine()  # the same Engine the page uses
+    assert manager.root == runs_root.resolve()
     job = manager.latest()
     assert job is not None and at.session_state["train_run_id"] == job.run_id
+    assert job.owner == at.session_state["owner"] and job.owner.startswith("session-")
     at.run()  # a rerun must neither kill nor duplicate the job
-    assert job_manager() is manager and manager.latest() is job
-    assert len(list(runs_root.iterdir())) == 1
+    assert engine() is manager and manager.latest() is job
+    assert len(runs.list_runs(runs_root)) == 1
 
     poll_until(at, lambda a: metric(a, "Test accuracy") is not None)
     assert job.done() and job.result.status == "finished"
     assert metric(at, "Test accuracy").value.endswith("%")
     assert any("Finished 1 epoch" in s.value for s in at.success)
     assert at.session_state["selected_run"] == str(job.run_dir)
-    assert len(list(runs_root.iterdir())) == 1
+    assert len(runs.list_runs(runs_root)) == 1
 
-    # A fresh session (refresh / second tab) sees the same run.
+    # A second user (a fresh session, sharing nothing) sees the server's run.
     other = open_page()
+    assert other.session_state["owner"] != at.session_state["owner"]
     assert any(job.run_id in m.value and "finished" in m.value for m in other.markdown)
 
 
-def test_bad_inputs_show_errors_without_traceback(runs_root: Path) -> None:
+def test_clearing_streamlit_caches_keeps_the_engine_and_the_live_run(runs_root: Path) -> None:
+    import streamlit as st
+
+    from pages.common import engine
+
+    at = open_page()
+    setup_tiny_run(at, epochs=3, limit=2000)
+    at.button(key="train_start").click().run()
+    manager = engine()
+    job = manager.latest()
+    st.cache_resource.clear()  # what a websocket clear_cache frame does
+    st.cache_data.clear()
+    at.run()
+    assert not at.exception
+    assert engine() is manager and manager.latest() is job and not manager.blocked
+    assert runs.load_status(job.run_dir)["status"] in ("queued", "running")
+    at.button(key="train_stop").click().run()  # Stop still reaches the live run
+    assert job.wait(240) and job.result.status == "stopped", job.result.message
+    assert len(runs.list_runs(runs_root)) == 1
+
+
+def test_bad_inputs_disable_train_with_the_reason(runs_root: Path) -> None:
     at = open_page()
     setup_tiny_run(at)
     at.number_input(key="train_epochs_quick").set_value(0)
-    at.number_input(key="train_batch_quick").set_value(5000)
-    at.button(key="train_start").click().run()
+    at.number_input(key="train_batch_quick").set_value(5000).run()
     assert not at.exception
     text = at.error[0].value
     assert "Epochs is 0" in text and "Batch size 5000" in text
-    assert not list(runs_root.iterdir())
+    assert at.button(key="train_start").disabled
+    assert not runs.list_runs(runs_root)
+
+
+def test_over_budget_model_is_refused_with_the_limit(runs_root: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CNNLAB_MAX_PARAMS", "50000")
+    at = open_page()
+    setup_tiny_run(at)  # quick has 105,866 parameters
+    text = " ".join(e.value for e in at.error)
+    assert "105,866 parameters" in text and "at most 50,000" in text
+    assert at.button(key="train_start").disabled
 
 
 def test_uses_the_configure_page_model(runs_root: Path) -> None:

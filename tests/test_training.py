@@ -1,20 +1,22 @@
-"""Training: events, files, stop, NaN, health checks, queue, interrupted runs and resume.
+"""One run in this process (training.train_run): events, files, stop, NaN, health checks,
+budgets checked again by the worker, and the resumable checkpoint.
 
 Tiny model (one conv block of 4 filters, dense 16) on a few hundred bundled MNIST samples,
-one or two epochs, so the whole file runs in well under a minute on a CPU.
+one or two epochs, so the whole file runs in well under a minute on a CPU. The engine
+(queue, worker processes, Ray) is tested in test_engine.py and test_ray.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnnlab import config, datasets, runs, training
+from cnnlab import budgets, callbacks, config, datasets, health, models, runs, training
+from cnnlab.events import EventLog
 
 TINY = config.ModelConfig(
     blocks=(config.ConvBlock(filters=4),),
@@ -50,8 +52,9 @@ def test_one_epoch_writes_every_file(runs_root: Path, sample) -> None:
     result = training.train_run(req, sample, run_dir)
     assert result.status == "finished", result.message
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "status.json", "history.csv", "best.keras", "metrics.json"} <= names
-    assert "best.partial.keras" not in names  # saved beside, then renamed into place
+    assert {"config.json", "status.json", "history.csv", "best.keras", "metrics.json",
+            "last.keras", "checkpoint.json"} <= names
+    assert "best.partial.keras" not in names and "last.partial.keras" not in names
     status = runs.load_status(run_dir)
     assert status["status"] == "finished" and status["epochs_done"] == 1
     assert status["device"].startswith(("CPU", "GPU")) and status["params"] > 0
@@ -89,9 +92,9 @@ def test_callback_events_in_order_with_right_counts() -> None:
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def run(min_interval: float) -> list[dict]:
-        log = training.EventLog()
-        cb = training.progress_callback(log, n_samples=100, batch_size=16,
-                                        min_interval=min_interval)
+        log = EventLog()
+        cb = callbacks.progress_callback(log.add, n_samples=100, batch_size=16,
+                                         min_interval=min_interval)
         model.fit(x, y, validation_data=(x[:20], y[:20]), epochs=2, batch_size=16,
                   callbacks=[cb], verbose=0)
         return log.since(0)
@@ -115,7 +118,7 @@ def test_callback_events_in_order_with_right_counts() -> None:
 
 
 def test_stop_ends_within_one_batch_and_keeps_the_run(runs_root: Path, sample) -> None:
-    stop = threading.Event()
+    stop = callbacks.StopFlag()
 
     def listener(event: dict) -> None:  # runs in the training thread, like a Stop click
         if event["kind"] == "batch" and event["batch"] == 3:
@@ -123,8 +126,8 @@ def test_stop_ends_within_one_batch_and_keeps_the_run(runs_root: Path, sample) -
 
     req = request(epochs=3)
     run_dir = new_run(runs_root, req, sample)
-    log = training.EventLog(listener=listener)
-    result = training.train_run(req, sample, run_dir, log, stop, min_interval=0.0)
+    log = EventLog(listener=listener)
+    result = training.train_run(req, sample, run_dir, log.add, stop, min_interval=0.0)
     batches = [e for e in log.since(0) if e["kind"] == "batch"]
     assert batches[-1]["epoch"] == 1 and batches[-1]["batch"] == 3
     n_train = runs.load_status(run_dir)["n_train"]
@@ -157,7 +160,7 @@ def test_chance_warning_fires_on_shuffled_labels(runs_root: Path, sample) -> Non
     req = request(limit=600, val_fraction=0.3)
     run_dir = new_run(runs_root, req, shuffled)
     training.train_run(req, shuffled, run_dir, evaluate=False)
-    kinds = [w.kind for w in training.health_warnings(runs.load_history(run_dir), 10)]
+    kinds = [w.kind for w in health.health_warnings(runs.load_history(run_dir), 10)]
     assert "chance" in kinds
 
 
@@ -171,7 +174,7 @@ def rows(loss, val_loss=None, acc=None, val_acc=None) -> list[dict]:
 
 
 def kinds(history, n_classes: int = 10) -> list[str]:
-    return [w.kind for w in training.health_warnings(history, n_classes)]
+    return [w.kind for w in health.health_warnings(history, n_classes)]
 
 
 def test_health_checks_pure() -> None:
@@ -189,7 +192,7 @@ def test_health_checks_pure() -> None:
     assert "lr_high" in kinds(rows([50.0]))
     assert "lr_low" in kinds(rows([1.500, 1.499, 1.498], acc=[0.4, 0.4, 0.4]))
     assert "lr_low" not in kinds(rows([0.050, 0.0499, 0.0498], acc=[0.99] * 3))
-    messages = training.health_warnings(rows([2.3], acc=[0.1]), 10)[0].message
+    messages = health.health_warnings(rows([2.3], acc=[0.1]), 10)[0].message
     assert "learning rate" in messages and "batch norm" in messages and "labels" in messages
 
 
@@ -201,61 +204,67 @@ def test_request_errors_say_what_is_wrong(sample) -> None:
     assert any("Limit 5" in e for e in training.request_errors(request(limit=5), sample))
     bad = dataclasses.replace(TINY, learning_rate=-1.0)
     assert training.request_errors(request(config=bad), sample)
-    with pytest.raises(ValueError, match="Epochs is 0"):
-        training.JobManager(Path(runs.default_root())).submit(request(epochs=0), sample)
+    assert any("Mixed precision needs a GPU" in e
+               for e in training.request_errors(request(mixed_precision=True), sample))
 
 
-def test_queue_second_job_waits_then_runs(runs_root: Path, sample) -> None:
-    manager = training.JobManager(runs_root)
-    first = manager.submit(request(epochs=2), sample)
-    second = manager.submit(request(name="second"), sample)
-    third = manager.submit(request(name="third"), sample)
-    assert first.started and not second.started
-    assert runs.load_status(second.run_dir)["status"] == "queued"
-    assert "ahead" in runs.load_status(second.run_dir)["message"]
-    assert manager.queued() == [second, third] and manager.busy()
-    manager.stop(third.run_id)  # cancel a queued job
-    assert runs.load_status(third.run_dir)["status"] == "stopped" and third.done()
-    assert first.wait(120) and second.wait(120)
-    assert first.result.status == "finished" and second.result.status == "finished"
-    assert not third.started
-    assert runs.load_status(second.run_dir)["status"] == "finished"
-    assert manager.current() is None and not manager.busy()
-    assert manager.latest() is third and manager.get(first.run_id) is first
-    snap = second.snapshot()
-    assert snap["done"] and snap["metrics"]["n_test"] == 200 and len(snap["history"]) == 1
+def test_budgets_refuse_with_the_number_and_the_limit(sample) -> None:
+    small = budgets.Budgets(max_params=1_000, max_epochs=5, max_activation_mb=1)
+    errs = training.request_errors(request(epochs=6, batch_size=256, limit=None), sample, small)
+    text = " ".join(errs)
+    assert "Epochs is 6" in text and "at most 5" in text
+    params = models.total_params(TINY, (28, 28, 1), 10)
+    assert f"{params:,} parameters" in text and "at most 1,000" in text
+    assert "MB of activations" in text and "at most 1 MB" in text
 
 
-def test_killed_run_is_marked_interrupted_and_resumes(runs_root: Path, sample) -> None:
-    req = request(epochs=1)
+def test_the_worker_checks_budgets_again(runs_root: Path, sample) -> None:
+    req = request()
     run_dir = new_run(runs_root, req, sample)
-    training.train_run(req, sample, run_dir, evaluate=False)
-    # Simulate a server killed mid-epoch 2 of 3: status left "running" on disk.
-    runs.update_status(run_dir, status="running")
-    (run_dir / "config.json").write_text(
-        (run_dir / "config.json").read_text().replace('"epochs": 1', '"epochs": 3'))
-    best_bytes = runs.best_model_path(run_dir).read_bytes()
+    result = training.train_run(req, sample, run_dir, budgets=budgets.Budgets(max_params=100))
+    assert result.status == "failed" and result.message.startswith("Refused by the worker")
+    assert "at most 100" in result.message
+    assert runs.load_status(run_dir)["status"] == "failed"
+    assert not runs.best_model_path(run_dir).exists()
 
-    manager = training.JobManager(runs_root)
-    assert manager.interrupted == [run_dir.resolve()]
+
+def test_time_limit_ends_the_run_with_its_files(runs_root: Path, sample) -> None:
+    req = request(epochs=50, limit=None)
+    run_dir = new_run(runs_root, req, sample)
+    limit = budgets.Budgets(max_run_minutes=4 / 60)  # 4 s: a few epochs, then the limit
+    result = training.train_run(req, sample, run_dir, budgets=limit)
+    assert result.status == "time limit", result.message
+    assert "time limit of" in result.message
     status = runs.load_status(run_dir)
-    assert status["status"] == "interrupted" and "resume" in status["message"]
-    assert len(runs.load_history(run_dir)) == 1
-    assert runs.best_model_path(run_dir).read_bytes() == best_bytes
+    assert status["status"] == "time limit" and 1 <= status["epochs_done"] < 50
+    assert runs.best_model_path(run_dir).exists() and runs.load_metrics(run_dir) is not None
 
-    job = manager.resume(run_dir, sample, epochs=2)
-    assert job.wait(120)
-    assert job.result.status == "finished", job.result.message
+
+def test_resume_continues_weights_optimizer_and_schedule(runs_root: Path, sample) -> None:
+    import keras
+
+    decaying = dataclasses.replace(TINY, lr_decay_rate=0.5, lr_decay_steps=5)
+    req = request(config=decaying, epochs=2)
+    run_dir = new_run(runs_root, req, sample)
+    assert training.train_run(req, sample, run_dir, evaluate=False).status == "finished"
+    steps = math.ceil(runs.load_status(run_dir)["n_train"] / 32)
+    first = keras.models.load_model(run_dir / callbacks.LAST_FILE)
+    assert int(first.optimizer.iterations.numpy()) == 2 * steps
+    assert callbacks.read_checkpoint(run_dir)["epoch"] == 2
+
+    resumed = training.train_run(training.with_epochs(req, 4), sample, run_dir, resume=True)
+    assert resumed.status == "finished", resumed.message
     hist = runs.load_history(run_dir)
-    assert hist["epoch"].tolist() == [1, 2]
-    assert runs.load_status(run_dir)["epochs_done"] == 2
-    assert runs.load_metrics(run_dir) is not None
-    with pytest.raises(runs.RunPathError):
-        manager.resume(runs_root.parent, sample)
+    assert hist["epoch"].tolist() == [1, 2, 3, 4]
+    last = keras.models.load_model(run_dir / callbacks.LAST_FILE)
+    assert int(last.optimizer.iterations.numpy()) == 4 * steps  # continued, not restarted
+    # The schedule carries on from step 2*steps: epoch 3's rate is below epoch 2's.
+    lr = hist["learning_rate"].tolist()
+    assert lr[2] < lr[1] and lr[2] == pytest.approx(3e-3 * 0.5 ** (3 * steps / 5), rel=1e-4)
+    assert runs.load_status(run_dir)["epochs_done"] == 4
 
 
 def test_resume_needs_a_checkpoint(runs_root: Path, sample) -> None:
     run_dir = new_run(runs_root, request(), sample)
-    manager = training.JobManager(runs_root)
-    with pytest.raises(ValueError, match="no best.keras"):
-        manager.resume(run_dir, sample)
+    result = training.train_run(request(), sample, run_dir, resume=True)
+    assert result.status == "failed" and "no resumable checkpoint" in result.message

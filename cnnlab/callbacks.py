@@ -1,0 +1,267 @@
+"""Keras callbacks of a run: progress events, Stop, budgets, best and resumable checkpoints.
+
+The classes subclass ``keras.callbacks.Callback`` but are built on first use, so importing
+this module costs no Keras start-up. A run uses them in this order:
+
+- ``BestCheckpoint`` keeps ``best.keras`` (lowest validation loss);
+- ``StopAwareEarlyStopping`` stops on a validation-loss plateau, across resumes;
+- ``ProgressCallback``, last, streams batch and epoch events, honours Stop (within one
+  batch) and the wall-clock budget, and after each whole epoch saves the resumable
+  checkpoint (``last.keras`` with optimizer state, ``checkpoint.json`` with the history so
+  far) before it reports the epoch: a reported epoch always has its files on disk, and a
+  run that dies later resumes exactly from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab import events as ev
+
+LAST_FILE = "last.keras"
+CHECKPOINT_FILE = "checkpoint.json"
+
+
+class StopFlag:
+    """A stop request with its reason: ``"user"`` (Stop), ``"time limit"`` or ``"memory"``.
+
+    ``external`` is anything with ``is_set()`` set from outside the worker (a
+    multiprocessing Event); it reads as a user's Stop.
+    """
+
+    def __init__(self, external: Any = None) -> None:
+        self._external = external
+        self._local = threading.Event()
+        self._reason: str | None = None
+        self.detail = ""
+
+    def set(self, reason: str = "user", detail: str = "") -> None:
+        """Ask the run to stop for ``reason`` (the first reason wins)."""
+        if self._reason is None:
+            self._reason, self.detail = reason, detail
+        self._local.set()
+
+    def is_set(self) -> bool:
+        """Whether a stop was asked for, here or from outside."""
+        return self._local.is_set() or (self._external is not None and self._external.is_set())
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run stops (None while it should go on)."""
+        if self._reason is None and self.is_set():
+            return "user"
+        return self._reason
+
+
+def read_checkpoint(run_dir: Path | str) -> dict[str, Any] | None:
+    """The resumable checkpoint's facts (``epoch``, ``history`` rows), or None."""
+    try:
+        data = json.loads((Path(run_dir) / CHECKPOINT_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not (Path(run_dir) / LAST_FILE).is_file():
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("epoch"), int) else None
+
+
+def save_model_atomically(model: Any, path: Path) -> None:
+    """``model.save(path)`` written beside and renamed, so a kill mid-save keeps the old file."""
+    partial = path.with_name(path.stem + ".partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@functools.cache
+def classes() -> dict[str, type]:
+    """The Keras callback classes, built on first use so importing this module stays light."""
+    import keras
+
+    class ProgressCallback(keras.callbacks.Callback):
+        """Emits throttled batch events and one epoch event per finished epoch; stops within
+        one batch when ``stop`` is set or ``deadline`` (time.monotonic) passes; with
+        ``work_dir`` saves the resumable checkpoint after every whole epoch.
+
+        Args:
+            emit: where events go (a pipe, a queue, an EventLog's ``add``).
+            n_samples, batch_size: for progress and samples/s.
+            stop: a StopFlag.
+            work_dir: where last.keras and checkpoint.json go (None: no checkpoint).
+            history: rows of the epochs already done (a resumed run), kept in the checkpoint.
+            deadline: time.monotonic() at which the run's wall-clock budget ends, or None.
+        """
+
+        def __init__(
+            self,
+            emit: ev.Emit,
+            n_samples: int,
+            batch_size: int,
+            stop: StopFlag,
+            work_dir: Path | None = None,
+            history: list[dict[str, Any]] | None = None,
+            deadline: float | None = None,
+            min_interval: float = ev.BATCH_EVENT_INTERVAL_S,
+        ) -> None:
+            super().__init__()
+            self.emit, self.stop, self.work_dir = emit, stop, work_dir
+            self.n_samples, self.batch_size = n_samples, batch_size
+            self.rows: list[dict[str, Any]] = list(history or [])
+            self.deadline, self.min_interval = deadline, min_interval
+            self.partial_epoch = False  # stop came before the epoch's end
+            self.nan_at: tuple[int, int] | None = None
+            self.epoch_seconds: list[float] = []
+
+        def on_train_begin(self, logs=None):
+            steps = self.params.get("steps") or math.ceil(self.n_samples / self.batch_size)
+            self.steps = int(steps)
+            self.epochs = int(self.params["epochs"])
+            self.t_train = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t_epoch = self.t_last = time.perf_counter()
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.stop.set("time limit")
+            stopping = self.stop.is_set()
+            self._report(batch, logs, force=stopping)
+            if stopping or self.stop.is_set():  # a stop set while reporting ends this batch
+                self.model.stop_training = True
+                self.partial_epoch = batch + 1 < self.steps
+
+        def _report(self, batch, logs, force=False):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss) and self.nan_at is None:
+                self.nan_at = (self.epoch + 1, batch + 1)
+            now = time.perf_counter()
+            last = batch + 1 >= self.steps
+            if now - self.t_last < self.min_interval and not (last or force):
+                return  # throttled: keep the per-batch cost to one clock read
+            self.t_last = now
+            done = batch + 1
+            elapsed = now - self.t_epoch
+            samples = min(done * self.batch_size, self.n_samples)
+            rate = samples / elapsed if elapsed > 0 else 0.0
+            eta_epoch = elapsed / done * (self.steps - done)
+            per_epoch = (
+                float(np.mean(self.epoch_seconds)) if self.epoch_seconds
+                else elapsed / done * self.steps
+            )
+            eta_run = eta_epoch + per_epoch * (self.epochs - self.epoch - 1)
+            self.emit(ev.make(
+                "batch",
+                epoch=self.epoch + 1, epochs=self.epochs, batch=done, batches=self.steps,
+                loss=ev.num(loss), accuracy=ev.num((logs or {}).get("accuracy")),
+                samples_per_s=rate, eta_epoch_s=eta_epoch, eta_run_s=eta_run,
+                elapsed_s=now - self.t_train,
+            ))
+
+        def on_test_batch_end(self, batch, logs=None):
+            if self.stop.is_set():  # skip the rest of validation after Stop
+                self.model.stop_evaluating = True
+                self.partial_epoch = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.partial_epoch:
+                return  # an interrupted epoch is not a result: no history row
+            logs = logs or {}
+            seconds = time.perf_counter() - self.t_epoch
+            self.epoch_seconds.append(seconds)
+            row = {
+                "epoch": epoch + 1,
+                "loss": ev.num(logs.get("loss")),
+                "accuracy": ev.num(logs.get("accuracy")),
+                "val_loss": ev.num(logs.get("val_loss")),
+                "val_accuracy": ev.num(logs.get("val_accuracy")),
+                "learning_rate": current_lr(self.model),
+                "seconds": round(seconds, 3),
+            }
+            self.rows.append(row)
+            if self.work_dir is not None and self.nan_at is None:
+                save_model_atomically(self.model, self.work_dir / LAST_FILE)
+                _write_json(self.work_dir / CHECKPOINT_FILE,
+                            {"epoch": epoch + 1, "history": self.rows})
+            self.emit(ev.make("epoch", epochs=self.epochs, **row))
+
+    class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+        """ModelCheckpoint(save_best_only) that ignores an epoch cut short by Stop and can
+        start from a previous best (so a resumed run does not overwrite a better model)."""
+
+        def __init__(self, path, progress, best=None):
+            # Keras writes the file in place; save beside it and rename, so a worker killed
+            # mid-save leaves the previous best.keras whole.
+            self.final_path = Path(path)
+            partial = self.final_path.with_name("best.partial.keras")
+            super().__init__(str(partial), monitor="val_loss", save_best_only=True, verbose=0)
+            self.progress = progress
+            if best is not None:
+                self.best = best
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self.progress.partial_epoch:
+                super().on_epoch_end(epoch, logs)
+                partial = Path(self.filepath)
+                if partial.exists():
+                    os.replace(partial, self.final_path)
+
+    class StopAwareEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping that ignores an epoch cut short by Stop and, on a resumed run,
+        carries on counting from the history so far (best loss and epochs since it)."""
+
+        def __init__(self, progress, patience, history=None):
+            super().__init__(monitor="val_loss", patience=patience,
+                             restore_best_weights=True, verbose=0)
+            self.progress = progress
+            self.previous = [r.get("val_loss") for r in history or []]
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            losses = [v for v in self.previous if v is not None and math.isfinite(v)]
+            if losses:
+                best_at = max(i for i, v in enumerate(self.previous) if v == min(losses))
+                self.best = min(losses)
+                self.wait = len(self.previous) - 1 - best_at
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self.progress.partial_epoch:
+                super().on_epoch_end(epoch, logs)
+
+    return {
+        "ProgressCallback": ProgressCallback,
+        "BestCheckpoint": BestCheckpoint,
+        "StopAwareEarlyStopping": StopAwareEarlyStopping,
+    }
+
+
+def progress_callback(emit: ev.Emit, **kwargs: Any) -> Any:
+    """A ProgressCallback (keras.callbacks.Callback) sending events to ``emit``."""
+    kwargs.setdefault("stop", StopFlag())
+    return classes()["ProgressCallback"](emit, **kwargs)
+
+
+def current_lr(model: Any) -> float | None:
+    """The optimizer's learning rate now (schedules evaluated at the current step)."""
+    try:
+        import keras
+
+        return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    except Exception:  # no optimizer or an exotic schedule: the row just lacks it
+        return None

@@ -1,0 +1,305 @@
+"""The engine with real local worker processes: events across the process boundary, Stop,
+a killed worker, two slots, the queue, budgets, exact resume, fine-tuning, the runs-root
+lock and the server's memory over many runs.
+
+Every run is the tiny model on a few hundred bundled MNIST samples; a worker's start-up
+(a fresh interpreter importing TensorFlow) is most of each run's time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cnnlab import budgets, callbacks, config, datasets, executors, jobs, runs, training
+from cnnlab.executors.local import LocalExecutor
+
+TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
+                          learning_rate=3e-3, batch_size=32, epochs=1, patience=2)
+WAIT = 240
+
+
+@pytest.fixture(scope="module")
+def sample() -> datasets.Dataset:
+    return datasets.load("mnist_sample")
+
+
+def request(**kw) -> training.TrainRequest:
+    base = {"dataset": "mnist_sample", "config": TINY, "epochs": 1, "batch_size": 32,
+            "limit": 320, "name": "tiny"}
+    return training.TrainRequest(**{**base, **kw})
+
+
+@pytest.fixture
+def engine(runs_root: Path):
+    made: list[jobs.Engine] = []
+
+    def make(**kw) -> jobs.Engine:
+        made.append(jobs.Engine(runs_root, **kw))
+        return made[-1]
+
+    yield make
+    for e in made:
+        e.close()
+
+
+def wait_for(check, timeout: float = WAIT, what: str = "it"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_worker_process_trains_and_its_events_arrive_in_order(engine, sample) -> None:
+    eng = engine()
+    assert isinstance(eng.executor, LocalExecutor) and eng.executor.slots == 1
+    job = eng.submit(request(epochs=2, limit=600), sample)
+    assert job.started and job.owner == jobs.LOCAL_OWNER
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    kept = job.events.since(0)  # compacted: the run's statuses, metrics and done remain
+    assert [e["kind"] for e in kept][-2:] == ["metrics", "done"]
+    assert [e["seq"] for e in kept] == sorted(e["seq"] for e in kept)
+    status = runs.load_status(job.run_dir)
+    assert status["status"] == "finished" and status["epochs_done"] == 2
+    assert status["device"].startswith("CPU") and status["params"] > 0
+    assert runs.load_history(job.run_dir)["epoch"].tolist() == [1, 2]
+    names = {p.name for p in job.run_dir.iterdir()}
+    assert {"best.keras", "last.keras", "checkpoint.json", "metrics.json"} <= names
+    assert runs.load_config(job.run_dir)["owner"] == jobs.LOCAL_OWNER
+
+
+def test_events_stream_live_in_order(engine, sample) -> None:
+    eng = engine()
+    seen: list[dict] = []
+    job = eng.submit(request(epochs=3, limit=None, batch_size=16), sample)
+    last = 0
+    while not job.done():
+        new = job.events.since(last)
+        if new:
+            last = new[-1]["seq"]
+            seen += new
+        time.sleep(0.01)
+    seen += job.events.since(last)
+    kinds = [e["kind"] for e in seen]
+    assert kinds[0] == "status" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 3 and "batch" in kinds
+    assert [e["seq"] for e in seen] == list(range(seen[0]["seq"], seen[-1]["seq"] + 1))
+    progress = [(e["epoch"], e.get("batch", math.inf)) for e in seen
+                if e["kind"] in ("batch", "epoch")]
+    assert progress == sorted(progress)  # batches of an epoch, then its row, epoch by epoch
+
+
+def test_stop_ends_the_run_within_one_batch_across_processes(engine, sample) -> None:
+    eng = engine()
+    # Big batches of a wider model: each takes longer than a batch event's throttle.
+    wide = dataclasses.replace(TINY, blocks=(config.ConvBlock(filters=64),))
+    job = eng.submit(request(config=wide, epochs=3, limit=None, batch_size=512), sample)
+    at = wait_for(lambda: (job.events.latest_batch or {}).get("batch", 0) >= 2 and
+                  job.events.latest_batch, what="the second batch")
+    eng.stop(job.run_id)
+    assert job.wait(WAIT)
+    assert job.result.status == "stopped", job.result.message
+    final = job.events.latest_batch
+    assert final["epoch"] == at["epoch"]
+    assert final["batch"] <= at["batch"] + 1, (at, final)  # the batch in flight, no more
+    assert runs.load_status(job.run_dir)["status"] == "stopped"
+    assert runs.load_history(job.run_dir).empty  # the cut epoch is not a result
+    assert runs.best_model_path(job.run_dir).exists()
+
+
+def test_a_killed_worker_fails_its_run_and_the_queue_goes_on(engine, sample) -> None:
+    eng = engine()
+    victim = eng.submit(request(epochs=30, limit=None, name="victim"), sample)
+    after = eng.submit(request(name="after"), sample)
+    assert not after.started
+    wait_for(lambda: len(runs.load_history(victim.run_dir)) >= 1, what="the first epoch")
+    os.kill(victim.handle.pid, signal.SIGKILL)
+    assert victim.wait(60)
+    status = runs.load_status(victim.run_dir)
+    assert status["status"] == "failed" and "SIGKILL" in status["message"]
+    assert "resume" in status["message"]
+    assert len(runs.load_history(victim.run_dir)) >= 1
+    assert runs.best_model_path(victim.run_dir).exists()
+    assert callbacks.read_checkpoint(victim.run_dir) is not None
+    assert after.wait(WAIT) and after.result.status == "finished", after.result.message
+
+    # The failed run resumes exactly from its last whole epoch.
+    done = callbacks.read_checkpoint(victim.run_dir)["epoch"]
+    again = eng.resume(victim.run_dir, sample, epochs=done + 1)
+    assert again.wait(WAIT) and again.result.status == "finished", again.result.message
+    assert runs.load_history(victim.run_dir)["epoch"].tolist() == list(range(1, done + 2))
+
+
+def test_two_runs_train_at_once_with_two_workers(engine, sample, monkeypatch) -> None:
+    monkeypatch.setenv("CNNLAB_WORKERS", "2")
+    eng = engine()
+    assert eng.executor.slots == 2 and "2 local worker processes" in eng.describe()
+    a = eng.submit(request(epochs=4, limit=2000, name="a"), sample)
+    b = eng.submit(request(epochs=4, limit=2000, name="b"), sample)
+    assert a.started and b.started and not eng.queued()
+    wait_for(lambda: a.events.latest_batch and b.events.latest_batch, what="both to train")
+    assert not a.done() and not b.done()  # both were training at the same time
+    assert a.handle.pid != b.handle.pid
+    assert a.wait(WAIT) and b.wait(WAIT)
+    assert a.result.status == b.result.status == "finished"
+
+
+def test_per_user_queue_cap(engine, sample) -> None:
+    eng = engine(budgets=budgets.Budgets(max_runs_per_user=2))
+    first = eng.submit(request(epochs=2), sample, owner="ann")
+    eng.submit(request(), sample, owner="ann")
+    with pytest.raises(jobs.EngineRefused, match="already have 2 run"):
+        eng.submit(request(), sample, owner="ann")
+    bob = eng.submit(request(), sample, owner="bob")  # another user is not affected
+    assert [j.run_id for j in eng.active_for("bob")] == [bob.run_id]
+    eng.stop(bob.run_id)  # cancel while queued
+    assert bob.done() and runs.load_status(bob.run_dir)["status"] == "stopped"
+    assert first.wait(WAIT)
+    wait_for(lambda: len(eng.active_for("ann")) < 2, what="a slot under the cap")
+    eng.submit(request(), sample, owner="ann")  # under the cap again
+
+
+def test_over_budget_requests_are_refused_before_queueing(engine, sample, runs_root) -> None:
+    eng = engine(budgets=budgets.Budgets(max_params=5_000, max_epochs=3))
+    with pytest.raises(jobs.EngineRefused) as info:
+        eng.submit(request(epochs=4), sample)
+    assert "12,770 parameters" in str(info.value) and "at most 5,000" in str(info.value)
+    assert "Epochs is 4" in str(info.value)
+    assert not any(p.is_dir() for p in runs_root.iterdir() if not p.name.startswith("."))
+
+
+def test_an_upload_is_shipped_once_and_dropped_when_unused(engine, sample, runs_root) -> None:
+    info = datasets.DatasetInfo("folder:shapes.zip", "shapes", ("a", "b"), (16, 16, 3))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(60) % 2
+    upload = datasets.Dataset(info, x, y, x[:10], y[:10])
+    eng = engine()
+    job = eng.submit(request(dataset=info.name, limit=None, batch_size=8), upload)
+    assert job.upload and Path(job.upload).parent == runs_root / jobs.UPLOADS_DIR
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    assert runs.load_metrics(job.run_dir)["n_test"] == 10
+    assert not list((runs_root / jobs.UPLOADS_DIR).glob("*.npz"))  # no copy left behind
+
+
+def test_fine_tune_starts_a_child_run_from_the_best_model(engine, sample) -> None:
+    eng = engine()
+    parent = eng.submit(request(epochs=1), sample)
+    assert parent.wait(WAIT) and parent.result.status == "finished"
+    child = eng.fine_tune(parent.run_dir, sample, epochs=1)
+    assert child.run_id != parent.run_id
+    assert child.wait(WAIT) and child.result.status == "finished", child.result.message
+    assert runs.load_config(child.run_dir)["parent"] == parent.run_id
+    assert runs.load_history(child.run_dir)["epoch"].tolist() == [1]  # counts from 0 again
+    before = runs.load_history(parent.run_dir)["val_loss"].iloc[0]
+    assert runs.load_history(child.run_dir)["loss"].iloc[0] < before + 0.5  # not from scratch
+    best = keras.models.load_model(runs.best_model_path(child.run_dir))
+    assert int(best.optimizer.iterations.numpy()) > 0
+
+
+def test_exact_resume_through_the_engine(engine, sample) -> None:
+    eng = engine()
+    job = eng.submit(request(epochs=2), sample)
+    assert job.wait(WAIT) and job.result.status == "finished"
+    steps = math.ceil(runs.load_status(job.run_dir)["n_train"] / 32)
+    again = eng.resume(job.run_dir, sample, epochs=4)
+    assert again.run_id == job.run_id
+    with pytest.raises(jobs.EngineRefused, match="already training or queued"):
+        eng.resume(job.run_dir, sample, epochs=4)
+    assert again.wait(WAIT) and again.result.status == "finished", again.result.message
+    assert runs.load_history(job.run_dir)["epoch"].tolist() == [1, 2, 3, 4]
+    last = keras.models.load_model(job.run_dir / callbacks.LAST_FILE)
+    assert int(last.optimizer.iterations.numpy()) == 4 * steps
+    assert runs.load_config(job.run_dir)["epochs"] == 4
+
+
+def test_a_second_engine_on_the_same_root_does_not_run_the_queue(engine, sample) -> None:
+    first = engine()
+    job = first.submit(request(epochs=2), sample)
+    second = engine()  # another server process on the same runs folder
+    assert second.blocked and f"pid {os.getpid()}" in second.blocked
+    assert second.interrupted == []  # it must not mark the live run interrupted
+    assert runs.load_status(job.run_dir)["status"] in ("running", "queued")
+    with pytest.raises(jobs.EngineRefused, match="Another CNN Lab server"):
+        second.submit(request(), sample)
+    assert job.wait(WAIT) and job.result.status == "finished"
+
+
+def test_engine_for_is_one_engine_per_root(runs_root: Path) -> None:
+    a = jobs.engine_for(runs_root)
+    try:
+        assert jobs.engine_for(str(runs_root)) is a and not a.blocked
+    finally:
+        a.close()
+        jobs._ENGINES.clear()
+
+
+def test_ray_asked_for_but_not_installed_says_what_to_do(monkeypatch, runs_root) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.setenv("CNNLAB_EXECUTOR", "ray")
+    with pytest.raises(executors.ExecutorUnavailable, match="requirements-ray.txt"):
+        executors.make()
+    eng = jobs.Engine(runs_root)
+    try:
+        assert "ray package is not installed" in eng.unavailable()
+        with pytest.raises(jobs.EngineRefused, match="unset CNNLAB_EXECUTOR"):
+            eng.submit(request(), datasets.load("mnist_sample"))
+    finally:
+        eng.close()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_server_memory_stays_flat_over_twenty_runs(engine, sample, monkeypatch) -> None:
+    monkeypatch.setenv("CNNLAB_WORKERS", "2")
+    eng = engine()
+    small = request(limit=40, batch_size=8, val_fraction=0.25)
+    for _ in range(2):  # warm-up: first-use imports and caches
+        assert eng.submit(small, sample).wait(WAIT)
+    before = rss_mb()
+    batch = [eng.submit(dataclasses.replace(small, name=f"r{i}"), sample, owner=f"u{i}")
+             for i in range(20)]
+    for job in batch:
+        assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    grown = rss_mb() - before
+    print(f"server RSS grew {grown:.1f} MB over 20 runs")
+    assert grown < 50
+    assert all(len(j.events.since(0)) <= 50 for j in batch)
+
+
+def test_a_warm_standby_trains_the_next_run_once(engine, sample) -> None:
+    eng = engine()
+    eng.warm()
+    standby = eng.executor._standby[0].popen
+    job = eng.submit(request(), sample)
+    assert job.handle.pid == standby.pid  # the warm process took the run
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    assert standby.wait(30) == 0  # one run per process: it exits when its run is done
+    eng.warm()
+    second = eng.executor._standby[0].popen
+    assert second.pid != standby.pid
+    eng.close()
+    assert second.wait(30) == 0  # an unused standby is released with the engine

@@ -1,0 +1,100 @@
+"""The Ray executor end to end on a real local Ray instance (one for this module).
+
+No shared file system is assumed: the worker trains in its own temporary folder and the
+files must come back through the event stream. No mocks: real Ray, real TensorFlow.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from cnnlab import callbacks, config, datasets, jobs, runs, training  # noqa: E402
+from cnnlab.executors.ray import RayExecutor  # noqa: E402
+
+TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
+                          learning_rate=3e-3, batch_size=32, epochs=1, patience=2)
+WAIT = 300
+
+
+@pytest.fixture(scope="module")
+def ray_engine(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("ray-runs")
+    t0 = time.perf_counter()
+    executor = RayExecutor()  # starts a local Ray instance: no RAY_ADDRESS here
+    print(f"Ray started in {time.perf_counter() - t0:.1f} s: {executor.describe()}")
+    engine = jobs.Engine(root, executor=executor)
+    yield engine
+    engine.close()  # shuts down the Ray instance it started
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def sample() -> datasets.Dataset:
+    return datasets.load("mnist_sample")
+
+
+def request(**kw) -> training.TrainRequest:
+    base = {"dataset": "mnist_sample", "config": TINY, "epochs": 2, "batch_size": 32,
+            "limit": 400, "name": "ray-tiny"}
+    return training.TrainRequest(**{**base, **kw})
+
+
+def test_quick_trains_end_to_end_on_ray(ray_engine, sample) -> None:
+    preset = config.PRESETS["quick"].config
+    job = ray_engine.submit(request(config=preset, batch_size=64, name="ray-quick"), sample)
+    seen, last = [], 0
+    while not job.done():
+        new = job.events.since(last)
+        if new:
+            last, seen = new[-1]["seq"], seen + new
+        time.sleep(0.02)
+    seen += job.events.since(last)
+    assert job.result.status == "finished", job.result.message
+    kinds = [e["kind"] for e in seen]
+    assert kinds[0] == "status" and kinds[-1] == "done" and kinds.count("epoch") == 2
+    # The files came back from the worker's own folder through the events.
+    run_dir = job.run_dir
+    assert {"best.keras", "last.keras", "checkpoint.json", "metrics.json"} <= {
+        p.name for p in run_dir.iterdir()}
+    assert runs.load_history(run_dir)["epoch"].tolist() == [1, 2]
+    assert runs.load_metrics(run_dir)["n_test"] == 1000
+    from cnnlab import inference
+
+    inference.load_model_file(runs.best_model_path(run_dir))  # a whole, loadable model
+    status = runs.load_status(run_dir)
+    assert status["status"] == "finished" and status["device"].startswith("CPU")
+
+
+def test_stop_and_exact_resume_on_ray(ray_engine, sample) -> None:
+    job = ray_engine.submit(request(epochs=40, limit=None, name="ray-stop"), sample)
+    end = time.monotonic() + WAIT
+    while len(runs.load_history(job.run_dir)) < 1:
+        assert time.monotonic() < end and not job.done(), "no epoch on Ray"
+        time.sleep(0.05)
+    ray_engine.stop(job.run_id)
+    assert job.wait(WAIT) and job.result.status == "stopped", job.result.message
+    done = callbacks.read_checkpoint(job.run_dir)["epoch"]
+    assert 1 <= done < 40
+
+    again = ray_engine.resume(job.run_dir, sample, epochs=done + 1)
+    assert again.wait(WAIT) and again.result.status == "finished", again.result.message
+    assert runs.load_history(job.run_dir)["epoch"].tolist() == list(range(1, done + 2))
+    assert callbacks.read_checkpoint(job.run_dir)["epoch"] == done + 1
+
+
+def test_an_upload_travels_through_the_object_store(ray_engine, tmp_path: Path) -> None:
+    info = datasets.DatasetInfo("folder:two.zip", "two", ("dark", "light"), (12, 12, 3))
+    x = np.concatenate([np.full((30, 12, 12, 3), 20, np.uint8),
+                        np.full((30, 12, 12, 3), 230, np.uint8)])
+    y = np.repeat([0, 1], 30)
+    upload = datasets.Dataset(info, x, y, x[::6], y[::6])
+    job = ray_engine.submit(request(dataset=info.name, limit=None, batch_size=8, epochs=3,
+                                    name="ray-upload"), upload)
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    assert runs.load_metrics(job.run_dir)["n_test"] == 10
