@@ -36,11 +36,12 @@ def _route_through_app() -> None:
 
 def _keep_keras_state() -> None:
     # After every script run (each fragment poll included) Streamlit calls
-    # keras.backend.clear_session(), which empties TensorFlow's kernel cache and runs a
-    # full garbage collection while the background job is training and cached models are
-    # serving predictions: it made epochs 2-4x slower while a tab watched them. The lab
-    # keeps its models in st.cache_resource on purpose, so skip that clean-up (it also
-    # closes matplotlib figures, which the lab does not use).
+    # keras.backend.clear_session(). Training no longer runs in this process, but the
+    # Draw & predict models do: with a seed000-mnist model loaded, that clean-up plus the
+    # post-run gc.collect(2) made one prediction after a rerun 267 ms instead of 7 ms
+    # (bench/server_hooks.py). The lab keeps its models in st.cache_resource on purpose, so
+    # skip the clean-up (it also closes matplotlib figures, which the lab does not use);
+    # .streamlit/config.toml turns postScriptGC off for the same reason.
     from streamlit.runtime.scriptrunner import script_runner
 
     script_runner._clean_problem_modules = lambda: None

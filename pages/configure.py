@@ -13,7 +13,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from cnnlab import charts, datasets
+from cnnlab import budgets, charts, datasets
 from cnnlab.config import (
     ACTIVATIONS,
     INITIALIZERS,
@@ -29,7 +29,7 @@ from cnnlab.config import (
     validate,
 )
 from cnnlab.models import layer_table, memory_bytes, to_keras_script
-from pages.common import UPLOAD_KEY, dataset_picker
+from pages.common import UPLOAD_KEY, dataset_picker, engine
 
 FILTERS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
 KERNELS = [1, 2, 3, 4, 5, 7, 9, 11]
@@ -249,6 +249,9 @@ modified = config != PRESETS[preset].config
 st.session_state["preset_name"] = "custom" if modified else preset
 
 problems = validate(config, input_shape)
+# The server's budgets, with the model's own epochs and batch size (Train may change both).
+over_budget = budgets.problems(engine().budgets, config, input_shape, n_classes,
+                               config.epochs, config.batch_size)
 rows = layer_table(config, input_shape, n_classes)
 memory = memory_bytes(config, input_shape, n_classes)
 
@@ -260,13 +263,16 @@ with summary:
     m3.metric("Activations / image", human_bytes(memory["activations_per_sample"]),
               help="Sum of every layer's output for one image, forward pass, float32.")
     with m4:
-        if st.button("🏋️ Train this model", type="primary", disabled=bool(problems),
-                     key="cfg_train", help="Fix the problems below first" if problems else None):
+        blocked = bool(problems or over_budget)
+        if st.button("🏋️ Train this model", type="primary", disabled=blocked,
+                     key="cfg_train", help="Fix the problems below first" if blocked else None):
             st.switch_page("pages/train.py")
         if modified:
             st.caption(f"Modified from preset **{preset}**.")
     if problems:
         st.error("This network cannot be built:\n" + "\n".join(f"- {p}" for p in problems))
+    if over_budget:
+        st.error("This server will not train it:\n" + "\n".join(f"- {p}" for p in over_budget))
     for note in advice(config, dataset_name):
         st.warning(note)
 

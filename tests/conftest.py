@@ -31,6 +31,12 @@ def has_real_mnist() -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _never_the_working_runs_folder(tmp_path_factory, monkeypatch) -> None:
+    """No test touches ./runs: the default runs root is a fresh temporary folder."""
+    monkeypatch.setenv("CNNLAB_RUNS_DIR", str(tmp_path_factory.mktemp("default-runs")))
+
+
+@pytest.fixture(autouse=True)
 def _close_engines():
     """Close the engines pages made during a test: their workers and runs-root locks."""
     yield

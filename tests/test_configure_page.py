@@ -16,7 +16,7 @@ PAGE = str(ROOT / "pages" / "configure.py")
 
 
 @pytest.fixture
-def at() -> AppTest:
+def at(runs_root) -> AppTest:
     app = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
     app.session_state["dataset_name"] = "mnist_sample"
     return app.run()
@@ -85,3 +85,15 @@ def test_flip_on_digits_is_a_warning_only(at: AppTest) -> None:
     at.toggle(key="cfg0_flip").set_value(True).run()
     assert any("flip" in w.value for w in at.warning)
     assert not at.button(key="cfg_train").disabled
+
+
+def test_over_budget_model_disables_train_with_the_reason(runs_root, monkeypatch) -> None:
+    monkeypatch.setenv("CNNLAB_MAX_PARAMS", "100000")
+    app = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    app.session_state["dataset_name"] = "mnist_sample"
+    app.run()
+    assert not app.exception
+    text = " ".join(e.value for e in app.error)
+    assert "will not train it" in text and "105,866 parameters" in text
+    assert "at most 100,000" in text
+    assert app.button(key="cfg_train").disabled

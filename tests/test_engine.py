@@ -303,3 +303,14 @@ def test_a_warm_standby_trains_the_next_run_once(engine, sample) -> None:
     assert second.pid != standby.pid
     eng.close()
     assert second.wait(30) == 0  # an unused standby is released with the engine
+
+
+def test_a_worker_over_its_memory_budget_is_stopped_with_a_message(engine, sample) -> None:
+    # TensorFlow alone takes a few hundred MB, so a 150 MB budget trips at the first check.
+    eng = engine(budgets=budgets.Budgets(max_worker_memory_mb=150))
+    job = eng.submit(request(epochs=20, limit=None), sample)
+    assert job.wait(WAIT)
+    assert job.result.status == "failed", job.result.message
+    message = runs.load_status(job.run_dir)["message"]
+    assert "MB of memory, above this server's limit of 150 MB" in message
+    assert "smaller batch size" in message

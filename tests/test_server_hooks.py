@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 
 def test_page_runs_do_not_clear_the_keras_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Streamlit clears the Keras session after every script run; with a job training in a
-    # background thread that emptied TensorFlow's kernel cache at every status poll.
+    # Streamlit clears the Keras session after every script run: with a model loaded for
+    # Draw & predict that made each prediction after a rerun ~35x slower.
     calls: list[int] = []
     monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
     at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=APPTEST_TIMEOUT)

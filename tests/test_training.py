@@ -268,3 +268,20 @@ def test_resume_needs_a_checkpoint(runs_root: Path, sample) -> None:
     run_dir = new_run(runs_root, request(), sample)
     result = training.train_run(request(), sample, run_dir, resume=True)
     assert result.status == "failed" and "no resumable checkpoint" in result.message
+
+
+def test_cli_refuses_an_over_budget_run_with_exit_2(runs_root: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CNNLAB_MAX_EPOCHS": "3", "CNNLAB_MAX_PARAMS": "50000"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist_sample", "--preset",
+         "quick", "--epochs", "5", "--runs-dir", str(runs_root), "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Epochs is 5" in done.stderr and "at most 3" in done.stderr
+    assert "105,866 parameters" in done.stderr and "at most 50,000" in done.stderr
+    assert done.stdout == "" and not runs.list_runs(runs_root)

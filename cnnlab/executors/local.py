@@ -28,6 +28,17 @@ from cnnlab.executors import RunSpec, gpu_ids
 STOP = "stop"
 
 
+def background_priority() -> None:
+    """Put this process below the web server in the CPU scheduler (Linux SCHED_IDLE, else
+    nice 19): pages stay responsive while a run trains on the same cores, and a run still
+    gets every cycle the server leaves idle. Threads started later (TensorFlow's) inherit it.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
 def main(fd: int) -> None:
     """The worker process: receive (spec, run dir) on socket ``fd``, train, send events.
 
@@ -37,6 +48,7 @@ def main(fd: int) -> None:
     from cnnlab.executors import worker
 
     conn = Connection(fd)
+    background_priority()
     import keras  # noqa: F401  (a standby worker pays the framework's start-up before its run)
 
     try:
