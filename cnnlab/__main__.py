@@ -116,12 +116,23 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Train a preset or config file on a data set, synchronously; progress to stderr."""
     import contextlib
+    import dataclasses
     import os
     import time
     from pathlib import Path
 
     from cnnlab import config, datasets, runs, training
 
+    if args.dataset.lower().endswith(".zip"):
+        dataset = _zip_dataset(args)
+    else:
+        try:
+            dataset = datasets.load(args.dataset)
+        except datasets.DatasetUnavailable as exc:
+            raise CliError(str(exc)) from exc
+    name = dataset.info.name
+    if args.preset is None and args.config is None:
+        args.preset = config.default_preset(name)
     if args.preset is not None:
         if args.preset not in config.PRESETS:
             raise CliError(f"unknown preset {args.preset!r}; choose one of "
@@ -132,17 +143,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             model_config = config.ModelConfig.from_json(Path(args.config).read_text())
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read config {args.config}: {exc}") from exc
-    try:
-        dataset = datasets.load(args.dataset)
-    except datasets.DatasetUnavailable as exc:
-        raise CliError(str(exc)) from exc
-    request = training.TrainRequest(
-        dataset=args.dataset,
-        config=model_config,
-        epochs=args.epochs if args.epochs is not None else model_config.epochs,
-        batch_size=args.batch_size if args.batch_size is not None else model_config.batch_size,
-        limit=args.limit,
-        preset=args.preset,
+    # The same defaults as the Train page: a batch that fits the data, epochs sized to it.
+    offered = training.default_request(dataset, args.preset, args.limit, model_config)
+    request = dataclasses.replace(
+        offered,
+        epochs=args.epochs if args.epochs is not None else offered.epochs,
+        batch_size=args.batch_size if args.batch_size is not None else offered.batch_size,
     )
     try:
         errors = training.request_errors(request, dataset)  # budgets included
@@ -176,6 +182,25 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _zip_dataset(args: argparse.Namespace) -> Any:
+    """The Dataset in a zip of class folders, read exactly as the Explore page reads one."""
+    from pathlib import Path
+
+    from cnnlab import datasets
+    from cnnlab.config import UPLOAD_PREFIX
+
+    path = Path(args.dataset)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return datasets.load_zip(data, (args.image_size, args.image_size), args.grayscale,
+                                 name=f"{UPLOAD_PREFIX}{path.name}")
+    except datasets.BadUpload as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _print_progress(event: dict[str, Any]) -> None:
@@ -235,10 +260,14 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("train", help="train a preset or config on a data set")
-    s.add_argument("--dataset", required=True)
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset")
+    s.add_argument("--dataset", required=True,
+                   help="a registry name, or a .zip of images with one folder per class")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="default: the data set's own (own-images for a zip)")
     src.add_argument("--config", help="a ModelConfig JSON file")
+    s.add_argument("--image-size", type=int, default=64,
+                   help="side in pixels that a zip's images are resized to (default 64)")
+    s.add_argument("--grayscale", action="store_true", help="read a zip's images as grayscale")
     s.add_argument("--epochs", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--limit", type=int, default=None, help="use only the first N training samples")

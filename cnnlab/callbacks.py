@@ -226,9 +226,10 @@ def classes() -> dict[str, type]:
         """EarlyStopping that ignores an epoch cut short by Stop and, on a resumed run,
         carries on counting from the history so far (best loss and epochs since it)."""
 
-        def __init__(self, progress, patience, history=None):
+        def __init__(self, progress, patience, history=None, start_from_epoch=0):
             super().__init__(monitor="val_loss", patience=patience,
-                             restore_best_weights=True, verbose=0)
+                             restore_best_weights=True, verbose=0,
+                             start_from_epoch=start_from_epoch)
             self.progress = progress
             self.previous = [r.get("val_loss") for r in history or []]
 

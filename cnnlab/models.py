@@ -12,9 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cnnlab.config import ModelConfig, conv_out, pool_out
 
 RESCALE = 1 / 255  # models take raw uint8 pixels; scaling happens inside (first layer)
+BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
 LOSS = "sparse_categorical_crossentropy"
 OPTIMIZER_CLASSES = {"adam": "Adam", "nadam": "Nadam", "sgd": "SGD", "rmsprop": "RMSprop"}
 SGD_MOMENTUM = 0.9
@@ -55,13 +58,19 @@ def layer_plan(
     if aug.flip:
         add("augment_flip", "RandomFlip", {"mode": "horizontal"}, (h, w, c))
     if aug.translate > 0:
+        # "nearest" repeats the border: black for MNIST-like digits (their borders are
+        # empty), the photo's own background for pictures, never a black frame around it.
         args = {"height_factor": aug.translate, "width_factor": aug.translate,
-                "fill_mode": "constant"}
+                "fill_mode": "nearest"}
         add("augment_translate", "RandomTranslation", args, (h, w, c))
     if aug.rotate > 0:
-        add("augment_rotate", "RandomRotation", {"factor": aug.rotate, "fill_mode": "constant"},
+        add("augment_rotate", "RandomRotation", {"factor": aug.rotate, "fill_mode": "nearest"},
             (h, w, c))
     add("rescale", "Rescaling", {"scale": RESCALE}, (h, w, c))
+    # Keras' default momentum needs thousands of steps before the inference statistics are
+    # right; a config for small data sets asks for a faster one.
+    bn_args = ({} if config.batch_norm_momentum == BN_MOMENTUM
+               else {"momentum": config.batch_norm_momentum})
 
     for i, b in enumerate(config.blocks, start=1):
         for j in range(1, b.convs + 1):
@@ -75,7 +84,7 @@ def layer_plan(
                     "kernel_initializer": config.initializer}
             add(f"block{i}_conv{j}", "Conv2D", args, (h, w, c), params)
             if b.batch_norm:
-                add(f"block{i}_bn{j}", "BatchNormalization", {}, (h, w, c), 4 * c)
+                add(f"block{i}_bn{j}", "BatchNormalization", bn_args, (h, w, c), 4 * c)
         if b.pool > 0:
             h, w = pool_out(h, b.pool), pool_out(w, b.pool)
             add(f"block{i}_pool", "MaxPooling2D", {"pool_size": b.pool}, (h, w, c))
@@ -96,7 +105,7 @@ def layer_plan(
         add(f"dense{k}", "Dense", args, (d.units,), n * d.units + d.units)
         n = d.units
         if d.batch_norm:
-            add(f"dense{k}_bn", "BatchNormalization", {}, (n,), 4 * n)
+            add(f"dense{k}_bn", "BatchNormalization", bn_args, (n,), 4 * n)
         if d.dropout > 0:
             add(f"dense{k}_dropout", "Dropout", {"rate": d.dropout}, (n,))
     add("output", "Dense", {"units": n_classes, "activation": "softmax"}, (n_classes,),
@@ -143,6 +152,18 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: in
     for spec in plan[1:]:
         x = getattr(keras.layers, spec.kind)(**spec.args, name=spec.name)(x)
     return keras.Model(inputs, x, name="cnnlab")
+
+
+def augmented_images(config: ModelConfig, images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``images`` (uint8, n×h×w×c) as the model's augmentation layers change them in
+    training: the same layers, built from the same plan as the model."""
+    import keras
+
+    specs = [s for s in layer_plan(config, images.shape[1:], 2) if s.name.startswith("augment")]
+    x = keras.ops.convert_to_tensor(images.astype("float32"))
+    for i, spec in enumerate(specs):
+        x = getattr(keras.layers, spec.kind)(**spec.args, seed=seed + i)(x, training=True)
+    return np.clip(np.rint(keras.ops.convert_to_numpy(x)), 0, 255).astype(np.uint8)
 
 
 def make_optimizer(config: ModelConfig):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab import budgets as budgets_mod
-from cnnlab import callbacks, runs
+from cnnlab import callbacks, fit_settings, runs
 from cnnlab import events as ev
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cnnlab.datasets import Dataset
 
 SEED = 42
+DEFAULT_VAL_FRACTION = 0.1
 INIT_FILE = "init.keras"  # the starting weights of a fine-tuned run (its parent's best)
 
 
@@ -100,11 +101,13 @@ def request_errors(
         errors.append(
             f"Validation split is {request.val_fraction}; choose a fraction in (0, 0.5]."
         )
-    n_fit = n_train - max(1, round(n_train * request.val_fraction))
+    n_fit = fit_settings.n_fit(n_train, request.val_fraction)
     if request.batch_size < 1 or request.batch_size > max(n_fit, 1):
         errors.append(
             f"Batch size {request.batch_size} does not fit: {n_fit} training samples remain "
-            f"after the validation split; choose a batch size between 1 and {max(n_fit, 1)}."
+            f"after the validation split; choose a batch size between 1 and {max(n_fit, 1)} "
+            f"({fit_settings.batch_size_for(request.config.batch_size, max(n_fit, 1))} suits "
+            "this data set)."
         )
     if request.mixed_precision and not gpu:
         errors.append("Mixed precision needs a GPU and this server trains on CPU; untick it.")
@@ -116,6 +119,25 @@ def request_errors(
     errors += budgets_mod.problems(budgets, request.config, shape, len(info.class_names),
                                    request.epochs, max(request.batch_size, 1))
     return errors
+
+
+def default_request(dataset: Dataset, preset: str | None = None, limit: int | None = None,
+                    config: ModelConfig | None = None) -> TrainRequest:
+    """The run the Train page offers for ``dataset`` when nothing is changed: the data
+    set's own preset (own-images for the user's pictures) or ``config``, a batch size that
+    fits the images left after the validation split, and epochs sized to them where the
+    own-images preset asks for it."""
+    from cnnlab import config as config_mod
+
+    if config is None:
+        preset = preset or config_mod.default_preset(dataset.info.name)
+    cfg = config or config_mod.PRESETS[str(preset)].config
+    n_images = fit_settings.n_fit(len(dataset.y_train), DEFAULT_VAL_FRACTION, limit)
+    batch, epochs = fit_settings.defaults_for(cfg.batch_size, cfg.epochs,
+                                              preset == config_mod.OWN_IMAGES, n_images)
+    return TrainRequest(dataset=dataset.info.name, config=cfg, epochs=epochs,
+                        batch_size=batch, val_fraction=DEFAULT_VAL_FRACTION, limit=limit,
+                        preset=preset)
 
 
 def run_config(request: TrainRequest, dataset: Dataset, **extra: Any) -> dict[str, Any]:
@@ -341,9 +363,14 @@ def _train_run(
         keras.callbacks.TerminateOnNaN(),
         cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None),
     ]
+    # Patience counts epochs; on a small data set an epoch is a few steps, so it is scaled
+    # to at least fit_settings.PATIENCE_STEPS steps, and no stop comes before MIN_STEPS.
+    steps = fit_settings.steps_per_epoch(len(y_tr), request.batch_size)
+    patience = fit_settings.patience_for(request.config.patience, steps)
     early = None
-    if request.config.patience > 0:  # patience 0 means "no early stopping"
-        early = cls["StopAwareEarlyStopping"](progress, request.config.patience, previous)
+    if patience > 0:  # patience 0 means "no early stopping"
+        early = cls["StopAwareEarlyStopping"](progress, patience, previous,
+                                              fit_settings.first_stop_epoch(steps))
         callbacks_.append(early)
     if request.tensorboard:
         callbacks_.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
@@ -378,7 +405,7 @@ def _train_run(
     elif early is not None and early.stopped_epoch > 0:
         status = "finished"
         msg = (f"Early stopping after epoch {early.stopped_epoch + 1}: validation loss did not "
-               f"improve for {request.config.patience} epochs; the best epoch is kept.")
+               f"improve for {patience} epochs; the best epoch is kept.")
     else:
         status, msg = "finished", f"Finished {done} epoch{'' if done == 1 else 's'}."
     if not best_path.exists():

@@ -15,10 +15,10 @@ import math
 import streamlit as st
 
 from cnnlab import datasets
+from cnnlab.config import UPLOAD_PREFIX
 from cnnlab.datasets import Dataset, DatasetUnavailable
 
 UPLOAD_KEY = "uploaded_dataset"
-UPLOAD_PREFIX = "folder:"
 
 
 def _route_through_app() -> None:

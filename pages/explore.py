@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from cnnlab import charts, datasets
+from cnnlab import charts, datasets, models
+from cnnlab.config import UPLOAD_PREFIX
 from cnnlab.datasets import BadUpload, Dataset
 from pages.common import (
-    UPLOAD_PREFIX,
     cached_dataset,
     dataset_or_stop,
     dataset_picker,
@@ -76,6 +76,31 @@ def sample_grid(ds: Dataset) -> None:
                     config={"displayModeBar": False})
 
 
+def augmentation_preview(ds: Dataset) -> None:
+    """Your own images as the own-images model sees them in training (flips, shifts)."""
+    from cnnlab.config import OWN_IMAGES, PRESETS
+
+    aug = PRESETS[OWN_IMAGES].config
+    st.subheader("What the model trains on")
+    st.caption("The default model for your images learns from randomly flipped and shifted "
+               "copies, so a few dozen pictures per class go further. Each row: one "
+               "training image, then three augmented copies.")
+    if not st.toggle("Show augmented samples", key="explore_augment"):
+        return
+    n = min(4, len(ds.y_train))
+    rows = np.random.default_rng(st.session_state.get("explore_seed", 0)).choice(
+        len(ds.y_train), n, replace=False)
+    tiles = []
+    for i in rows:
+        tiles.append(ds.x_train[i])
+        tiles.extend(models.augmented_images(aug, np.repeat(ds.x_train[i:i + 1], 3, axis=0),
+                                             seed=int(i)))
+    captions = [f"{ds.info.class_names[int(ds.y_train[i])]}" if k == 0 else "augmented"
+                for i in rows for k in range(4)]
+    st.plotly_chart(charts.image_grid_figure(np.stack(tiles), captions, 4),
+                    key="explore_augmented", config={"displayModeBar": False})
+
+
 st.title("🔍 Explore")
 name = dataset_picker(key="explore_dataset")
 upload_form()
@@ -98,6 +123,9 @@ st.plotly_chart(charts.class_counts_figure(info.class_names, ds.y_train, ds.y_te
 
 st.subheader("Samples")
 sample_grid(ds)
+
+if name.startswith(UPLOAD_PREFIX):
+    augmentation_preview(ds)
 
 means, counts = stats(ds)
 left, right = st.columns(2)

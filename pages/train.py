@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab import callbacks, charts, jobs, models, runs, training
-from cnnlab.config import PRESETS, default_preset
+from cnnlab import callbacks, charts, fit_settings, jobs, models, runs, training
+from cnnlab.config import OWN_IMAGES, PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
 from pages.common import (
     cached_dataset,
@@ -75,12 +75,19 @@ with left:
     )
 
 with right:
+    # Defaults sized to this data set: a batch never larger than the images left after the
+    # split, and for your own images enough epochs for about 1,500 steps.
+    use_limit_now = st.session_state.get("train_use_limit", False)
+    n_fit = fit_settings.n_fit(len(dataset.y_train), st.session_state.get("train_val", 0.1),
+                               st.session_state.get("train_limit") if use_limit_now else None)
+    default_batch, default_epochs = fit_settings.defaults_for(
+        config.batch_size, config.epochs, choice == OWN_IMAGES, n_fit)
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", min_value=0, max_value=manager.budgets.max_epochs,
-                             value=min(config.epochs, manager.budgets.max_epochs),
-                             key=f"train_epochs_{choice}")
+                             value=min(default_epochs, manager.budgets.max_epochs),
+                             key=f"train_epochs_{choice}_{ds_name}")
     batch_size = c2.number_input("Batch size", min_value=1, max_value=65536,
-                                 value=config.batch_size, key=f"train_batch_{choice}")
+                                 value=default_batch, key=f"train_batch_{choice}_{ds_name}")
     val_fraction = st.slider("Validation split", 0.05, 0.5, 0.1, 0.05, key="train_val")
     mixed = False
     if manager.executor is not None and manager.executor.gpu:
@@ -136,8 +143,9 @@ if n_running or n_queued:
                f"{'waits its turn' if busy else 'starts at once'}.")
 
 if job is None:
-    st.info("Pick a data set and a model, then press **Train**. Try the `quick` preset with "
-            "*Limit training samples* for a first run in seconds.")
+    if not problems:
+        st.info("Pick a data set and a model, then press **Train**. Try the `quick` preset with "
+                "*Limit training samples* for a first run in seconds.")
     st.stop()
 
 # ---------------------------------------------------------------- live view

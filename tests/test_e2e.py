@@ -310,3 +310,45 @@ def test_two_sessions_at_once(streamlit_server: str, server_runs_dir: Path, page
         listed.append(options_of(page, "Run details"))
         no_exception(page)
     assert listed[0] == listed[1] and any(run_id in o for o in listed[0])
+
+
+def test_own_images_from_upload_to_prediction(streamlit_server: str, server_runs_dir: Path,
+                                              pages, tmp_path: Path) -> None:
+    """A newcomer's path: upload a zip, press Train with nothing changed, predict a picture."""
+    import numpy as np
+    from shapes import shape_image, shapes_zip
+
+    page = pages()
+    zip_path = tmp_path / "shapes.zip"
+    zip_path.write_bytes(shapes_zip())  # circles vs squares, 60 colour pictures each
+    page.goto(f"{streamlit_server}/explore")
+    page.get_by_role("heading", level=1, name="Explore").wait_for(timeout=SLOW)
+    page.get_by_text("Use your own images").click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        str(zip_path))
+    load = page.get_by_role("button", name="Load images")
+    page.wait_for_function("b => !b.disabled", arg=load.element_handle(), timeout=30_000)
+    load.click()
+    page.get_by_role("heading", name="What the model trains on").wait_for(timeout=SLOW)
+    assert metric_value(page, "Classes") == "2"
+    no_exception(page)
+
+    go(page, "Train", "train", "Train")
+    page.get_by_text("Trains in").wait_for(timeout=SLOW)
+    model = page.locator('[data-testid="stSelectbox"]').filter(has_text="Model").first
+    assert "own-images" in model.locator("input").input_value()
+    before = {p.name for p in server_runs_dir.iterdir()}
+    page.locator(".st-key-train_start button").click()  # every default
+    new_run_id(server_runs_dir, before)
+    wait_finished(page, 300)
+    accuracy = float(metric_value(page, "Test accuracy").rstrip("%"))
+    assert accuracy >= 75, accuracy
+    no_exception(page)
+
+    go(page, "Draw & predict", "predict", "Draw & predict")
+    picture = tmp_path / "my-circle.png"
+    shape_image("circle", np.random.default_rng(7), size=120).save(picture)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        str(picture))
+    assert metric_value(page, "Prediction", timeout=60_000) in ("circle", "square")
+    no_exception(page)

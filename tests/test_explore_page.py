@@ -80,3 +80,16 @@ def test_explore_unavailable_set_says_what_to_do(tmp_path, monkeypatch):
     # a lost upload (new session) also gets one clear sentence, not a traceback
     at = explore("folder:gone.zip")
     assert not at.exception
+
+
+def test_an_upload_shows_its_augmented_samples():
+    from shapes import shapes_zip
+
+    ds = datasets.load_zip(shapes_zip(per_class=6, size=32), (32, 32), False,
+                           name="folder:shapes.zip")
+    at = explore("folder:shapes.zip", uploaded_dataset=ds)
+    assert not at.exception
+    assert any("What the model trains on" in h.value for h in at.subheader)
+    assert charts(at) == 4  # the preview is computed only when asked for
+    at.toggle(key="explore_augment").set_value(True).run()
+    assert not at.exception and charts(at) == 5

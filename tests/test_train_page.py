@@ -23,7 +23,7 @@ def open_page() -> AppTest:
 def setup_tiny_run(at: AppTest, epochs: int = 1, limit: int = 300) -> None:
     at.selectbox(key="train_dataset").set_value("mnist_sample").run()
     at.selectbox(key="train_model").set_value("quick").run()
-    at.number_input(key="train_epochs_quick").set_value(epochs)
+    at.number_input(key="train_epochs_quick_mnist_sample").set_value(epochs)
     at.toggle(key="train_use_limit").set_value(True).run()  # shows the samples input
     at.number_input(key="train_limit").set_value(limit).run()
 
@@ -98,8 +98,8 @@ def test_clearing_streamlit_caches_keeps_the_engine_and_the_live_run(runs_root: 
 def test_bad_inputs_disable_train_with_the_reason(runs_root: Path) -> None:
     at = open_page()
     setup_tiny_run(at)
-    at.number_input(key="train_epochs_quick").set_value(0)
-    at.number_input(key="train_batch_quick").set_value(5000).run()
+    at.number_input(key="train_epochs_quick_mnist_sample").set_value(0)
+    at.number_input(key="train_batch_quick_mnist_sample").set_value(5000).run()
     assert not at.exception
     text = at.error[0].value
     assert "Epochs is 0" in text and "Batch size 5000" in text
@@ -127,4 +127,27 @@ def test_uses_the_configure_page_model(runs_root: Path) -> None:
     assert not at.exception
     assert at.selectbox(key="train_model").value == "configure"
     assert "conv4 → dense8" in " ".join(c.value for c in at.caption)
-    assert at.number_input(key="train_epochs_configure").value == 7
+    epochs = next(n for n in at.number_input if n.key.startswith("train_epochs_configure_"))
+    assert epochs.value == 7
+
+
+def test_an_upload_trains_with_every_default(runs_root: Path) -> None:
+    from shapes import shapes_zip
+
+    from cnnlab import datasets, training
+
+    ds = datasets.load_zip(shapes_zip(size=16), (16, 16), False, name="folder:shapes.zip")
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.session_state["uploaded_dataset"] = ds
+    at.session_state["dataset_name"] = ds.info.name
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train_model").value == "own-images"
+    offered = training.default_request(ds)
+    batch = next(n for n in at.number_input if n.key.startswith("train_batch_own-images"))
+    epochs = next(n for n in at.number_input if n.key.startswith("train_epochs_own-images"))
+    assert (batch.value, epochs.value) == (offered.batch_size, offered.epochs) == (32, 60)
+    at.button(key="train_start").click().run()  # nothing changed: every default
+    assert not at.exception and not at.error
+    poll_until(at, lambda a: metric(a, "Test accuracy") is not None, seconds=240)
+    assert float(metric(at, "Test accuracy").value.rstrip("%")) >= 75

@@ -1,0 +1,63 @@
+"""Fit settings sized to the data: batch size, epochs, early-stopping patience.
+
+A preset's batch size and patience suit a large data set (60,000 MNIST digits). On a
+newcomer's zip of a hundred pictures the same numbers mean a batch larger than the data
+and an early stop after a dozen optimizer steps, before anything is learned. These pure
+functions scale them by what a run really has: the training images left after the
+validation split and the steps per epoch they make.
+"""
+
+from __future__ import annotations
+
+import math
+
+PATIENCE_STEPS = 60  # early stopping waits at least this many steps without improvement
+MIN_STEPS = 200  # and never stops a run before this many steps
+TARGET_STEPS = 1500  # a default run on the user's own images takes about this many steps
+MIN_EPOCHS, MAX_EPOCHS = 15, 60
+
+
+def n_fit(n_train: int, val_fraction: float, limit: int | None = None) -> int:
+    """Training images left after the optional limit and the validation split."""
+    n = min(n_train, limit) if limit is not None else n_train
+    return n - max(1, round(n * val_fraction))
+
+
+def batch_size_for(preferred: int, n_images: int) -> int:
+    """``preferred`` when the data hold at least that many images, else the largest power
+    of two ≤ a quarter of them (so an epoch has at least four steps)."""
+    if preferred <= n_images:
+        return preferred
+    return 2 ** max(0, int(math.log2(max(1, n_images // 4))))
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch."""
+    return max(1, math.ceil(n_images / max(1, batch_size)))
+
+
+def patience_for(patience: int, steps: int) -> int:
+    """Early-stopping patience in epochs: the preset's, or enough epochs for PATIENCE_STEPS
+    steps when epochs are short (0 stays 0: no early stopping)."""
+    if patience <= 0:
+        return 0
+    return max(patience, math.ceil(PATIENCE_STEPS / steps))
+
+
+def first_stop_epoch(steps: int) -> int:
+    """The first epoch (0-based) at which early stopping may end a run: after MIN_STEPS."""
+    return max(0, math.ceil(MIN_STEPS / steps) - 1)
+
+
+def epochs_for(n_images: int, batch_size: int) -> int:
+    """Epochs for about TARGET_STEPS steps, within [MIN_EPOCHS, MAX_EPOCHS]."""
+    wanted = math.ceil(TARGET_STEPS / steps_per_epoch(n_images, batch_size))
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, wanted))
+
+
+def defaults_for(preferred_batch: int, preset_epochs: int, own_images: bool,
+                 n_images: int) -> tuple[int, int]:
+    """(batch size, epochs) to offer for ``n_images`` training images: the preset's batch
+    size made to fit, and for the own-images preset epochs sized to the data."""
+    batch = batch_size_for(preferred_batch, max(n_images, 1))
+    return batch, epochs_for(n_images, batch) if own_images else preset_epochs
