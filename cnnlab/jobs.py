@@ -204,12 +204,7 @@ class Engine:
             raise EngineRefused(" ".join(errors))
         with self._lock:
             self._check_can_queue(owner)
-            run_dir = runs.create_run(
-                self.root, request.run_name(),
-                training.run_config(request, dataset, owner=owner),
-                {"status": "queued", "dataset": request.dataset, "preset": request.preset,
-                 "epochs": request.epochs},
-            )
+            run_dir = self._new_run(request, dataset, owner)
             return self._enqueue(run_dir, request, dataset, owner, "new", ())
 
     def resume(self, run_dir: Path | str, dataset: Dataset, epochs: int | None = None,
@@ -269,15 +264,20 @@ class Engine:
             raise EngineRefused(" ".join(errors))
         with self._lock:
             self._check_can_queue(owner)
-            run_dir = runs.create_run(
-                self.root, request.run_name(),
-                training.run_config(request, dataset, owner=owner, parent=parent_dir.name),
-                {"status": "queued", "dataset": request.dataset, "preset": request.preset,
-                 "epochs": request.epochs, "parent": parent_dir.name},
-            )
+            run_dir = self._new_run(request, dataset, owner, parent=parent_dir.name)
             shutil.copyfile(best, run_dir / training.INIT_FILE)
             return self._enqueue(run_dir, request, dataset, owner, "fine-tune",
                                  (training.INIT_FILE,))
+
+    def _new_run(self, request: training.TrainRequest, dataset: Dataset, owner: str,
+                 **facts: str) -> Path:
+        """A new run folder, queued, with config.json's fixed facts (owner, parent…)."""
+        return runs.create_run(
+            self.root, request.run_name(),
+            training.run_config(request, dataset, owner=owner, **facts),
+            {"status": "queued", "dataset": request.dataset, "preset": request.preset,
+             "epochs": request.epochs, **facts},
+        )
 
     @staticmethod
     def _check_same_shape(run_dir: Path, dataset: Dataset,

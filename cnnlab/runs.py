@@ -362,7 +362,7 @@ def list_runs(root: Path | str | None = None) -> list[RunInfo]:
 def mark_interrupted(root: Path | str | None = None) -> list[Path]:
     """Mark runs left "running"/"queued" by a dead server as "interrupted"; return them.
 
-    Called once when a server's JobManager starts: no job of this process can own them.
+    Called once when a server's Engine takes the runs root: no worker can own them then.
     Their history and best checkpoint are untouched, so they can be resumed.
     """
     marked = []

@@ -69,7 +69,7 @@ def offer_first_model() -> None:
 
 
 def start_quick_training(name: str) -> None:
-    """Submit the quick preset on ``name`` to the server's JobManager (shown on Train too)."""
+    """Submit the quick preset on ``name`` to the server's training Engine (shown on Train too)."""
     from cnnlab import training
     from cnnlab.config import PRESETS
 
