@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cnnlab import compare, runs
-from tests.conftest import APPTEST_TIMEOUT
+from tests.conftest import APPTEST_TIMEOUT, ROOT
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "runs.py")
 DIFF_FIELDS = ["blocks[2].filters", "dense[1].dropout"]
@@ -267,3 +267,31 @@ def test_address_opens_a_run_and_follows_the_pick(root: Path) -> None:
     assert at.session_state["selected_run"] == str((root / ids["wider"]).resolve())
     at.selectbox(key="runs_pick").set_value(ids["base"]).run()
     assert at.query_params["run"] == ids["base"]
+
+
+def test_fine_tune_from_best_starts_a_child_run_and_resume_needs_a_checkpoint(
+        root: Path) -> None:
+    from cnnlab import callbacks
+    from pages.common import engine
+
+    ids = run_ids(root)
+    # Through app.py's navigation, so the button's switch to the Train page can happen.
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APPTEST_TIMEOUT).run()
+    at.switch_page("pages/runs.py").run()
+    at.selectbox(key="runs_pick").set_value(ids["base"]).run()
+    assert not at.exception
+    at.button(key="runs_finetune").click().run()
+    assert not at.exception, at.exception
+    assert any("Train" in t.value for t in at.title)  # now on the Train page
+    job = engine().latest()
+    assert job is not None and job.run_id != ids["base"]
+    assert runs.load_config(job.run_dir)["parent"] == ids["base"]
+    assert job.wait(240) and job.result.status == "finished", job.result.message
+
+    # A stopped run with its resumable checkpoint offers Resume; without it, not.
+    base = root / ids["base"]
+    runs.update_status(base, status="stopped")
+    at = open_page()
+    at.selectbox(key="runs_pick").set_value(ids["base"]).run()
+    resume = at.button(key="runs_resume")
+    assert resume.disabled == (callbacks.read_checkpoint(base) is None)
