@@ -5,6 +5,9 @@ Kept light on purpose: no TensorFlow import here, so the home page opens in abou
 
 import streamlit as st
 
+from pages.boundary import error_boundary
+from pages.signin import sign_in_page, sign_out_control, signed_in_user
+
 st.set_page_config(page_title="CNN Lab", page_icon="🧠", layout="wide")
 
 
@@ -41,4 +44,11 @@ pages = [
     st.Page("pages/predict.py", title="Draw & predict", icon="✏️"),
     st.Page("pages/runs.py", title="Runs", icon="📊"),
 ]
-st.navigation(pages).run()
+user = signed_in_user()
+if user is None:  # class mode: the sign-in form and nothing else (no list of pages)
+    st.navigation([st.Page(sign_in_page, title="Sign in", icon="🔑")], position="hidden").run()
+    st.stop()
+sign_out_control(user)
+page = st.navigation(pages)
+with error_boundary(page.title):  # one boundary around whichever page runs
+    page.run()

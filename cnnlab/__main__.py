@@ -241,6 +241,36 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(str(exc)) from exc
 
 
+def cmd_users(args: argparse.Namespace) -> dict[str, Any]:
+    """Local accounts for class mode: add (password from stdin or a prompt), list, remove."""
+    import getpass
+
+    from cnnlab import access, accounts
+
+    store = accounts.Accounts(args.accounts_file or access.load_settings().accounts_file)
+    try:
+        if args.action == "add":
+            if not args.name:
+                raise CliError("users add needs a NAME, e.g. python -m cnnlab users add kim")
+            if sys.stdin.isatty():
+                password = getpass.getpass(f"Password for {args.name}: ")
+                if getpass.getpass("Again: ") != password:
+                    raise CliError("The two passwords differ; run the command again.")
+            else:  # scripts: one password per line on standard input
+                password = sys.stdin.readline().rstrip("\r\n")
+            user = store.add(args.name, password, teacher=args.teacher)
+            return {"added": user.name, "role": user.role, "accounts_file": str(store.path)}
+        if args.action == "remove":
+            if not args.name:
+                raise CliError("users remove needs a NAME; see python -m cnnlab users list")
+            store.remove(args.name)
+            return {"removed": accounts.check_name(args.name), "accounts_file": str(store.path)}
+        return {"users": [{"name": u.name, "role": u.role} for u in store.users()],
+                "accounts_file": str(store.path)}
+    except accounts.AccountError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per command."""
     p = argparse.ArgumentParser(prog="python -m cnnlab", description=__doc__)
@@ -278,6 +308,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True, help="a run directory")
     s.add_argument("--image", required=True)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("users", help="local accounts for class mode (see README)")
+    s.add_argument("action", choices=("add", "list", "remove"))
+    s.add_argument("name", nargs="?", help="the account name (add, remove)")
+    s.add_argument("--teacher", action="store_true", help="add: give the teacher role")
+    s.add_argument("--accounts-file", default=None,
+                   help="default: [class] accounts_file in .streamlit/secrets.toml, else "
+                        ".streamlit/accounts.json")
+    s.set_defaults(func=cmd_users)
 
     for action in sub.choices.values():
         action.add_argument("--json", action="store_true", help="print one JSON object")

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from cnnlab import text as text_mod
+
 # ---------------------------------------------------------------------------- explore (datasets)
 
 
@@ -17,7 +19,8 @@ def class_counts_figure(
     fig = go.Figure()
     for part, y, color in (("train", y_train, "#4f46e5"), ("test", y_test, "#f59e0b")):
         counts = np.bincount(np.asarray(y).reshape(-1), minlength=k)[:k]
-        fig.add_bar(x=list(class_names), y=counts, name=part, marker_color=color,
+        fig.add_bar(x=[text_mod.chart_label(n) for n in class_names], y=counts, name=part,
+                    marker_color=color,
                     hovertemplate="%{x}: %{y:,} " + part + " images<extra></extra>")
     fig.update_layout(
         barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10),
@@ -62,7 +65,8 @@ def image_grid_figure(
     for i, text in enumerate(captions[:n]):
         r, c = divmod(i, cols)
         fig.add_annotation(
-            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + gap_y / 2, text=text,
+            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + gap_y / 2,
+            text=text_mod.chart_label(text),
             showarrow=False, yanchor="middle", font=dict(size=11),
         )
     scale = tile_px / w
@@ -218,7 +222,7 @@ def probability_bars_figure(
 ) -> go.Figure:
     """Bars of every class probability, the predicted (top) class highlighted."""
     probs = np.asarray(probs, dtype=float).reshape(-1)
-    names = [str(n) for n in class_names][: len(probs)]
+    names = [text_mod.chart_label(n) for n in class_names][: len(probs)]
     names += [str(i) for i in range(len(names), len(probs))]
     top = int(np.argmax(probs)) if len(probs) else -1
     colors = [_TOP_COLOR if i == top else _OTHER_COLOR for i in range(len(probs))]
@@ -328,7 +332,7 @@ def training_curve_figure(history: pd.DataFrame, metric: str, height: int = 300)
 def confusion_figure(confusion: list[list[int]] | np.ndarray, class_names: list[str]) -> go.Figure:
     """Confusion-matrix heatmap: rows true class, columns predicted; counts in the cells."""
     cm = np.asarray(confusion)
-    names = [str(n) for n in class_names]
+    names = [text_mod.chart_label(n) for n in class_names]
     # Colour by the row share so small classes are as readable as big ones.
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig = go.Figure(go.Heatmap(
@@ -371,7 +375,8 @@ def runs_overlay_figure(histories: dict[str, pd.DataFrame], height: int = 380) -
     hides all of its traces.
     """
     fig = go.Figure()
-    for i, (label, history) in enumerate(histories.items()):
+    for i, (raw_label, history) in enumerate(histories.items()):
+        label = text_mod.chart_label(raw_label)
         color = RUN_COLORS[i % len(RUN_COLORS)]
         x = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
         first = True

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from cnnlab import runs
+from cnnlab import access, runs
 
 # config.json keys that name or describe a run rather than set how it trains.
 _NOT_SETTINGS = ("model", "name", "class_names", "n_classes", "input_shape", "seed")
@@ -119,4 +119,19 @@ def run_row(run: runs.RunInfo) -> dict[str, Any]:
         "status": "damaged" if problems else str(status.get("status", "?")),
         "problem": "; ".join(problems),
         "created": str(status.get("created") or ""),
+        "owner": access.owner_of(config, status),
     }
+
+
+def usage(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per owner: runs, runs queued or training, and CPU and GPU minutes trained, from
+    run_row() rows (a teacher's view of who uses the server)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = out.setdefault(row["owner"], {"owner": row["owner"], "runs": 0, "active": 0,
+                                              "cpu_minutes": 0.0, "gpu_minutes": 0.0})
+        entry["runs"] += 1
+        entry["active"] += row["status"] in runs.ACTIVE
+        kind = "gpu_minutes" if "GPU" in row["device"].upper() else "cpu_minutes"
+        entry[kind] += (row["seconds"] or 0.0) / 60
+    return sorted(out.values(), key=lambda e: (-e["cpu_minutes"] - e["gpu_minutes"], e["owner"]))

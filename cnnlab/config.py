@@ -223,6 +223,40 @@ def pool_out(size: int, pool: int) -> int:
 # --- validation ---------------------------------------------------------------------------
 
 
+# What the Configure page's widgets can show. A loaded config outside these is refused with
+# a message (a widget given a value past its maximum would raise instead of drawing).
+MAX_BLOCKS, MAX_DENSE = 6, 4
+RANGES: dict[str, tuple[float, float]] = {
+    "convs": (1, 4), "stride": (1, 4), "dropout": (0.0, 0.9), "flatten_dropout": (0.0, 0.9),
+    "epochs": (1, 100), "patience": (0, 20), "lr_decay_rate": (0.1, 1.0),
+    "lr_decay_steps": (1, 1_000_000), "translate": (0.0, 0.3), "rotate": (0.0, 0.25),
+}
+
+
+def range_problems(config: ModelConfig) -> list[str]:
+    """Values of ``config`` outside what the Configure page can edit, one sentence each."""
+    found: list[tuple[str, str, float]] = []
+    for where, part in (("model", config), ("augmentation", config.augmentation),
+                        *((f"block {i}", b) for i, b in enumerate(config.blocks, 1)),
+                        *((f"dense layer {i}", d) for i, d in enumerate(config.dense, 1))):
+        for name, (low, high) in RANGES.items():
+            value = getattr(part, name, None)
+            if value is not None and not low <= value <= high:
+                found.append((where, name, value))
+
+    def num(v: float) -> str:
+        return f"{v:,}" if float(v).is_integer() and abs(v) >= 1 else f"{v:g}"
+
+    out = [f"{where}: {name} is {num(value)}; allowed is {num(RANGES[name][0])} to "
+           f"{num(RANGES[name][1])}. Edit the file or set it on this page."
+           for where, name, value in found]
+    for what, count, most in (("conv blocks", len(config.blocks), MAX_BLOCKS),
+                              ("dense layers", len(config.dense), MAX_DENSE)):
+        if count > most:
+            out.append(f"The config has {count} {what}; allowed is at most {most}.")
+    return out
+
+
 def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
     """Every problem with ``config`` for images of ``input_shape``, in words; [] when valid."""
     problems: list[str] = []

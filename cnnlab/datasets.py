@@ -41,6 +41,11 @@ CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",
 MAX_FILES = 20_000
 MAX_UNCOMPRESSED_BYTES = 1_000_000_000
 MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000; guards decompression bombs per image
+# All-black 5000x5000 PNGs zip to ~300 bytes each, so a 10 MB zip within every limit above
+# can hold an hour of decoding. Bound the work itself: the pixels decoded (as the headers
+# declare them, after JPEG's reduced-scale draft) and the seconds spent.
+MAX_TOTAL_PIXELS = 1_000_000_000  # ~10 s of decoding here; 2,000 phone photos as JPEG
+MAX_DECODE_SECONDS = 60.0
 MIN_SIZE, MAX_SIZE = 8, 256
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -370,8 +375,17 @@ def subset(ds: Dataset, limit: int) -> Dataset:
 # ---------------------------------------------------------------------------- user zips
 
 
+CONTROL_CHARACTER = "contains a control or bidirectional-text character"
+ALLOWED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                       zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
 def _member_problem(name: str) -> str | None:
     """Why a zip member name is unsafe, or None. Names never reach the file system anyway."""
+    from cnnlab import text
+
+    if text.hidden_characters(name):
+        return CONTROL_CHARACTER
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "is an absolute path"
     if ".." in name.replace("\\", "/").split("/"):
@@ -386,8 +400,37 @@ def _skipped(name: str) -> bool:
             or parts[-1].lower() in ("thumbs.db", "desktop.ini"))
 
 
-def _decode(raw: bytes, name: str, size: tuple[int, int], grayscale: bool) -> np.ndarray:
-    """One image member → uint8 (h, w, c), converted and resized; BadUpload if unusable."""
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The bytes of one zip member; BadUpload (one sentence) for every way it cannot be read."""
+    name = info.filename
+    if info.flag_bits & 0x1:
+        raise BadUpload(
+            f"{name} is encrypted (the zip has a password); allowed are zips without a "
+            "password: zip the folder again without encryption."
+        )
+    if info.compress_type not in ALLOWED_COMPRESSION:
+        raise BadUpload(
+            f"{name} uses zip compression method {info.compress_type} (e.g. Deflate64 from "
+            f"Windows for large folders); allowed are {', '.join(ALLOWED_COMPRESSION.values())}:"
+            " zip the folder again with a standard zip tool."
+        )
+    try:
+        # ZipExtFile stops at the declared size, so the total size check holds.
+        return zf.read(info)
+    except Exception as exc:  # BadZipFile (bad CRC), zlib.error/EOFError (truncated), …
+        raise BadUpload(
+            f"{name} cannot be unpacked: the zip is damaged ({type(exc).__name__}: {exc}); "
+            "allowed are complete, undamaged zips: zip the folder again and upload it again."
+        ) from exc
+
+
+def _decode(raw: bytes, name: str, size: tuple[int, int], grayscale: bool,
+            pixels: list[int] | None = None) -> np.ndarray:
+    """One image member → uint8 (h, w, c), converted and resized; BadUpload if unusable.
+
+    ``pixels`` is a one-item running total of decoded pixels across a zip, checked against
+    MAX_TOTAL_PIXELS before this image's pixels are decoded.
+    """
     from PIL import Image
 
     try:
@@ -399,6 +442,15 @@ def _decode(raw: bytes, name: str, size: tuple[int, int], grayscale: bool) -> np
                     "image are allowed: shrink it and zip again."
                 )
             im.draft("RGB", (size[1], size[0]))  # JPEG: decode at reduced scale, faster
+            if pixels is not None:
+                pixels[0] += im.size[0] * im.size[1]  # only the first frame is decoded
+                if pixels[0] > MAX_TOTAL_PIXELS:
+                    raise BadUpload(
+                        f"The images in the zip add up to more than {MAX_TOTAL_PIXELS:,} "
+                        f"pixels (reached at {name}, {w}x{h}); at most {MAX_TOTAL_PIXELS:,} are"
+                        " allowed: shrink the images (a few hundred pixels a side is plenty) "
+                        "or upload fewer."
+                    )
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 rgba = im.convert("RGBA")
                 im = Image.new("RGBA", rgba.size, "white")
@@ -444,6 +496,11 @@ def load_zip(
     Members are read in memory; nothing is extracted or written anywhere.
     Raises BadUpload naming the problem.
     """
+    from cnnlab import text
+
+    name_problem = text.name_problem(name, "upload's name")
+    if name_problem:
+        raise BadUpload(name_problem)
     h, w = size
     if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
         raise BadUpload(
@@ -458,6 +515,8 @@ def load_zip(
         ) from exc
     with zf:
         infos = zf.infolist()
+        deadline = time.monotonic() + MAX_DECODE_SECONDS
+        pixels = [0]  # decoded so far, shared with _decode
         if len(infos) > MAX_FILES:
             raise BadUpload(
                 f"The zip holds {len(infos):,} entries; at most {MAX_FILES:,} are allowed: "
@@ -474,6 +533,11 @@ def load_zip(
         for info in infos:
             member = info.filename
             problem = _member_problem(member)
+            if problem == CONTROL_CHARACTER:
+                raise BadUpload(
+                    f"The zip entry {member!r} {problem}; names may not contain control or "
+                    "bidirectional-text characters: rename the file or folder and zip again."
+                )
             if problem:
                 raise BadUpload(
                     f"The zip entry {member!r} {problem}; only relative paths inside the "
@@ -492,8 +556,13 @@ def load_zip(
                     f"{member} is not in a class folder; put each class's images in its "
                     "own sub-folder (e.g. cats/1.jpg, dogs/1.jpg) and zip again."
                 )
-            # ZipExtFile stops at the declared size, so the total check above holds.
-            images.append(_decode(zf.read(info), member, size, grayscale))
+            if time.monotonic() > deadline:
+                raise BadUpload(
+                    f"Decoding the zip took more than {MAX_DECODE_SECONDS:.0f} s ({len(images):,}"
+                    f" of {len(infos):,} entries done); at most {MAX_DECODE_SECONDS:.0f} s is "
+                    "allowed: upload fewer or smaller images (a few hundred pixels a side)."
+                )
+            images.append(_decode(_read_member(zf, info), member, size, grayscale, pixels))
             labels.append(posixpath.basename(folder))
     class_names = tuple(sorted(set(labels)))
     counts = {c: labels.count(c) for c in class_names}

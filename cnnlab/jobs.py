@@ -25,14 +25,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnlab import access, callbacks, executors, health, runs, training
 from cnnlab import budgets as budgets_mod
-from cnnlab import callbacks, executors, health, runs, training
 from cnnlab import events as ev
+from cnnlab.accounts import LOCAL_USER, User
 
 if TYPE_CHECKING:
     from cnnlab.datasets import Dataset
 
-LOCAL_OWNER = "local"
+LOCAL_OWNER = LOCAL_USER.name  # owner of runs in personal mode
 LOCK_FILE = ".engine.lock"
 UPLOADS_DIR = ".datasets"  # uploads shipped to workers as .npz, deleted when unused
 KEEP_FINISHED = 100  # finished jobs remembered in memory (their runs stay on disk)
@@ -108,6 +109,10 @@ class Engine:
         self._queue: collections.deque[Job] = collections.deque()
         self._slots: dict[int, Job | None] = {}
         self._lock_fh: Any = None
+        # Final statuses that could not be written (a full disk): retried as jobs end and at
+        # close; a server that dies first leaves "running", which the next start marks
+        # "interrupted" (mark_interrupted), so no run stays active forever.
+        self._unrecorded: dict[Path, ev.Event] = {}
         self.blocked = self._take_root_lock()
         self.interrupted = [] if self.blocked else runs.mark_interrupted(self.root)
         self.executor_error = ""
@@ -152,6 +157,7 @@ class Engine:
                     job.handle.kill()
         if self.executor is not None:
             self.executor.close()
+        self._record_unrecorded()
         if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
@@ -194,11 +200,12 @@ class Engine:
     # ---------------------------------------------------------------- submitting
 
     def submit(self, request: training.TrainRequest, dataset: Dataset,
-               owner: str = LOCAL_OWNER) -> Job:
-        """Create a run for ``request`` and start it now, or queue it behind others.
+               user: User = LOCAL_USER) -> Job:
+        """Create a run for ``request``, owned by ``user``, and start it now or queue it.
 
         Raises EngineRefused (a ValueError) with every problem when it cannot be queued.
         """
+        owner = user.name
         errors = self.request_errors(request, dataset)
         if errors:
             raise EngineRefused(" ".join(errors))
@@ -208,14 +215,17 @@ class Engine:
             return self._enqueue(run_dir, request, dataset, owner, "new", ())
 
     def resume(self, run_dir: Path | str, dataset: Dataset, epochs: int | None = None,
-               owner: str = LOCAL_OWNER) -> Job:
+               user: User = LOCAL_USER) -> Job:
         """Continue a stopped, interrupted or failed run exactly from its last whole epoch.
 
         Weights, optimizer state (so learning-rate schedules continue) and the epoch count
         come from the run's checkpoint; ``epochs`` is the new total (default: the run's
-        own). Queued when the slots are busy.
+        own). Queued when the slots are busy. Only the run's owner or a teacher may; the
+        run stays its owner's.
         """
         run_dir = runs.check_inside(self.root, run_dir)
+        owner = access.owner_of(runs.load_config(run_dir), runs.load_status(run_dir))
+        access.check_manage(user, owner, "resume", run_dir.name)
         state = callbacks.read_checkpoint(run_dir)
         if state is None:
             raise EngineRefused(
@@ -235,7 +245,8 @@ class Engine:
         with self._lock:
             existing = self._jobs.get(run_dir.name)
             if existing is not None and not existing.done():
-                raise EngineRefused(f"Run {run_dir.name} is already training or queued.")
+                raise EngineRefused(f"Run {run_dir.name} is already queued or training; "
+                                    "wait for it to end, or stop it first.")
             self._check_can_queue(owner)
             runs.update_status(run_dir, status="queued", message="Waiting to resume.",
                                epochs=request.epochs)
@@ -247,12 +258,16 @@ class Engine:
                                  tuple(f for f in inputs if (run_dir / f).exists()))
 
     def fine_tune(self, parent_dir: Path | str, dataset: Dataset, epochs: int,
-                  owner: str = LOCAL_OWNER, name: str = "") -> Job:
-        """Start a new run from ``parent_dir``'s best model (fresh optimizer, epoch 0).
-
-        The new run records its parent in config.json.
+                  user: User = LOCAL_USER, name: str = "") -> Job:
+        """Start a new run, owned by ``user``, from ``parent_dir``'s best model (fresh
+        optimizer, epoch 0). The new run records its parent in config.json. Only the
+        parent's owner or a teacher may.
         """
         parent_dir = runs.check_inside(self.root, parent_dir)
+        access.check_manage(user, access.owner_of(runs.load_config(parent_dir),
+                                                  runs.load_status(parent_dir)),
+                            "fine-tune from", parent_dir.name)
+        owner = user.name
         best = runs.best_model_path(parent_dir)
         if not best.is_file():
             raise EngineRefused(f"Run {parent_dir.name} has no best.keras to fine-tune from.")
@@ -350,6 +365,9 @@ class Engine:
                 if event["kind"] != "done":
                     job.handle and job.handle.stop()
                 event = {**event, "message": f"{event.get('message', '')} ({exc})"}
+                if event["kind"] == "done":
+                    with self._lock:
+                        self._unrecorded[job.run_dir] = event
             stored = job.events.add(event)
             if event["kind"] == "done":
                 self._finish(job, stored)
@@ -366,6 +384,19 @@ class Engine:
             self._drop_unused_uploads()
             job._finished.set()
             self._start_queued()
+        self._record_unrecorded()
+
+    def _record_unrecorded(self) -> None:
+        """Write final statuses that failed before (e.g. the disk has room again)."""
+        with self._lock:
+            pending = list(self._unrecorded.items())
+        for run_dir, done in pending:
+            try:
+                runs.record(run_dir, done)
+            except OSError:
+                continue
+            with self._lock:
+                self._unrecorded.pop(run_dir, None)
 
     def _drop_unused_uploads(self) -> None:
         """Delete shipped uploads that no queued or running job still needs."""
@@ -384,12 +415,16 @@ class Engine:
             self._order.remove(rid)
             del self._jobs[rid]
 
-    def stop(self, run_id: str) -> None:
-        """Stop a running job within one batch, or cancel a queued one (status "stopped")."""
+    def stop(self, run_id: str, user: User = LOCAL_USER) -> None:
+        """Stop a running job within one batch, or cancel a queued one (status "stopped").
+
+        Only the run's owner or a teacher may (access.AccessDenied otherwise).
+        """
         with self._lock:
             job = self._jobs.get(run_id)
             if job is None or job.done():
                 return
+            access.check_manage(user, job.owner, "stop", run_id)
             job.stop_requested = True
             if job in self._queue:
                 self._cancel(job)
@@ -400,7 +435,10 @@ class Engine:
         self._queue.remove(job)
         job.spec = None
         done = ev.make("done", status="stopped", message="Cancelled before it started.")
-        runs.record(job.run_dir, done)
+        try:
+            runs.record(job.run_dir, done)
+        except OSError:
+            self._unrecorded[job.run_dir] = done
         job.result = training.TrainResult("stopped", done["message"])
         job.events.add(done)
         job._finished.set()

@@ -242,9 +242,9 @@ def to_keras_script(
         ]
     else:
         load = [
-            f"    # '{dataset_name}' is not a keras.datasets data set: load your own uint8 images",
+            "    # DATASET is not a keras.datasets data set: load your own uint8 images",
             "    # of shape (n, *INPUT_SHAPE) and integer labels here.",
-            f'    raise SystemExit("load_data(): put code that loads {dataset_name} here")',
+            '    raise SystemExit(f"load_data(): put code that loads {DATASET} here")',
         ]
     callbacks = ['        keras.callbacks.ModelCheckpoint("best.keras", save_best_only=True),']
     if config.patience > 0:
@@ -254,7 +254,7 @@ def to_keras_script(
     src = [
         '"""A CNN from CNN Lab, in plain Keras: build, compile, train.',
         "",
-        f"Data set: {dataset_name}.  Run:  python this_file.py",
+        "Data set: DATASET below.  Run:  python this_file.py",
         "Build only (print the summary):  CNNLAB_BUILD_ONLY=1 python this_file.py",
         '"""',
         "",
@@ -262,6 +262,8 @@ def to_keras_script(
         "",
         "import keras",
         "",
+        # repr(): the name may be a user's file name; it must stay data, never code.
+        f"DATASET = {str(dataset_name)!r}",
         f"INPUT_SHAPE = {tuple(int(v) for v in input_shape)!r}",
         f"N_CLASSES = {n_classes}",
         f"BATCH_SIZE = {config.batch_size}",

@@ -14,6 +14,9 @@ from PIL import Image
 
 # Uploaded pictures above this many pixels are refused before decoding (about 7000×7000).
 MAX_PICTURE_PIXELS = 50_000_000
+# Pictures are reduced to this longest side once, at upload: every model here takes at most
+# a few hundred pixels, and reruns then work on ~1 MB instead of a 200 MB decoded photo.
+MAX_PICTURE_SIDE = 512
 PICTURE_TYPES = "PNG, JPEG, BMP, GIF or WebP"
 # Ink darker/lighter than the background by less than this (0..1) is noise, not ink.
 INK_THRESHOLD = 0.2
@@ -193,10 +196,12 @@ def image_to_input(
 
 
 def open_image(data: bytes, name: str) -> Image.Image:
-    """An uploaded picture, decoded; ValueError saying what is wrong when it cannot be used.
+    """An uploaded picture, decoded and reduced to at most MAX_PICTURE_SIDE pixels a side;
+    ValueError saying what is wrong when it cannot be used.
 
     The size comes from the file header before any pixel is decoded, so a small file that
     claims 20,000×20,000 pixels (a decompression bomb) is refused without using memory.
+    JPEGs decode at a reduced scale (draft); decode once and keep the result for reruns.
     """
     import io
     import re
@@ -213,7 +218,9 @@ def open_image(data: bytes, name: str) -> Image.Image:
         w, h = image.size
         if w * h > MAX_PICTURE_PIXELS:
             raise ValueError(f"{name} is {w}×{h} pixels; {too_big}")
-        image.load()
+        image.draft(image.mode, (MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))
+        image.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE), Image.Resampling.LANCZOS)
+        image.load()  # a small picture is not resized: decode it here, errors included
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         claimed = f"{int(found.group(1)):,}" if found else "far too many"

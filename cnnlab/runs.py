@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import os
 import re
@@ -27,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from cnnlab import access, text
+from cnnlab.accounts import LOCAL_USER, User
 
 STATUSES = ("queued", "running", "stopped", "finished", "failed", "interrupted", "time limit")
 ACTIVE = ("queued", "running")
@@ -211,10 +215,15 @@ def update_status(run_dir: Path | str, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into status.json (atomically, under the run's lock); the new status."""
     run_dir = Path(run_dir)
     with run_lock(run_dir):
-        data = _read_json(run_dir / STATUS_FILE) or {}
-        data.update(fields)
-        data["updated"] = now_iso()
-        write_json(run_dir / STATUS_FILE, data)
+        return _merge_status(run_dir, fields)
+
+
+def _merge_status(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    # Callers hold run_lock(run_dir): the read and the write are one step.
+    data = _read_json(run_dir / STATUS_FILE) or {}
+    data.update(fields)
+    data["updated"] = now_iso()
+    write_json(run_dir / STATUS_FILE, data)
     return data
 
 
@@ -295,9 +304,11 @@ def append_history(run_dir: Path | str, row: dict[str, Any]) -> None:
     """Append one epoch row to history.csv (header written with the first row).
 
     Columns are fixed by the first row; later rows fill missing columns with blanks.
-    A single line append is atomic enough: a torn last line is dropped by load_history.
+    A torn last line (a crash or a full disk mid-write) is cut off first, so it is never
+    merged into this row.
     """
     path = Path(run_dir) / HISTORY_FILE
+    _drop_torn_line(path)
     if path.exists() and path.stat().st_size > 0:
         with path.open(encoding="utf-8", newline="") as fh:
             fields = next(csv.reader(fh))
@@ -313,13 +324,33 @@ def append_history(run_dir: Path | str, row: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def _drop_torn_line(path: Path) -> None:
+    """Cut a last line that has no newline (a write that never finished) off ``path``."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    with path.open("r+b") as fh:
+        fh.truncate(data.rfind(b"\n") + 1)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def load_history(run_dir: Path | str) -> pd.DataFrame:
-    """history.csv as a DataFrame (one row per epoch; empty frame when none yet)."""
+    """history.csv as a DataFrame (one row per epoch; empty frame when none yet).
+
+    A torn last line (no newline: its write never finished) and malformed lines are dropped.
+    """
     path = Path(run_dir) / HISTORY_FILE
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if not whole.strip():
+        return pd.DataFrame()
     try:
-        frame = pd.read_csv(path, on_bad_lines="skip")
+        frame = pd.read_csv(io.BytesIO(whole), on_bad_lines="skip")
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     return frame.dropna(how="all").reset_index(drop=True)
@@ -382,7 +413,7 @@ def mark_interrupted(root: Path | str | None = None) -> list[Path]:
 # --------------------------------------------------------------------------- runs page helpers
 
 NAME_MAX = 80
-_NAME_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
+_NAME_BAD = re.compile(r"[/\\]")
 
 
 def clean_run_name(name: str) -> str:
@@ -394,39 +425,52 @@ def clean_run_name(name: str) -> str:
     clean = name.strip()
     if not clean:
         raise RunPathError("The new name is empty; type a few words such as 'quick-dropout'.")
+    hidden = text.name_problem(clean, "name")
+    if hidden:
+        raise RunPathError(hidden)
     if _NAME_BAD.search(clean) or ".." in clean:
         raise RunPathError(
-            f"The name {name!r} looks like a path: '/', '\\', '..' and control characters are "
-            "not allowed. Use letters, digits, spaces, '-' or '_'."
+            f"The name {name!r} looks like a path: '/', '\\' and '..' are not allowed. Use "
+            "letters, digits, spaces, '-' or '_'."
         )
     if len(clean) > NAME_MAX:
         raise RunPathError(f"The name has {len(clean)} characters; use at most {NAME_MAX}.")
     return clean
 
 
-def rename_run(root: Path | str, run_id: str, name: str) -> dict[str, Any]:
+def rename_run(root: Path | str, run_id: str, name: str,
+               user: User = LOCAL_USER) -> dict[str, Any]:
     """Give run ``run_id`` a new display name (status.json and config.json); its id and
-    folder stay, so links and open pages keep working. Returns the new status."""
+    folder stay, so links and open pages keep working. Returns the new status.
+
+    Only the run's owner or a teacher may (access.AccessDenied otherwise).
+    """
     run_dir = run_dir_for(root, run_id)
     clean = clean_run_name(name)
     if not (run_dir / STATUS_FILE).exists():
         raise RunPathError(f"There is no run {run_id!r} under {Path(root).resolve()}.")
-    config = _read_json(run_dir / CONFIG_FILE)
-    if isinstance(config, dict):
-        write_json(run_dir / CONFIG_FILE, {**config, "name": clean})
-    return update_status(run_dir, name=clean)
+    access.check_manage(user, access.owner_of(_read_json(run_dir / CONFIG_FILE),
+                                              load_status(run_dir)), "rename", run_id)
+    with run_lock(run_dir):  # both files in one step, against other renames and the trainer
+        config = _read_json(run_dir / CONFIG_FILE)
+        if isinstance(config, dict):
+            write_json(run_dir / CONFIG_FILE, {**config, "name": clean})
+        return _merge_status(run_dir, {"name": clean})
 
 
-def delete_run(root: Path | str, run_id: str) -> Path:
+def delete_run(root: Path | str, run_id: str, user: User = LOCAL_USER) -> Path:
     """Delete run ``run_id``'s folder (only that folder, inside ``root``); return its path.
 
-    Refuses a run that is queued or training: stop it first.
+    Refuses a run that is queued or training (stop it first), and anyone but the run's
+    owner or a teacher (access.AccessDenied).
     """
     import shutil
 
     run_dir = run_dir_for(root, run_id)
     if not run_dir.is_dir():
         raise RunPathError(f"There is no run {run_id!r} under {Path(root).resolve()}.")
+    access.check_manage(user, access.owner_of(_read_json(run_dir / CONFIG_FILE),
+                                              load_status(run_dir)), "delete", run_id)
     state = load_status(run_dir)
     if isinstance(state, dict) and state.get("status") in ACTIVE:
         raise ValueError(f"Run {run_id} is {state['status']}; stop it on the Train page first.")

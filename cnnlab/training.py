@@ -95,6 +95,11 @@ def request_errors(
                 f"{2 * len(info.class_names)} samples (two per class) or no limit."
             )
         n_train = min(n_train, request.limit)
+    if request.name:
+        try:
+            runs.clean_run_name(request.name)
+        except runs.RunPathError as exc:
+            errors.append(str(exc))
     if request.epochs < 1:
         errors.append(f"Epochs is {request.epochs}; choose between 1 and {budgets.max_epochs}.")
     if not 0.0 < request.val_fraction <= 0.5:

@@ -17,21 +17,9 @@ import streamlit as st
 from cnnlab import datasets
 from cnnlab.config import UPLOAD_PREFIX
 from cnnlab.datasets import Dataset, DatasetUnavailable
+from pages.signin import md
 
 UPLOAD_KEY = "uploaded_dataset"
-
-
-def _route_through_app() -> None:
-    # Streamlit decides once per server process whether to use the old pages/-folder mode,
-    # and only app.py's st.navigation switches it off. When the first request after a
-    # server start is a page URL (/train), Streamlit runs the page file alone: no app.py,
-    # so no navigation and no wide layout, for every user until someone opens "/". Every
-    # page imports this module, so switch the mode off here and rerun through app.py.
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 def _keep_keras_state() -> None:
@@ -47,7 +35,6 @@ def _keep_keras_state() -> None:
     script_runner._clean_problem_modules = lambda: None
 
 
-_route_through_app()
 _keep_keras_state()
 
 
@@ -78,7 +65,7 @@ def dataset_or_stop(name: str) -> Dataset:
     try:
         return cached_dataset(name)
     except DatasetUnavailable as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         st.stop()
 
 
@@ -148,17 +135,8 @@ def engine():
     try:
         return jobs.engine_for(runs.default_root())
     except runs.RunsRootError as exc:  # a runs root that is a file, read-only, …
-        st.error(str(exc))
+        st.error(md(exc))
         st.stop()
-
-
-def session_owner() -> str:
-    """Who this browser session is, for per-user budgets (one id per session until sign-in)."""
-    import uuid
-
-    if "owner" not in st.session_state:
-        st.session_state["owner"] = f"session-{uuid.uuid4().hex[:12]}"
-    return st.session_state["owner"]
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -17,6 +17,8 @@ from cnnlab import budgets, charts, datasets
 from cnnlab.config import (
     ACTIVATIONS,
     INITIALIZERS,
+    MAX_BLOCKS,
+    MAX_DENSE,
     OPTIMIZERS,
     PRESETS,
     Augmentation,
@@ -26,17 +28,18 @@ from cnnlab.config import (
     ModelConfig,
     advice,
     default_preset,
+    range_problems,
     validate,
 )
 from cnnlab.models import layer_table, memory_bytes, to_keras_script
 from pages.common import UPLOAD_KEY, dataset_picker, engine
+from pages.signin import current_user, md
 
 FILTERS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
 KERNELS = [1, 2, 3, 4, 5, 7, 9, 11]
 UNITS = [8, 16, 32, 64, 100, 128, 192, 256, 300, 384, 512, 1024]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 3e-2, 0.1]
 BATCH_SIZES = [8, 16, 32, 64, 128, 256, 512]
-MAX_BLOCKS, MAX_DENSE = 6, 4
 
 
 def with_value(options: list, value) -> list:
@@ -181,7 +184,7 @@ def config_widgets(cfg: ModelConfig) -> ModelConfig:
                                   float(clamp(cfg.lr_decay_rate or 0.9, 0.1, 1.0)), 0.01,
                                   key=k("decay_rate"))
         lr_decay_steps = int(c2.number_input("Decay steps (batches)", 1, 1_000_000,
-                                             max(1, cfg.lr_decay_steps), 100,
+                                             int(clamp(cfg.lr_decay_steps, 1, 1_000_000)), 100,
                                              key=k("decay_steps")))
     else:
         lr_decay_rate = None
@@ -214,6 +217,7 @@ def human_bytes(n: float) -> str:
 
 # ------------------------------------------------------------------------------------ page
 
+current_user()  # class mode: signed-in people only
 st.title("🧱 Configure")
 st.caption("Shape a CNN: every change updates the layer table, parameters and diagram at once.")
 
@@ -270,9 +274,9 @@ with summary:
         if modified:
             st.caption(f"Modified from preset **{preset}**.")
     if problems:
-        st.error("This network cannot be built:\n" + "\n".join(f"- {p}" for p in problems))
+        st.error("This network cannot be built:\n" + "\n".join(f"- {md(p)}" for p in problems))
     if over_budget:
-        st.error("This server will not train it:\n" + "\n".join(f"- {p}" for p in over_budget))
+        st.error("This server will not train it:\n" + "\n".join(f"- {md(p)}" for p in over_budget))
     for note in advice(config, dataset_name):
         st.warning(note)
 
@@ -311,11 +315,14 @@ with right:
         if upload is not None and upload.file_id != st.session_state.get("cfg_upload_id"):
             try:
                 loaded = ModelConfig.from_json(upload.getvalue())
+                out_of_range = range_problems(loaded)
+                if out_of_range:
+                    raise ConfigError(" ".join(out_of_range))
                 bad = validate(loaded, input_shape)
                 if bad:
                     raise ConfigError("it does not fit this data set: " + "; ".join(bad))
             except ConfigError as exc:
-                st.error(f"Could not load {upload.name}: {exc}")
+                st.error(f"Could not load {md(upload.name)}: {md(exc)}")
             else:
                 st.session_state["cfg_upload_id"] = upload.file_id
                 st.session_state["model_config"] = loaded

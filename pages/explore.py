@@ -14,6 +14,7 @@ from pages.common import (
     dataset_picker,
     remember_upload,
 )
+from pages.signin import current_user, md
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
 GRID_COLS = 10
@@ -52,7 +53,7 @@ def upload_form() -> None:
                     ds = datasets.load_zip(file.getvalue(), (side, side), gray,
                                            name=f"{UPLOAD_PREFIX}{file.name}")
             except BadUpload as exc:
-                st.error(str(exc))
+                st.error(md(exc))
             else:
                 remember_upload(ds)
                 st.rerun()
@@ -101,6 +102,7 @@ def augmentation_preview(ds: Dataset) -> None:
                     key="explore_augmented", config={"displayModeBar": False})
 
 
+current_user()  # class mode: signed-in people only
 st.title("🔍 Explore")
 name = dataset_picker(key="explore_dataset")
 upload_form()

@@ -13,7 +13,9 @@ from PIL import Image
 from cnnlab import charts, datasets, inference, runs
 from cnnlab.inference import ModelRejected, Predictor
 from cnnlab.preprocess import canvas_to_input, image_to_input, open_image
-from pages.common import cached_dataset, engine, session_owner
+from pages.boundary import guarded
+from pages.common import cached_dataset, engine
+from pages.signin import current_user, md
 
 CANVAS_PX = 280
 PREVIEW_PX = 168  # the 28×28 input shown 6× bigger, pixel for pixel
@@ -50,10 +52,10 @@ def run_label(run: runs.RunInfo) -> str:
 def offer_first_model() -> None:
     """No run with a saved model yet: train the quick preset in one click, with progress."""
     manager = engine()
-    job = manager.current()
-    last = manager.latest()
+    last = manager.latest(current_user().name)  # this person's runs only
+    job = last if last is not None and not last.done() else None
     if job is None and last is not None and last.result and last.result.status == "failed":
-        st.error(f"The last training run failed: {last.result.message}")
+        st.error(f"The last training run failed: {md(last.result.message)}")
     if job is None:
         name = datasets.default_name()
         st.info(
@@ -79,12 +81,13 @@ def start_quick_training(name: str) -> None:
         batch_size=preset.config.batch_size, preset=preset.name,
     )
     try:
-        engine().submit(request, cached_dataset(name), owner=session_owner())
+        engine().submit(request, cached_dataset(name), user=current_user())
     except (ValueError, datasets.DatasetUnavailable) as exc:
-        st.error(f"Could not start training: {exc}")
+        st.error(f"Could not start training: {md(exc)}")
 
 
 @st.fragment(run_every=1.0)
+@guarded  # fragment reruns skip app.py's boundary
 def training_progress(run_id: str) -> None:
     """Live progress of the training job; reruns the page when its model is ready."""
     job = engine().get(run_id)
@@ -131,7 +134,7 @@ def choose_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
         try:
             predictor = run_predictor(choice, path.stat().st_mtime)
         except (ModelRejected, OSError) as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return None
         return (predictor, inference.run_class_names(choice, predictor.n_classes),
                 inference.run_dataset(choice))
@@ -152,7 +155,7 @@ def own_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
     try:
         predictor = file_predictor(hashlib.sha256(data).hexdigest(), data)
     except ModelRejected as exc:
-        st.error(f"**{upload.name}** cannot be used: {exc}")
+        st.error(f"**{md(upload.name)}** cannot be used: {md(exc)}")
         return None
     fits = [n for n, info in datasets.REGISTRY.items()
             if len(info.class_names) == predictor.n_classes
@@ -215,7 +218,7 @@ def _look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
         return
     for name, act in maps:
         h, w, ch = act.shape
-        st.markdown(f"**{name}** — {ch} feature maps of {h}×{w} (bright = strong response)")
+        st.markdown(f"**{md(name)}** — {ch} feature maps of {h}×{w} (bright = strong response)")
         st.plotly_chart(charts.feature_map_grid_figure(act), key=f"fm_{key}_{name}",
                         config={"displayModeBar": False})
     kernels = predictor.first_filters()
@@ -257,6 +260,22 @@ def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
     look_inside(predictor, x, "draw")
 
 
+def uploaded_picture(upload) -> Image.Image | str:
+    """The upload decoded once (reduced to a few hundred pixels), or why it cannot be used.
+
+    Kept per session and file: reruns (every widget change) reuse the small picture instead
+    of decoding a large file again.
+    """
+    kept = st.session_state.get("picture_decoded")
+    if kept is None or kept[0] != upload.file_id:
+        try:
+            kept = (upload.file_id, open_image(upload.getvalue(), upload.name))
+        except ValueError as exc:  # unreadable or too big
+            kept = (upload.file_id, str(exc))
+        st.session_state["picture_decoded"] = kept
+    return kept[1]
+
+
 def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
     """Classify an uploaded picture of any size."""
     h, w, c = predictor.input_shape
@@ -266,20 +285,20 @@ def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
     )
     if upload is None:
         return
-    try:
-        image = open_image(upload.getvalue(), upload.name)  # ValueError: unreadable, too big
-    except ValueError as exc:
-        st.error(str(exc))
+    image = uploaded_picture(upload)
+    if isinstance(image, str):
+        st.error(md(image))
         return
     try:
         x = image_to_input(image, predictor.input_shape)
     except ValueError as exc:
-        st.error(f"**{upload.name}**: {exc}")
+        st.error(f"**{md(upload.name)}**: {md(exc)}")
         return
     show_prediction(predictor, names, x, "upload")
     look_inside(predictor, x, "upload")
 
 
+current_user()  # class mode: signed-in people only
 st.title("✏️ Draw & predict")
 chosen = choose_model()
 if chosen is not None:

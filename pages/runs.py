@@ -13,12 +13,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cnnlab import callbacks, charts, compare, runs
+from cnnlab import access, callbacks, charts, compare, runs
 from cnnlab.config import PRESETS, ConfigError, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.models import to_keras_script
 from cnnlab.training import tensorboard_dir
-from pages.common import cached_dataset, engine, fmt_seconds, session_owner
+from pages.common import cached_dataset, engine, fmt_seconds
+from pages.signin import current_user, md
 
 RESUMABLE = ("interrupted", "stopped", "failed", "time limit")
 
@@ -50,10 +51,10 @@ def url_run(root: Path, ids: list[str]) -> str | None:
     try:
         run_id = runs.run_dir_for(root, wanted).name
     except runs.RunPathError as exc:
-        st.error(f"Cannot open the run in the address: {exc}")
+        st.error(f"Cannot open the run in the address: {md(exc)}")
         return None
     if run_id not in ids:
-        st.error(f"There is no run {wanted!r} in {root}; pick one from the list.")
+        st.error(f"There is no run {md(repr(wanted))} in {md(root)}; pick one from the list.")
         return None
     return run_id
 
@@ -67,23 +68,63 @@ def session_run(root: Path, ids: list[str]) -> str | None:
         return None  # a run of another runs root
 
 
+user = current_user()  # class mode: everyone reads runs; owners and teachers change them
+class_mode = access.load_settings().class_mode
+def teacher_panel(rows: list[dict]) -> None:
+    """Teachers: the queue with its owners and each person's use of the server."""
+    with st.expander("👩‍🏫 Class: the queue and who uses the server"):
+        jobs_now = [(j, "training") for j in manager.running()] + [
+            (j, f"queued #{n}") for n, j in enumerate(manager.queued(), 1)]
+        if jobs_now:
+            st.dataframe(pd.DataFrame(
+                [{"run_id": j.run_id, "owner": j.owner, "state": state} for j, state in jobs_now]),
+                hide_index=True, width="stretch", key="runs_class_queue")
+        else:
+            st.caption("Nothing is training or queued.")
+        st.dataframe(pd.DataFrame(compare.usage(rows)), hide_index=True, width="stretch",
+                     key="runs_class_usage", column_config={
+                         "owner": "Person", "runs": "Runs", "active": "Queued or training",
+                         "cpu_minutes": st.column_config.NumberColumn("CPU minutes",
+                                                                      format="%.1f"),
+                         "gpu_minutes": st.column_config.NumberColumn("GPU minutes",
+                                                                      format="%.1f")})
+
+
 st.title("📊 Runs")
 root = runs.default_root().resolve()
+where = f" in `{root}`" if user.is_teacher else ""  # students never see server paths
 manager = engine()  # also marks runs left "running" by a dead server as interrupted
 
 flash = st.session_state.pop("runs_flash", None)
 if flash:
-    st.success(flash)
+    st.success(md(flash))
 
 all_runs = runs.list_runs(root)
 if not all_runs:
-    st.info(f"No runs yet in `{root}`. Train a model on the **Train** page (the `quick` preset "
+    st.info(f"No runs yet{where}. Train a model on the **Train** page (the `quick` preset "
             "with *Limit training samples* takes seconds); every run lands here to compare.")
     if st.button("🏋️ Go to Train", key="runs_go_train"):
         st.switch_page("pages/train.py")
     st.stop()
 
 rows = [compare.run_row(r) for r in all_runs]
+if user.is_teacher and class_mode:
+    teacher_panel(rows)
+if class_mode:
+    # Students start with their own runs; "Everyone" reads all (a link to another person's
+    # run switches to it once).
+    if st.query_params.get("run") in {r["run_id"] for r in rows if r["owner"] != user.name}:
+        if st.session_state.get("runs_scope_for") != st.query_params.get("run"):
+            st.session_state["runs_scope"] = "Everyone"
+            st.session_state["runs_scope_for"] = st.query_params.get("run")
+    st.session_state.setdefault("runs_scope", "Everyone" if user.is_teacher else "Mine")
+    scope = st.radio("Show", ["Mine", "Everyone"], key="runs_scope", horizontal=True)
+    if scope != "Everyone":
+        rows = [r for r in rows if r["owner"] == user.name]
+    if not rows:
+        st.info("You have no runs yet. Train one on the **Train** page, or choose "
+                "**Everyone** to read the class's runs.")
+        st.stop()
 by_id = {r["run_id"]: r for r in rows}
 info_by_id = {r.run_id: r for r in all_runs}
 labels = labels_for(rows)
@@ -105,6 +146,8 @@ if states:
 
 columns = ["name", "status", "dataset", "model", "params", "epochs", "best_val_accuracy",
            "test_accuracy", "seconds", "device", "problem", "run_id"]
+if class_mode:
+    columns.insert(1, "owner")
 if not (table["problem"] != "").any():
     columns.remove("problem")
 view = shown[columns].copy()
@@ -125,10 +168,11 @@ st.dataframe(
         "status": "Status",
         "problem": st.column_config.TextColumn("Problem", width="large"),
         "run_id": "Run id",
+        "owner": "Owner",
     },
 )
 damaged = int((table["status"] == "damaged").sum())
-st.caption(f"{len(shown)} of {len(table)} runs in `{root}`. Click a column header to sort."
+st.caption(f"{len(shown)} of {len(table)} runs{where}. Click a column header to sort."
            + (f" **{damaged} damaged** — see the Problem column." if damaged else ""))
 
 # ---------------------------------------------------------------- compare several runs
@@ -194,14 +238,16 @@ history = pd.DataFrame() if runs.HISTORY_FILE in row["problem"] else runs.load_h
 metrics = runs.load_metrics(run_dir)
 metrics = metrics if isinstance(metrics, dict) and "confusion" in metrics else None
 
-st.subheader(row["name"])
-st.caption(f"`{run_id}` · {row['dataset']} · {row['model']} · {row['device'] or 'no device'}")
+st.subheader(md(row["name"]))
+st.caption(f"`{run_id}` · {md(row['dataset'])} · {md(row['model'])} · "
+           f"{md(row['device'] or 'no device')}")
 if row["problem"]:
-    st.error(f"This run is damaged: {row['problem']}")
+    st.error(f"This run is damaged: {md(row['problem'])}")
 message = status.get("message")
 if message:
     state = status.get("status")
-    {"finished": st.success, "failed": st.error}.get(state, st.info)(f"**{state}** · {message}")
+    show = {"finished": st.success, "failed": st.error}.get(state, st.info)
+    show(f"**{md(state)}** · {md(message)}")
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Test accuracy", f"{row['test_accuracy']:.2%}" if row["test_accuracy"] is not None
@@ -252,12 +298,15 @@ with tab_eval:
         st.markdown(f"**Most confident mistakes** ({len(mistakes)})")
         if not mistakes:
             st.success("No mistakes on the test set.")
+        elif not access.can_see_images(user, row["dataset"], row["owner"]):
+            st.info("This run was trained on someone's own uploaded pictures: only they and "
+                    "teachers see its images; the numbers above are for everyone.")
         else:
             try:
                 x_test = cached_dataset(row["dataset"]).x_test
             except (DatasetUnavailable, KeyError) as exc:
                 st.info(f"The test images are not available here, so the mistakes cannot be "
-                        f"drawn: {exc}")
+                        f"drawn: {md(exc)}")
             else:
                 if all(0 <= m["index"] < len(x_test) for m in mistakes):
                     st.caption("true → predicted (confidence): the errors the model was surest "
@@ -299,26 +348,32 @@ with tab_files:
         if script else "config.json is missing or unreadable, so no script can be written.",
     )
     logs = tensorboard_dir(run_dir)
-    if logs.is_dir():
+    if logs.is_dir() and user.is_teacher:  # a server path: not for students
         st.caption("TensorBoard logs of this run (ticked on Train): view them with")
         st.code(f"tensorboard --logdir {logs}", language="bash")
 
 with tab_manage:
     state = status.get("status")
     active = state in runs.ACTIVE
+    mine = access.can_manage(user, row["owner"])
+    if not mine:
+        st.info(f"This is {md(row['owner'])}'s run: you can read it and load its settings "
+                "into Configure; only they or a teacher can rename, resume, fine-tune or "
+                "delete it.")
     a1, a2 = st.columns(2, gap="large")
     with a1:
-        st.markdown("**Rename**")
-        new_name = st.text_input("New name", value=row["name"], key=f"runs_rename_{run_id}",
-                                 max_chars=runs.NAME_MAX)
-        if st.button("Rename", key="runs_rename"):
-            try:
-                runs.rename_run(root, run_id, new_name)
-            except runs.RunPathError as exc:
-                st.error(str(exc))
-            else:
-                st.session_state["runs_flash"] = f"Renamed to “{new_name.strip()}”."
-                st.rerun()
+        if mine:
+            st.markdown("**Rename**")
+            new_name = st.text_input("New name", value=row["name"],
+                                     key=f"runs_rename_{run_id}", max_chars=runs.NAME_MAX)
+            if st.button("Rename", key="runs_rename"):
+                try:
+                    runs.rename_run(root, run_id, new_name, user)
+                except (runs.RunPathError, access.AccessDenied) as exc:
+                    st.error(md(exc))
+                else:
+                    st.session_state["runs_flash"] = f"Renamed to “{new_name.strip()}”."
+                    st.rerun()
     with a2:
         st.markdown("**Use this model**")
         if st.button("🧱 Load into Configure", key="runs_to_configure",
@@ -326,7 +381,7 @@ with tab_manage:
             try:
                 loaded = ModelConfig.from_dict(config.get("model"))
             except ConfigError as exc:
-                st.error(f"Cannot load this run's config: {exc}")
+                st.error(f"Cannot load this run's config: {md(exc)}")
             else:
                 preset = config.get("preset")
                 st.session_state["model_config"] = loaded
@@ -336,7 +391,7 @@ with tab_manage:
                 st.session_state["cfg_version"] = st.session_state.get("cfg_version", 0) + 1
                 st.session_state["dataset_name"] = row["dataset"]
                 st.switch_page("pages/configure.py")
-        if state in RESUMABLE:
+        if mine and state in RESUMABLE:
             checkpoint = callbacks.read_checkpoint(run_dir)
             if st.button("▶️ Resume from the last epoch", key="runs_resume",
                          disabled=checkpoint is None,
@@ -344,47 +399,47 @@ with tab_manage:
                               "whole epoch, up to the planned epochs." if checkpoint else
                               "This run has no resumable checkpoint (last.keras)."):
                 try:
-                    job = manager.resume(run_dir, cached_dataset(row["dataset"]),
-                                         owner=session_owner())
+                    job = manager.resume(run_dir, cached_dataset(row["dataset"]), user=user)
                 except (ValueError, DatasetUnavailable, KeyError) as exc:
-                    st.error(f"Cannot resume: {exc}")
+                    st.error(f"Cannot resume: {md(exc)}")
                 else:
                     st.session_state["train_run_id"] = job.run_id
                     st.session_state["dataset_name"] = row["dataset"]  # Train shows its set
                     st.switch_page("pages/train.py")
-        if not active and best.is_file():
+        if mine and not active and best.is_file():
             if st.button("🔁 Fine-tune from best", key="runs_finetune",
                          help="A new run that starts from this run's best weights with a fresh "
                               "optimizer; this run stays as it is."):
                 try:
                     job = manager.fine_tune(run_dir, cached_dataset(row["dataset"]),
                                             epochs=int(config.get("epochs") or 1),
-                                            owner=session_owner())
+                                            user=user)
                 except (ValueError, DatasetUnavailable, KeyError) as exc:
-                    st.error(f"Cannot fine-tune: {exc}")
+                    st.error(f"Cannot fine-tune: {md(exc)}")
                 else:
                     st.session_state["train_run_id"] = job.run_id
                     st.session_state["dataset_name"] = row["dataset"]
                     st.switch_page("pages/train.py")
 
-    st.markdown("**Delete**")
     pending = st.session_state.get("runs_delete_pending")
-    if active:
+    if mine:
+        st.markdown("**Delete**")
+    if mine and active:
         st.caption(f"This run is {state}: stop it on the Train page before deleting it.")
-    elif pending != run_id:
+    elif mine and pending != run_id:
         if st.button("🗑️ Delete this run…", key="runs_delete"):
             st.session_state["runs_delete_pending"] = run_id
             st.rerun()
-    else:
-        st.warning(f"Delete **{row['name']}** (`{run_id}`) and all its files? This cannot be "
+    elif mine:
+        st.warning(f"Delete **{md(row['name'])}** (`{run_id}`) and all its files? This cannot be "
                    "undone.")
         d1, d2, _ = st.columns([1, 1, 3])
         if d1.button("Yes, delete", type="primary", key="runs_delete_confirm"):
             st.session_state.pop("runs_delete_pending", None)
             try:
-                runs.delete_run(root, run_id)
+                runs.delete_run(root, run_id, user)
             except (runs.RunPathError, ValueError, OSError) as exc:
-                st.error(f"Could not delete: {exc}")
+                st.error(f"Could not delete: {md(exc)}")
             else:
                 st.session_state.pop("selected_run", None)
                 st.query_params.pop("run", None)

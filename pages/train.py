@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab import callbacks, charts, fit_settings, jobs, models, runs, training
+from cnnlab import access, callbacks, charts, fit_settings, jobs, models, runs, training
 from cnnlab.config import OWN_IMAGES, PRESETS, default_preset
 from cnnlab.datasets import DatasetUnavailable
+from pages.boundary import guarded
 from pages.common import (
     cached_dataset,
     dataset_or_stop,
     dataset_picker,
     engine,
     fmt_seconds,
-    session_owner,
 )
+from pages.signin import current_user, md
 
 POLL_SECONDS = 2.0
 FROM_CONFIGURE = "configure"
@@ -33,9 +34,9 @@ def config_line(cfg) -> str:
     return " → ".join(parts) + f" · {cfg.optimizer} lr {cfg.learning_rate:g}" + extra
 
 
+user = current_user()  # class mode: signed-in people only; their runs are theirs
 st.title("🏋️ Train")
 manager = engine()
-owner = session_owner()
 if manager.unavailable():
     st.error(manager.unavailable())
 manager.warm()  # a worker imports TensorFlow while the user picks settings
@@ -107,8 +108,8 @@ with right:
 # ---------------------------------------------------------------- which job to show
 shown_id = st.session_state.get("train_run_id")
 job = manager.get(shown_id) if shown_id else None
-if job is None:  # a new tab or a refresh: this session's last run, else the server's
-    job = manager.latest(owner) or manager.current() or manager.latest()
+if job is None or not access.can_manage(user, job.owner):
+    job = manager.latest(user.name)  # a new tab or a refresh: this person's last run
 
 request = training.TrainRequest(
     dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
@@ -118,22 +119,22 @@ request = training.TrainRequest(
 # Checked live, so Train is disabled with the reason before anyone presses it.
 problems = manager.request_errors(request, dataset)
 if problems:
-    st.error("Cannot start this run:\n\n" + "\n".join(f"- {e}" for e in problems))
+    st.error("Cannot start this run:\n\n" + "\n".join(f"- {md(e)}" for e in problems))
 b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")
 clicked = b1.button("Queue run" if manager.busy() else "Train", type="primary",
                     icon=":material/play_arrow:", width="stretch", key="train_start",
                     disabled=bool(problems or manager.unavailable()))
 if clicked:
     try:
-        job = manager.submit(request, dataset, owner=owner)
+        job = manager.submit(request, dataset, user=user)
     except jobs.EngineRefused as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     else:
         st.session_state["train_run_id"] = job.run_id
 # Drawn after a click is handled, so Stop shows at once for the run just started.
 if job is not None and not job.done():
     if b2.button("Stop", icon=":material/stop:", width="stretch", key="train_stop"):
-        manager.stop(job.run_id)
+        manager.stop(job.run_id, user)
         st.toast("Stopping after the current batch…")
 busy = manager.busy()
 n_running, n_queued = len(manager.running()), len(manager.queued())
@@ -154,6 +155,7 @@ history = runs.load_history(job.run_dir)
 
 
 @st.fragment(run_every=POLL_SECONDS if active else None)
+@guarded  # fragment reruns skip app.py's boundary
 def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
     """Status, device, speed, progress bars and health warnings, polled while active.
 
@@ -194,11 +196,11 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
         else:
             st.progress(0.0, text="Building the model and starting…")
         if status.get("message"):
-            st.caption(status["message"])
+            st.caption(md(status["message"]))
     else:
         show = {"finished": st.success, "stopped": st.warning, "failed": st.error,
                 "interrupted": st.warning, "time limit": st.warning}.get(state, st.info)
-        show(status.get("message") or state.capitalize())
+        show(md(status.get("message") or state.capitalize()))
     for warning in snap["warnings"]:
         st.warning(warning.message, icon="⚠️")
 
@@ -233,7 +235,7 @@ if metrics:
             try:
                 x_test = cached_dataset(job.request.dataset).x_test
             except DatasetUnavailable as exc:
-                st.info(f"The mistakes' images are not shown: {exc}")
+                st.info(f"The mistakes' images are not shown: {md(exc)}")
             else:
                 st.plotly_chart(charts.mistakes_figure(x_test, metrics["mistakes"], names),
                                 key="train_mistakes")
@@ -246,6 +248,8 @@ if metrics:
 # ---------------------------------------------------------------- resume
 resumable = [r for r in runs.list_runs(manager.root)
              if r.status.get("status") in ("interrupted", "stopped", "failed", "time limit")
+             and access.can_manage(user, access.owner_of(runs.load_config(r.run_dir),
+                                                         r.status))
              and callbacks.read_checkpoint(r.run_dir) is not None]
 if resumable:
     with st.expander(f"Resume a run ({len(resumable)} interrupted, stopped or failed)"):
@@ -253,7 +257,7 @@ if resumable:
         run = next(r for r in resumable if r.run_id == pick)
         done_epochs = callbacks.read_checkpoint(run.run_dir)["epoch"]
         planned = int(run.status.get("epochs") or done_epochs + 1)
-        st.caption(f"{done_epochs} of {planned} epochs done · {run.status.get('message', '')}")
+        st.caption(f"{done_epochs} of {planned} epochs done · {md(run.status.get('message', ''))}")
         more = st.number_input("Train up to epoch", min_value=done_epochs + 1,
                                max_value=manager.budgets.max_epochs,
                                value=min(max(planned, done_epochs + 1),
@@ -264,9 +268,9 @@ if resumable:
                           "schedule; the curves carry on."):
             try:
                 rjob = manager.resume(run.run_dir, cached_dataset(run.status.get("dataset", "")),
-                                      epochs=int(more), owner=owner)
+                                      epochs=int(more), user=user)
             except (ValueError, DatasetUnavailable) as exc:
-                st.error(str(exc))
+                st.error(md(exc))
             else:
                 st.session_state["train_run_id"] = rjob.run_id
                 st.rerun()

@@ -22,6 +22,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 APPTEST_TIMEOUT = 120
 
 
+def plain(markdown: str) -> str:
+    """What a reader sees of Markdown from cnnlab.text.markdown: escapes and joiners gone."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
 def has_real_mnist() -> bool:
     """True when the full MNIST IDX files are reachable through KERAS_HOME."""
     home = os.environ.get("KERAS_HOME")
@@ -86,7 +93,14 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def streamlit_server(server_runs_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def server_env() -> dict[str, str]:
+    """Extra environment for the served app (a module may override it, e.g. class mode)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def streamlit_server(server_runs_dir: Path, server_env: dict[str, str],
+                     tmp_path_factory: pytest.TempPathFactory):
     """URL of a `streamlit run app.py` server on a free port (CNNLAB_RUNS_DIR=server_runs_dir).
 
     Started once per module, waited for on /_stcore/health, terminated afterwards.
@@ -96,7 +110,7 @@ def streamlit_server(server_runs_dir: Path, tmp_path_factory: pytest.TempPathFac
     import urllib.request
 
     port = _free_port()
-    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir)}
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir), **server_env}
     if SHARED_KERAS.is_dir():
         env.setdefault("KERAS_HOME", str(SHARED_KERAS))
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"

@@ -28,10 +28,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import APPTEST_TIMEOUT, ROOT
+from conftest import APPTEST_TIMEOUT, ROOT, plain
 from PIL import Image
 
 from cnnlab import budgets, callbacks, config, datasets, inference, jobs, preprocess, runs, training
+from cnnlab.accounts import User
 from cnnlab.config import ConfigError, ModelConfig
 from cnnlab.datasets import BadUpload, DatasetUnavailable
 from cnnlab.inference import ModelRejected
@@ -86,6 +87,104 @@ def two_classes(extra: dict[str, bytes] | None = None) -> bytes:
     good = {"a/1.png": png_bytes(), "a/2.png": png_bytes(), "b/1.png": png_bytes(),
             "b/2.png": png_bytes()}
     return zip_of({**good, **(extra or {})})
+
+
+def patched_zip(data: bytes, *, method: int | None = None, flags: int | None = None) -> bytes:
+    """``data`` (a zip) with every entry's compression method and/or flag bits rewritten in
+    both headers, as a zip tool that makes Deflate64 or encrypted entries would write them."""
+    out = bytearray(data)
+    for sig, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        at = out.find(sig)
+        while at != -1:
+            if flags is not None:
+                out[at + flag_at:at + flag_at + 2] = struct.pack("<H", flags)
+            if method is not None:
+                out[at + method_at:at + method_at + 2] = struct.pack("<H", method)
+            at = out.find(sig, at + 4)
+    return bytes(out)
+
+
+def stored_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+GOOD_MEMBERS = {"a/1.png": png_bytes(), "a/2.png": png_bytes(), "b/1.png": png_bytes(),
+                "b/2.png": png_bytes()}
+
+
+def bad_crc_zip() -> bytes:
+    """A stored zip whose b/2.png bytes were changed after its CRC was written."""
+    data = bytearray(stored_zip(GOOD_MEMBERS))
+    last_png = data.rfind(b"IEND")  # inside b/2.png's data, the last member
+    data[last_png - 20] ^= 0xFF
+    return bytes(data)
+
+
+def huge_black_png_zip(count: int) -> bytes:
+    """``count`` all-black 5000x5000 PNGs in two classes: ~300 bytes each, zipped."""
+    buf = io.BytesIO()
+    Image.new("L", (5000, 5000), 0).save(buf, format="PNG")
+    png, out = buf.getvalue(), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(count):
+            zf.writestr(f"{'ab'[i % 2]}/{i}.png", png)
+    return out.getvalue()
+
+
+def timed_zip_bomb(ctx) -> str:
+    """500 black 5000x5000 PNGs (a ~150 KB zip): refused after a bounded amount of decoding."""
+    data = huge_black_png_zip(500)
+    assert len(data) < 400_000
+    start = time.monotonic()
+    message = raised(BadUpload, datasets.load_zip, data, (28, 28), True)
+    elapsed = time.monotonic() - start
+    # 40 of the 500 images fit the pixel budget (~0.12 s each here); all 500 take ~60 s.
+    assert elapsed < 30, f"decoding the bomb took {elapsed:.1f} s"
+    return message
+
+
+def slow_decode(ctx) -> str:
+    """A zip whose decoding passes the time budget (made 0 s so the test is instant)."""
+    ctx.monkeypatch.setattr(datasets, "MAX_DECODE_SECONDS", 0.0)
+    return raised(BadUpload, datasets.load_zip, two_classes(), (28, 28), True)
+
+
+def resume_twice(ctx) -> str:
+    """Two Resume clicks for one run: the second is refused, one job trains it."""
+    req = request(epochs=2)
+    run_dir = new_run(ctx.root, req, ctx.sample)
+    manager = jobs.Engine(ctx.root)
+    try:
+        job = manager.submit(request(epochs=1, name="first"), ctx.sample)  # fills the slot
+        runs.update_status(run_dir, status="stopped")
+        (run_dir / callbacks.LAST_FILE).write_bytes(b"stand-in checkpoint")
+        (run_dir / callbacks.CHECKPOINT_FILE).write_text(json.dumps({"epoch": 1, "history": []}))
+        resumed = manager.resume(run_dir, ctx.sample)
+        message = raised(jobs.EngineRefused, manager.resume, run_dir, ctx.sample)
+        assert manager.queued() == [resumed] and manager.get(run_dir.name) is resumed
+        manager.stop(run_dir.name)  # reaches the one queued job
+        assert resumed.done() and runs.load_status(run_dir)["status"] == "stopped"
+        job.wait(240)
+    finally:
+        manager.close()
+    return message
+
+
+def delete_running(ctx) -> str:
+    run_dir = new_run(ctx.root, request(), ctx.sample)
+    runs.update_status(run_dir, status="running")
+    message = raised(ValueError, runs.delete_run, ctx.root, run_dir.name)
+    assert run_dir.is_dir()
+    return message
+
+
+def over_widget_max(ctx) -> str:
+    cfg = dataclasses.replace(TINY, lr_decay_rate=0.9, lr_decay_steps=5_000_000)
+    return " ".join(config.range_problems(ModelConfig.from_json(cfg.to_json())))
 
 
 def save_model(model, path: Path) -> Path:
@@ -223,9 +322,9 @@ def over_the_runs_per_user_cap(ctx) -> str:
     manager = jobs.Engine(ctx.root, budgets=budgets.Budgets(max_runs_per_user=3))
     try:
         for n in range(3):
-            manager.submit(request(name=f"mine-{n}"), ctx.sample, owner="a")
-        message = raised(jobs.EngineRefused, manager.submit, request(), ctx.sample, owner="a")
-        other = manager.submit(request(name="theirs"), ctx.sample, owner="b")
+            manager.submit(request(name=f"mine-{n}"), ctx.sample, user=User("a"))
+        message = raised(jobs.EngineRefused, manager.submit, request(), ctx.sample, user=User("a"))
+        other = manager.submit(request(name="theirs"), ctx.sample, user=User("b"))
         assert other.run_id  # another user is not affected
     finally:
         manager.close()
@@ -306,6 +405,36 @@ CASES: dict[str, Case] = {
         True), "Class 'b' has 1 image", "at least 2"),
     "zip-image-size-4px": Case(lambda c: raised(BadUpload, datasets.load_zip, two_classes(),
                                                 (4, 4), True), "4x4", "between 8 and 256"),
+    "zip-password-protected": Case(lambda c: raised(
+        BadUpload, datasets.load_zip, patched_zip(stored_zip(GOOD_MEMBERS), flags=0x1), (28, 28),
+        True), "a/1.png is encrypted (the zip has a password)", "zips without a password"),
+    "zip-deflate64": Case(lambda c: raised(
+        BadUpload, datasets.load_zip, patched_zip(stored_zip(GOOD_MEMBERS), method=9), (28, 28),
+        True), "a/1.png uses zip compression method 9", "allowed are stored, deflate"),
+    "zip-bad-crc": Case(lambda c: raised(BadUpload, datasets.load_zip, bad_crc_zip(), (28, 28),
+                                         True), "b/2.png cannot be unpacked: the zip is damaged",
+                        "complete, undamaged zips"),
+    "zip-truncated": Case(lambda c: raised(BadUpload, datasets.load_zip, two_classes()[:300],
+                                           (28, 28), True), "is not a zip file",
+                          "one sub-folder of images per class"),
+    "zip-decode-bomb-500-black-5000x5000-pngs": Case(
+        timed_zip_bomb, "add up to more than 1,000,000,000 pixels", "shrink the images"),
+    "zip-decode-time-budget": Case(slow_decode, "Decoding the zip took more than 0 s",
+                                   "at most 0 s is allowed"),
+    "zip-too-many-entries": Case(lambda c: raised(BadUpload, datasets.load_zip, zip_of(
+        {f"a/{i}.txt": b"" for i in range(datasets.MAX_FILES + 1)}), (28, 28), True),
+        "holds 20,001 entries", "at most 20,000"),
+    "zip-unpacks-too-large": Case(lambda c: (c.monkeypatch.setattr(
+        datasets, "MAX_UNCOMPRESSED_BYTES", 100), raised(
+        BadUpload, datasets.load_zip, two_classes(), (28, 28), True))[1],
+        "The zip unpacks to", "at most 100 are allowed"),
+    "zip-member-name-with-bidi-override": Case(lambda c: raised(
+        BadUpload, datasets.load_zip, two_classes({"b/gnp.\u202eevil.png": png_bytes()}),
+        (28, 28), True), "contains a control or bidirectional-text character",
+        "may not contain control or bidirectional-text characters"),
+    "zip-upload-name-with-control-character": Case(lambda c: raised(
+        BadUpload, datasets.load_zip, two_classes(), (28, 28), True, "folder:ph\x1b[31mot.zip"),
+        "U+001B", "allowed are visible characters only"),
     # ---- Draw & predict: uploaded picture (preprocess.open_image)
     "picture-corrupt-png": Case(lambda c: raised(
         ValueError, preprocess.open_image, CORRUPT_PNG, "x.png"),
@@ -375,6 +504,26 @@ CASES: dict[str, Case] = {
                                   "running", "resume it to continue"),
     "second-training-request-while-one-runs": Case(second_request_while_one_runs,
                                                    "Queued: 1 run(s) ahead of it", "Queued"),
+    "second-resume-of-the-same-run": Case(resume_twice, "is already queued or training",
+                                          "wait for it to end, or stop it first"),
+    "delete-a-running-run": Case(delete_running, "is running", "stop it on the Train page first"),
+    # ---- Names and values a user types or uploads
+    "config-value-above-the-widget-maximum": Case(
+        over_widget_max, "lr_decay_steps is 5,000,000", "allowed is 1 to 1,000,000"),
+    "config-more-blocks-than-the-page-shows": Case(lambda c: " ".join(config.range_problems(
+        dataclasses.replace(TINY, blocks=(config.ConvBlock(filters=4, pool=0),) * 9))),
+        "has 9 conv blocks", "at most 6"),
+    "run-name-with-bidi-override": Case(lambda c: raised(
+        runs.RunPathError, runs.rename_run, c.root, c.saved.name, "best\u202etxt.exe"),
+        "U+202E", "allowed are visible characters only"),
+    "run-name-empty": Case(lambda c: raised(runs.RunPathError, runs.rename_run, c.root,
+                                            c.saved.name, "   "),
+                           "The new name is empty", "type a few words"),
+    "run-name-too-long": Case(lambda c: raised(runs.RunPathError, runs.rename_run, c.root,
+                                               c.saved.name, "x" * 81),
+                              "has 81 characters", "at most 80"),
+    "train-request-name-with-control-character": Case(lambda c: errors(c, name="run\x07bell"),
+                                                       "U+0007", "visible characters only"),
 }
 
 
@@ -479,4 +628,269 @@ def test_pages_say_when_the_runs_root_cannot_be_used(tmp_path: Path, monkeypatch
     monkeypatch.setenv("CNNLAB_RUNS_DIR", str(blocker / "runs"))
     at = apptest("runs.py").run()
     assert not at.exception, at.exception
-    assert "cannot be used" in at.error[0].value and "CNNLAB_RUNS_DIR" in at.error[0].value
+    shown = plain(at.error[0].value)
+    assert "cannot be used" in shown and "CNNLAB_RUNS_DIR" in shown
+
+
+def test_a_config_above_a_widget_maximum_is_refused_on_the_page(runs_root: Path) -> None:
+    at = apptest("configure.py").run()
+    assert not at.exception, at.exception
+    cfg = dataclasses.replace(TINY, lr_decay_rate=0.9, lr_decay_steps=5_000_000)
+    at.file_uploader(key="cfg_upload").set_value(
+        ("huge.json", cfg.to_json().encode(), "application/json")).run()
+    assert not at.exception, at.exception
+    assert "lr_decay_steps is 5,000,000" in plain(at.error[0].value)
+
+
+# --------------------------------------------------------------------------- the run store
+
+
+WRITER = """
+import sys
+from cnnlab import runs
+run_dir, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    runs.update_status(run_dir, **{f"{tag}-{i}": i})
+"""
+
+
+def test_concurrent_status_writes_and_renames_lose_nothing(runs_root: Path) -> None:
+    """500 status writes from 4 processes and a thread, 100 renames from 2 threads, and the
+    run finishing in the middle: every write is kept and the run stays finished."""
+    import threading
+
+    from cnnlab import events
+
+    run_dir = runs.create_run(runs_root, "race", {"model": TINY.to_dict(), "name": "race"},
+                              {"status": "running"})
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir), f"p{k}", "100"],
+                              cwd=ROOT) for k in range(4)]
+    names = [f"name-{i}" for i in range(100)]
+
+    def rename(chunk: list[str]) -> None:
+        for name in chunk:
+            runs.rename_run(runs_root, run_dir.name, name)
+
+    def write(tag: str) -> None:
+        for i in range(100):
+            runs.update_status(run_dir, **{f"{tag}-{i}": i})
+
+    threads = [threading.Thread(target=rename, args=(names[:50],)),
+               threading.Thread(target=rename, args=(names[50:],)),
+               threading.Thread(target=write, args=("t0",))]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    runs.record(run_dir, events.make("done", status="finished", message="Finished."))
+    for thread in threads:
+        thread.join()
+    assert [p.wait(120) for p in procs] == [0] * 4
+    status = runs.load_status(run_dir)
+    lost = [f"{tag}-{i}" for tag in ("p0", "p1", "p2", "p3", "t0") for i in range(100)
+            if status.get(f"{tag}-{i}") != i]
+    assert not lost, f"{len(lost)} of 500 status writes were lost, e.g. {lost[:3]}"
+    assert status["status"] == "finished", "a finished run was turned back"
+    assert status["name"] in names and runs.load_config(run_dir)["name"] == status["name"]
+
+
+def test_a_torn_history_line_is_dropped_not_merged(runs_root: Path) -> None:
+    run_dir = runs.create_run(runs_root, "torn", {}, {"status": "running"})
+    row = {"epoch": 1, "loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91}
+    runs.append_history(run_dir, row)
+    with (run_dir / runs.HISTORY_FILE).open("a") as fh:
+        fh.write("2,0.4,0.9")  # the disk filled in the middle of epoch 2's line
+    assert runs.load_history(run_dir)["epoch"].tolist() == [1]
+    runs.append_history(run_dir, {**row, "epoch": 2, "loss": 0.3})
+    history = runs.load_history(run_dir)
+    assert history["epoch"].tolist() == [1, 2] and history["loss"].tolist() == [0.5, 0.3]
+    assert (run_dir / runs.HISTORY_FILE).read_text().count("\n") == 3
+
+
+def test_a_final_status_that_cannot_be_written_still_ends_final(runs_root: Path, sample,
+                                                               monkeypatch) -> None:
+    """The disk is full when the run ends: the status is written once there is room again
+    (here: at close), and a server that dies before that leaves it for the next start."""
+    real_record = runs.record
+
+    def full_disk(run_dir, event):
+        if event["kind"] == "done":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_record(run_dir, event)
+
+    monkeypatch.setattr(runs, "record", full_disk)
+    manager = jobs.Engine(runs_root)
+    job = manager.submit(request(name="full-disk"), sample)
+    assert job.wait(240) and job.result.status == "finished"
+    assert runs.load_status(job.run_dir)["status"] == "running"  # what the full disk left
+    manager.close()  # still full: the retry fails too
+    assert runs.load_status(job.run_dir)["status"] == "running"
+    restarted = jobs.Engine(runs_root)  # the next start
+    try:
+        assert restarted.interrupted == [job.run_dir]
+        assert runs.load_status(job.run_dir)["status"] == "interrupted"
+        second = restarted.submit(request(name="room-again"), sample)
+        assert second.wait(240)
+        assert runs.load_status(second.run_dir)["status"] == "running"
+        monkeypatch.setattr(runs, "record", real_record)  # room on the disk again
+    finally:
+        restarted.close()
+    assert runs.load_status(second.run_dir)["status"] == "finished"
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def ring_png(side: int = 7000) -> bytes:
+    """A ~180 KB PNG of a black ring on white, ``side`` pixels square (49 M pixels)."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (side, side), "white")
+    ImageDraw.Draw(img).ellipse((side * 2 // 7, side * 3 // 14, side * 5 // 7, side * 11 // 14),
+                                outline="black", width=side // 17)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def peak_rss_growth(fn: Callable[[], object]) -> tuple[object, int]:
+    """``fn()``'s result and how far this process's resident memory rose above its start."""
+    import threading
+
+    def rss() -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS"))
+
+    base, peak, done = rss(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        watcher.join()
+    return result, max(peak[0], rss()) - base
+
+
+def test_a_big_picture_is_decoded_once_to_a_small_one() -> None:
+    """7000×7000 in 180 KB: before, +1.6 GB and 2.8 s on every rerun; now one decode to
+    512 px (+~200 MB once) and reruns work on the small picture."""
+    data = ring_png()
+    assert len(data) < 250_000
+    image, growth = peak_rss_growth(lambda: preprocess.open_image(data, "big.png"))
+    assert max(image.size) == preprocess.MAX_PICTURE_SIDE
+    assert growth < 400 * 2**20, f"decoding grew memory by {growth / 2**20:.0f} MB"
+    x, growth = peak_rss_growth(lambda: preprocess.image_to_input(image, (28, 28, 1)))
+    assert x.shape == (28, 28, 1) and x.max() > 0.5
+    assert growth < 50 * 2**20, f"the rerun path grew memory by {growth / 2**20:.0f} MB"
+
+
+def test_the_predict_page_decodes_an_uploaded_picture_once(runs_root: Path, monkeypatch) -> None:
+    from test_predict_page import make_run
+
+    make_run(runs_root, limit=200)
+    calls = []
+    real_open = preprocess.open_image
+
+    def counting(data, name):
+        calls.append(name)
+        return real_open(data, name)
+
+    monkeypatch.setattr(preprocess, "open_image", counting)
+    at = apptest("predict.py").run()
+    assert not at.exception, at.exception
+    at.file_uploader(key="picture").set_value(("ring.png", ring_png(1400), "image/png")).run()
+    at.run()  # any rerun (a widget change, a poll) reuses the decoded picture
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert calls == ["ring.png"]
+    assert any(m.label == "Prediction" for m in at.metric)
+
+
+# --------------------------------------------------------------------------- user strings
+
+
+def test_a_crafted_file_name_stays_data_in_the_keras_script(tmp_path: Path) -> None:
+    import ast
+
+    from cnnlab import models
+
+    marker = tmp_path / "pwned"
+    name = f'folder:x"); open({str(marker)!r}, "w")  # \n__import__("os").system("touch {marker}")'
+    script = models.to_keras_script(TINY, (28, 28, 1), 2, name)
+    tree = ast.parse(script)
+    constants = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                 and any(getattr(t, "id", "") == "DATASET" for t in n.targets)]
+    assert [ast.literal_eval(c) for c in constants] == [name]
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "CNNLAB_BUILD_ONLY": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not marker.exists(), "the file name ran as code"
+
+
+def test_names_and_the_address_render_as_text(runs_root: Path) -> None:
+    import re
+
+    from cnnlab import text
+
+    run_dir = saved_run(runs_root)
+    evil = "[click](https:evil.example) ![i](i.png) :red[x] <b>b www.evil.example"
+    runs.rename_run(runs_root, run_dir.name, evil)
+    at = apptest("runs.py")
+    at.query_params["run"] = "[x](http://evil.example)"
+    at.run()
+    assert not at.exception, at.exception
+    shown = at.error[0].value
+    assert "[x](http://evil.example)" in plain(shown)
+    assert not re.search(r"(?<!\\)[\[\]<]", shown), shown
+    at.query_params["run"] = run_dir.name
+    at.run()
+    assert text.markdown(evil) in [h.value for h in at.subheader]
+
+
+def test_class_names_in_charts_are_text() -> None:
+    from cnnlab import charts
+
+    names = ["<a href='http://evil.example'>cat</a>", "dog & co"]
+    fig = charts.confusion_figure([[3, 1], [0, 4]], names)
+    assert list(fig.data[0].x) == ["&lt;a href='http://evil.example'&gt;cat&lt;/a&gt;",
+                                   "dog &amp; co"]
+    bars = charts.probability_bars_figure(np.array([0.9, 0.1]), names)
+    assert "<a" not in "".join(bars.data[0].x)
+
+
+# --------------------------------------------------------------------------- the error boundary
+
+
+def test_an_unexpected_error_shows_an_id_and_logs_the_traceback(runs_root: Path, monkeypatch,
+                                                               caplog) -> None:
+    import re
+
+    from cnnlab import charts
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail at /srv/cnnlab/runs")
+
+    monkeypatch.setenv("KERAS_HOME", str(runs_root / "no-keras"))  # the bundled sample: fast
+    monkeypatch.setattr(charts, "image_grid_figure", broken)
+    from streamlit.testing.v1 import AppTest
+
+    # AppTest starts every run in Streamlit's old pages-folder mode, which runs a page
+    # without app.py; pages/signin.py switches a server out of it (and reruns through
+    # app.py) when it is first imported, so import it afresh as a new server would.
+    monkeypatch.delitem(sys.modules, "pages.signin", raising=False)
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APPTEST_TIMEOUT).run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception, at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "secret" not in shown and "Traceback" not in shown
+    error_id = re.search(r"error id (\w+)", shown).group(1)
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged and "secret detail" in str(logged[0].exc_info[1])

@@ -58,3 +58,26 @@ def test_draw_a_digit_and_see_the_prediction(streamlit_server: str, browser_page
     page.get_by_role("button", name="Clear").click()
     metric.wait_for(state="detached", timeout=30_000)
     assert page.get_by_text("Draw a digit on the black square").is_visible()
+
+
+def test_a_run_name_and_the_address_show_as_text(streamlit_server: str, server_runs_dir: Path,
+                                                browser_page) -> None:
+    """A run renamed to Markdown and a crafted ?run= are shown as typed: no link, no image,
+    no colour; the page keeps working."""
+    from cnnlab import runs
+
+    run = runs.list_runs(server_runs_dir)[0]
+    evil = "[click](https:evil.example) ![i](x.png) :red[x] <b>b www.evil.example"
+    runs.rename_run(server_runs_dir, run.run_id, evil)
+    page = browser_page
+    page.goto(f"{streamlit_server}/runs?run={run.run_id}")
+    heading = page.get_by_role("heading", name=re.compile("click"))
+    heading.wait_for(timeout=60_000)
+    assert heading.inner_text().replace("\u2060", "").strip() == evil
+    page.goto(f"{streamlit_server}/runs?run=%5Bx%5D(https://evil.example)")
+    error = page.locator('[data-testid="stAlertContentError"]').first
+    error.wait_for(timeout=60_000)
+    assert "[x](https://evil.example)" in error.inner_text().replace("\u2060", "")
+    assert page.locator('a[href*="evil.example"]').count() == 0
+    assert page.locator('img[src*="evil.example"]').count() == 0
+    assert page.locator(".stMarkdownColoredText").count() == 0

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from cnnlab import budgets, callbacks, config, datasets, executors, jobs, runs, training
+from cnnlab.accounts import User
 from cnnlab.executors.local import LocalExecutor
 
 TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
@@ -157,17 +158,17 @@ def test_two_runs_train_at_once_with_two_workers(engine, sample, monkeypatch) ->
 
 def test_per_user_queue_cap(engine, sample) -> None:
     eng = engine(budgets=budgets.Budgets(max_runs_per_user=2))
-    first = eng.submit(request(epochs=2), sample, owner="ann")
-    eng.submit(request(), sample, owner="ann")
+    first = eng.submit(request(epochs=2), sample, user=User("ann"))
+    eng.submit(request(), sample, user=User("ann"))
     with pytest.raises(jobs.EngineRefused, match="already have 2 run"):
-        eng.submit(request(), sample, owner="ann")
-    bob = eng.submit(request(), sample, owner="bob")  # another user is not affected
+        eng.submit(request(), sample, user=User("ann"))
+    bob = eng.submit(request(), sample, user=User("bob"))  # another user is not affected
     assert [j.run_id for j in eng.active_for("bob")] == [bob.run_id]
     eng.stop(bob.run_id)  # cancel while queued
     assert bob.done() and runs.load_status(bob.run_dir)["status"] == "stopped"
     assert first.wait(WAIT)
     wait_for(lambda: len(eng.active_for("ann")) < 2, what="a slot under the cap")
-    eng.submit(request(), sample, owner="ann")  # under the cap again
+    eng.submit(request(), sample, user=User("ann"))  # under the cap again
 
 
 def test_over_budget_requests_are_refused_before_queueing(engine, sample, runs_root) -> None:
@@ -215,7 +216,7 @@ def test_exact_resume_through_the_engine(engine, sample) -> None:
     steps = math.ceil(runs.load_status(job.run_dir)["n_train"] / 32)
     again = eng.resume(job.run_dir, sample, epochs=4)
     assert again.run_id == job.run_id
-    with pytest.raises(jobs.EngineRefused, match="already training or queued"):
+    with pytest.raises(jobs.EngineRefused, match="already queued or training"):
         eng.resume(job.run_dir, sample, epochs=4)
     assert again.wait(WAIT) and again.result.status == "finished", again.result.message
     assert runs.load_history(job.run_dir)["epoch"].tolist() == [1, 2, 3, 4]
@@ -280,7 +281,7 @@ def test_server_memory_stays_flat_over_twenty_runs(engine, sample, monkeypatch) 
     for _ in range(2):  # warm-up: first-use imports and caches
         assert eng.submit(small, sample).wait(WAIT)
     before = rss_mb()
-    batch = [eng.submit(dataclasses.replace(small, name=f"r{i}"), sample, owner=f"u{i}")
+    batch = [eng.submit(dataclasses.replace(small, name=f"r{i}"), sample, user=User(f"u{i}"))
              for i in range(20)]
     for job in batch:
         assert job.wait(WAIT) and job.result.status == "finished", job.result.message

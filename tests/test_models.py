@@ -132,7 +132,8 @@ def test_exported_script_runs_standalone_in_build_only_mode(tmp_path) -> None:
 
 def test_script_for_unknown_dataset_says_where_to_load() -> None:
     source = to_keras_script(PRESETS["quick"].config, (64, 64, 3), 5, "my_photos")
-    assert "put code that loads my_photos here" in source
+    assert "DATASET = 'my_photos'" in source
+    assert 'put code that loads {DATASET} here' in source
     assert "INPUT_SHAPE = (64, 64, 3)" in source
 
 
