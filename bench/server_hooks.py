@@ -33,7 +33,7 @@ cfg = config.PRESETS["seed000-mnist"].config
 model = models.build_model(cfg, (28, 28, 1), 10)
 path = Path(tempfile.mkdtemp()) / "model.keras"
 model.save(path)
-pred = inference.Predictor(inference.load_model_file(path))
+pred = inference.Predictor(inference.load_run_model(path))
 x = np.random.default_rng(0).random((28, 28, 1)).astype("float32")
 for _ in range(20):
     pred.probabilities(x)

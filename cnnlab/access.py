@@ -74,12 +74,19 @@ def load_settings(secrets_file: Path | str = SECRETS_FILE) -> Settings:
     return Settings(mode, accounts_file, teachers)
 
 
-def openid_user(email: str | None, settings: Settings) -> User:
-    """The User for an OpenID Connect sign-in: the e-mail address is the name."""
+def openid_user(email: str | None, settings: Settings, verified: bool | None = None) -> User:
+    """The User for an OpenID Connect sign-in: the e-mail address is the name.
+
+    An address the provider marks unverified (``email_verified: false``) is refused: on a
+    provider where people type their own address, anyone could claim a teacher's.
+    """
     name = (email or "").strip().lower()
     if not name:
         raise AccessDenied("Your identity provider did not send an e-mail address; ask the "
                            "operator to request the 'email' scope.")
+    if verified is False:
+        raise AccessDenied(f"Your identity provider says the address {name} is not verified; "
+                           "verify it there, then sign in again.")
     return User(name, "teacher" if name in settings.teachers else "student")
 
 

@@ -1,5 +1,9 @@
 """Trained models for prediction: loading (runs and uploaded files), checks, fast inference.
 
+An uploaded file is checked before this process builds it: its config statically
+(``model_files``), then a real load in a child process under a memory ceiling
+(``model_check``). The lab's own run checkpoints load directly.
+
 Inference calls the model directly (``model(x, training=False)``): ``model.predict`` sets up
 a data pipeline on every call and costs ~50 ms more per drawing. Keras is imported inside
 functions so pages that import this module still open fast.
@@ -15,15 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab import runs
+from cnnlab import budgets as budgets_mod
+from cnnlab import model_check, model_files, runs
+from cnnlab.model_files import ModelRejected  # defined there; pages import it from here
 
 DIGIT_DATASETS = ("mnist", "mnist_sample")
-# What an uploaded model's input may look like: an image, grey or colour.
-ALLOWED_INPUT = "(height, width, 1) for grey images or (height, width, 3) for colour images"
-
-
-class ModelRejected(ValueError):
-    """A model file that cannot be used here; the message says why and what to do."""
 
 
 def input_scale(model: Any) -> float:
@@ -64,15 +64,9 @@ def model_problems(model: Any) -> list[str]:
         out_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
     except (AttributeError, ValueError):  # a subclassed model that was never built
         in_shape = out_shape = None
-    if in_shape is None or len(in_shape) != 4 or in_shape[-1] not in (1, 3) or any(
-        v is None for v in in_shape[1:]
-    ):
-        given = "several inputs" if in_shape is None else str(in_shape[1:])
-        problems.append(
-            f"The model takes input of shape {given}; allowed is one image input "
-            f"{ALLOWED_INPUT}. Save a model that starts with keras.Input((28, 28, 1)) "
-            "(digits) or keras.Input((32, 32, 3)) (CIFAR-10)."
-        )
+    problem = model_files.input_problem(None if in_shape is None else in_shape[1:])
+    if problem:
+        problems.append(problem)
     if out_shape is None or len(out_shape) != 2 or (out_shape[-1] or 0) < 2:
         given = "several outputs" if out_shape is None else str(out_shape[1:])
         problems.append(
@@ -83,11 +77,32 @@ def model_problems(model: Any) -> list[str]:
     return problems
 
 
-def load_model_file(path: Path | str) -> Any:
-    """Load a ``.keras`` file safely (no custom code) and check it classifies images.
+def load_model_file(path: Path | str, budgets: budgets_mod.Budgets | None = None) -> Any:
+    """Load an uploaded ``.keras`` file safely and check it classifies images.
 
-    Raises ModelRejected for a file that is not a Keras model, needs unsafe code to load
-    (a Lambda layer), or takes/returns the wrong shapes.
+    First its config.json is read without building anything (``model_files``), then the
+    model is built and run once in a child process whose memory is watched
+    (``model_check``); only then is it loaded here, so a file declaring more than
+    ``budgets`` (default: the server's, ``budgets.load()``) never allocates in this process.
+    Raises ModelRejected for a file that is not a Keras model, exceeds the budgets, needs
+    unsafe code to load (a Lambda layer), or takes/returns the wrong shapes.
+    """
+    budgets = budgets or budgets_mod.load()
+    model_files.inspect_model_file(path, budgets)
+    model_check.check_in_child(path, budgets)
+    return read_model(path)
+
+
+def load_run_model(path: Path | str) -> Any:
+    """Load a checkpoint this lab wrote into its runs folder (trusted: no child check)."""
+    return read_model(path)
+
+
+def read_model(path: Path | str) -> Any:
+    """Build a ``.keras`` file in this process (no custom code) and check its shapes.
+
+    No size check: call it for files already checked (``load_model_file``) or written by
+    the lab itself. Raises ModelRejected like ``load_model_file``.
     """
     import keras
 
@@ -102,11 +117,7 @@ def load_model_file(path: Path | str) -> Any:
                 "custom function) to load; that is not allowed here because the code could do "
                 "anything. Rebuild the model with built-in Keras layers only and save it again."
             ) from exc
-        raise ModelRejected(
-            f"{name} could not be read as a Keras model ({type(exc).__name__}). Allowed is a "
-            "model saved with model.save('model.keras') in Keras 3; an old .h5 file or another "
-            "file renamed to .keras will not load."
-        ) from exc
+        raise model_files.unreadable(name, type(exc).__name__) from exc
     if not isinstance(model, keras.Model):
         raise ModelRejected(f"{name} holds a {type(model).__name__}, not a Keras model.")
     problems = model_problems(model)
@@ -217,7 +228,7 @@ def load_run_predictor(run_dir: Path | str) -> Predictor:
             f"Run {Path(run_dir).name} has no best.keras yet; wait for its first epoch to "
             "finish or pick another run."
         )
-    return Predictor(load_model_file(path))
+    return Predictor(load_run_model(path))
 
 
 def predictable_runs(root: Path | str | None = None) -> list[runs.RunInfo]:

@@ -1,7 +1,8 @@
 """Who is using this browser session: personal mode's local user, or a signed-in person.
 
-Every page (and app.py, before the navigation) calls ``current_user()`` first: in class
-mode it shows the sign-in form and stops the page until someone signs in. Kept free of
+app.py asks ``signed_in_user()`` before the navigation and shows only the sign-in page
+until someone signs in; every page calls ``current_user()`` first as well (a page run on its
+own, e.g. by AppTest, stops at the sign-in form too). Kept free of
 numpy/Keras imports so the home page stays fast.
 """
 
@@ -51,7 +52,13 @@ def signed_in_user() -> User | None:
     if settings.sign_in == "openid":
         if not st.user.is_logged_in:
             return None
-        return access.openid_user(st.user.get("email"), settings)
+        try:
+            return access.openid_user(st.user.get("email"), settings,
+                                      st.user.get("email_verified"))
+        except access.AccessDenied as exc:
+            st.error(markdown(exc))
+            st.button("Sign out", on_click=st.logout, key="signout_refused")
+            st.stop()
     user = st.session_state.get(USER_KEY)
     return user if isinstance(user, User) else None
 

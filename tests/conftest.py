@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -98,28 +100,20 @@ def server_env() -> dict[str, str]:
     return {}
 
 
-@pytest.fixture(scope="module")
-def streamlit_server(server_runs_dir: Path, server_env: dict[str, str],
-                     tmp_path_factory: pytest.TempPathFactory):
-    """URL of a `streamlit run app.py` server on a free port (CNNLAB_RUNS_DIR=server_runs_dir).
-
-    Started once per module, waited for on /_stcore/health, terminated afterwards.
-    """
+@contextmanager
+def served_app(port: int, cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Run `streamlit run <ROOT>/app.py` on ``port`` from ``cwd``; yield its URL once
+    /_stcore/health answers (the log in the failure otherwise); terminate it afterwards."""
     import subprocess
     import time
     import urllib.request
 
-    port = _free_port()
-    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir), **server_env}
-    if SHARED_KERAS.is_dir():
-        env.setdefault("KERAS_HOME", str(SHARED_KERAS))
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+             str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -143,7 +137,21 @@ def streamlit_server(server_runs_dir: Path, server_env: dict[str, str],
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+@pytest.fixture(scope="module")
+def streamlit_server(server_runs_dir: Path, server_env: dict[str, str],
+                     tmp_path_factory: pytest.TempPathFactory):
+    """URL of a `streamlit run app.py` server on a free port (CNNLAB_RUNS_DIR=server_runs_dir).
+
+    Started once per module, waited for on /_stcore/health, terminated afterwards.
+    """
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir), **server_env}
+    if SHARED_KERAS.is_dir():
+        env.setdefault("KERAS_HOME", str(SHARED_KERAS))
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with served_app(_free_port(), ROOT, env, log_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,8 @@ def test_settings_come_from_secrets_and_the_environment(tmp_path: Path, monkeypa
     assert settings.sign_in == "openid" and settings.class_mode
     assert access.openid_user("kim@school.example", settings).is_teacher
     assert not access.openid_user("ann@school.example", settings).is_teacher
+    with pytest.raises(access.AccessDenied, match="is not verified"):
+        access.openid_user("kim@school.example", settings, verified=False)
     secrets.write_text('[class]\nsign_in = "magic"\n')
     with pytest.raises(ValueError, match="'magic' is not known"):
         access.load_settings(secrets)

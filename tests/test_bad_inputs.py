@@ -192,6 +192,89 @@ def save_model(model, path: Path) -> Path:
     return path
 
 
+# ---- uploaded .keras files written by hand (nothing is built to make them)
+
+SERVER_GROWTH_LIMIT = 200 * budgets.MB  # what one upload may add to the server's memory
+
+
+def keras_layer(kind: str, name: str, **settings) -> dict:
+    """One layer as a saved config lists it (Keras fills in the settings left out)."""
+    return {"module": "keras.layers", "class_name": kind, "config": {"name": name, **settings},
+            "registered_name": None}
+
+
+def keras_file(layers: list[dict], input_shape: tuple[int, ...] = (28, 28, 1)) -> bytes:
+    """A .keras archive of a Sequential config with an empty weights file."""
+    first = keras_layer("InputLayer", "input", batch_shape=[None, *input_shape])
+    cfg = {"module": "keras", "class_name": "Sequential", "registered_name": None,
+           "config": {"name": "sequential", "layers": [first, *layers]}}
+    return zip_of({"metadata.json": b'{"keras_version": "3.15.1"}',
+                   "config.json": json.dumps(cfg).encode(), "model.weights.h5": b""})
+
+
+def server_growth(fn: Callable, *args) -> tuple[str, int]:
+    """(the ModelRejected message of ``fn(*args)``, this process's peak memory growth
+    meanwhile): current RSS sampled every 5 ms, as ru_maxrss only ever shows the peak."""
+    import threading
+
+    from cnnlab.model_check import rss_of
+
+    base = peak = rss_of("self") or 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, rss_of("self") or 0)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        message = raised(ModelRejected, fn, *args)
+    finally:
+        done.set()
+        watcher.join()
+    return message, max(peak, rss_of("self") or 0) - base
+
+
+def refused_in_bounded_memory(ctx, name: str, data: bytes) -> str:
+    """Upload ``data`` as ``name``: refused while the server grows under 200 MB."""
+    message, grew = server_growth(inference.load_model_file, ctx.write(name, data))
+    print(f"{name}: the server's memory grew {grew / budgets.MB:.1f} MB")
+    assert grew < SERVER_GROWTH_LIMIT, f"{name} grew the server by {grew / budgets.MB:.0f} MB"
+    return message
+
+
+def dense_memory_bomb(ctx) -> str:
+    """Under 1 KB declaring 785 billion weights: the audit's 3.8 GiB in 6 s, made worse."""
+    data = keras_file([keras_layer("Flatten", "flatten"),
+                       keras_layer("Dense", "dense", units=10**9)])
+    assert len(data) < 1024
+    return refused_in_bounded_memory(ctx, "bomb.keras", data)
+
+
+def unknown_layer_memory_ceiling(ctx) -> str:
+    """A layer kind the static check does not size (EinsumDense), building 3 GB of zeros:
+    the child process that builds it is stopped at its memory ceiling."""
+    data = keras_file([keras_layer("Flatten", "flatten"), keras_layer(
+        "EinsumDense", "einsum", equation="ab,bc->ac", output_shape=1_000_000,
+        kernel_initializer="zeros"), keras_layer("Dense", "dense", units=10)])
+    start = time.monotonic()
+    message = refused_in_bounded_memory(ctx, "ceiling.keras", data)
+    assert time.monotonic() - start < 60
+    return message
+
+
+def slow_model_check(ctx) -> str:
+    """A check that passes its time limit (made 0.5 s: the child is still importing Keras)."""
+    from cnnlab import model_check
+
+    ctx.monkeypatch.setattr(model_check, "CHECK_TIMEOUT_S", 0.5)
+    data = keras_file([keras_layer("Flatten", "flatten"),
+                       keras_layer("Dense", "dense", units=10, activation="softmax")])
+    return raised(ModelRejected, inference.load_model_file, ctx.write("slow.keras", data))
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -289,7 +372,7 @@ def server_killed_mid_run(ctx) -> str:
         assert manager.interrupted == [run_dir] and status["status"] == "interrupted"
         assert len(runs.load_history(run_dir)) == done
         assert runs.best_model_path(run_dir).read_bytes() == best
-        inference.load_model_file(runs.best_model_path(run_dir))  # the checkpoint is intact
+        inference.load_run_model(runs.best_model_path(run_dir))  # the checkpoint is intact
 
         # Resume one more epoch, exactly from the last whole epoch's checkpoint.
         job = manager.resume(run_dir, ctx.sample, epochs=done + 1)
@@ -457,6 +540,39 @@ CASES: dict[str, Case] = {
         "input of shape (10,)", "(height, width, 1)"),
     "model-input-shape-does-not-fit-data-set": Case(
         resume_on_a_data_set_of_another_shape, "takes 32×32×3 images", "28×28×1"),
+    "model-dense-memory-bomb": Case(dense_memory_bomb, "declares 785,000,000,000 parameters",
+                                    "allows at most 20,000,000"),
+    "model-huge-input-shape": Case(lambda c: refused_in_bounded_memory(c, "wide.keras", keras_file(
+        [keras_layer("Flatten", "flatten"), keras_layer("Dense", "dense", units=10)],
+        (100_000, 100_000, 1))), "input of shape (100000, 100000, 1)",
+        "at most 1,048,576 pixels"),
+    "model-zip-without-config": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.write("noconfig.keras", zip_of(
+            {"metadata.json": b"{}", "model.weights.h5": b""}))),
+        "the archive has no config.json", "model.save('model.keras')"),
+    "model-config-not-json": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.write("badjson.keras", zip_of(
+            {"config.json": b"{not json", "metadata.json": b"{}"}))),
+        "config.json is not valid JSON", "model.save('model.keras')"),
+    "model-config-too-large": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.write("padded.keras", zip_of(
+            {"config.json": json.dumps({"pad": "x" * 1_100_000}).encode()}))),
+        "config.json is 1,100,011 bytes", "allows at most 1,000,000"),
+    "model-archive-unpacks-too-large": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.write("zeros.keras", zip_of(
+            {"config.json": b"{}", "model.weights.h5": bytes(100_000_000)}))),
+        "unpacks to 100,000,002 bytes", "at most 96,777,216 bytes"),
+    "model-over-parameter-budget-declared": Case(lambda c: raised(
+        ModelRejected, inference.load_model_file, c.write("wide-dense.keras", keras_file([
+            keras_layer("Conv2D", "conv", filters=32, kernel_size=3, activation="relu"),
+            keras_layer("Flatten", "flatten"), keras_layer("Dense", "hidden", units=1300),
+            keras_layer("Dense", "out", units=10, activation="softmax")]))),
+        "declares 28,136,230 parameters", "allows at most 20,000,000"),
+    "model-unknown-layer-memory-ceiling": Case(unknown_layer_memory_ceiling,
+                                               "Loading ceiling.keras took more than",
+                                               "MB for loading an uploaded model"),
+    "model-child-timeout": Case(slow_model_check, "took longer than 0.5 s",
+                                "allows at most 0.5 s"),
     # ---- Configure / Train: model and fit settings (training.request_errors)
     "config-zero-size-feature-map": Case(deep_config, "feature map is 1×1 before a 2×2 pool",
                                          "remove this pool"),
@@ -600,6 +716,49 @@ def test_bad_input_gets_a_clear_message_and_loses_nothing(name: str, ctx) -> Non
     assert case.given in message, f"message does not say what was given: {message}"
     assert case.allowed in message, f"message does not say what is allowed: {message}"
     assert "Traceback" not in message and len(message) < 600
+
+
+def test_a_small_uploaded_model_still_loads_and_predicts(tmp_path: Path) -> None:
+    import keras
+
+    path = save_model(keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax")]), tmp_path / "model.keras")
+    predictor = inference.Predictor(inference.load_model_file(path))
+    assert predictor.input_shape == (28, 28, 1) and predictor.n_classes == 10
+    probs = predictor.probabilities(np.zeros((28, 28, 1), np.float32))
+    assert probs.shape == (10,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_static_check_counts_what_keras_builds(tmp_path: Path) -> None:
+    """The config walk agrees with count_params for the layer kinds it knows, Sequential
+    and Functional with a nested and a shared layer, and admits what it does not know."""
+    import keras
+    from keras import layers as kl
+
+    from cnnlab import model_files
+
+    conv = keras.Sequential([
+        keras.Input((28, 28, 1)), kl.Rescaling(1 / 255), kl.Conv2D(8, 3, padding="same"),
+        kl.BatchNormalization(), kl.MaxPooling2D(), kl.DepthwiseConv2D(3, depth_multiplier=2),
+        kl.SeparableConv2D(12, 3, strides=2, use_bias=False), kl.LayerNormalization(),
+        kl.Dropout(0.2), kl.GlobalAveragePooling2D(), kl.Dense(10, activation="softmax")])
+    x = keras.Input((32, 32, 3))
+    a = kl.Conv2D(4, 3, padding="same")(x)
+    shared = kl.Conv2D(4, 1)
+    merged = kl.Concatenate()([kl.Add()([shared(a), a]), shared(a)])
+    head = keras.Sequential([kl.Flatten(), kl.Dense(10, activation="softmax")])
+    functional = keras.Model(x, head(kl.ZeroPadding2D(1)(merged)))
+    unknown = keras.Sequential([keras.Input((28, 28, 1)), kl.Flatten(),
+                                kl.EinsumDense("ab,bc->ac", output_shape=20), kl.Dense(10)])
+    limits = budgets.Budgets()
+    for name, model in (("conv", conv), ("functional", functional), ("unknown", unknown)):
+        facts = model_files.inspect_model_file(save_model(model, tmp_path / f"{name}.keras"),
+                                               limits)
+        expected = None if name == "unknown" else model.count_params()
+        assert facts.params == expected, name
+        assert facts.input_shape == tuple(model.inputs[0].shape[1:]), name
+    assert facts.unknown_layers and facts.params_at_least < unknown.count_params()
 
 
 # --------------------------------------------------------------------------- through the pages

@@ -66,7 +66,7 @@ def test_quick_trains_end_to_end_on_ray(ray_engine, sample) -> None:
     assert runs.load_metrics(run_dir)["n_test"] == 1000
     from cnnlab import inference
 
-    inference.load_model_file(runs.best_model_path(run_dir))  # a whole, loadable model
+    inference.load_run_model(runs.best_model_path(run_dir))  # a whole, loadable model
     status = runs.load_status(run_dir)
     assert status["status"] == "finished" and status["device"].startswith("CPU")
 

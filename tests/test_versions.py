@@ -1,0 +1,147 @@
+"""Dependency floors: what requirements*.txt documents is what is installed and what is pinned.
+
+The floors in requirements*.txt are the contract (the oldest versions that work and carry the
+security fixes named above each one); constraints.txt pins the exact set the suite passed on.
+These tests fail when an installed version is below its floor, when a pin and a floor drift
+apart, or when Keras's security floor is lowered.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+# The two files the README installs; requirements-ray.txt comes in through requirements-dev.txt.
+ENTRY_FILES = ("requirements.txt", "requirements-dev.txt")
+CONSTRAINTS = ROOT / "constraints.txt"
+INSTALL = "pip install -r requirements.txt -r requirements-dev.txt -c constraints.txt"
+
+# Keras before 3.14 loads an uploaded .keras file through published safe_mode bypasses and an
+# archive path traversal (CVE-2026-1462, GHSA-hqp4-2352-xf5r and earlier): an upload runs code.
+KERAS_SECURITY_FLOOR = Version("3.14")
+
+
+@dataclass(frozen=True)
+class Floor:
+    """One requirement line: where it is written and the comment that says why."""
+
+    requirement: Requirement
+    file: str
+    why: str
+
+    def describe(self) -> str:
+        because = f" ({self.why})" if self.why else ""
+        return f"{self.requirement} in {self.file}{because}"
+
+
+def _without_comment(line: str) -> tuple[str, str]:
+    # pip's rule: "#" starts a comment at the start of a line or after whitespace.
+    match = re.search(r"(^|\s)#", line)
+    if match is None:
+        return line.strip(), ""
+    return line[: match.start()].strip(), line[match.end():].strip()
+
+
+def read_floors(name: str, seen: set[str] | None = None) -> list[Floor]:
+    """Every requirement in ``name`` and the files it includes with ``-r``."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return []
+    seen.add(name)
+    floors: list[Floor] = []
+    comment_above = ""
+    for raw in (ROOT / name).read_text().splitlines():
+        line, comment = _without_comment(raw)
+        if not line:
+            comment_above = comment if raw.lstrip().startswith("#") else ""
+            continue
+        if line.startswith(("-r ", "--requirement ")):
+            floors += read_floors(line.split(maxsplit=1)[1], seen)
+        elif not line.startswith("-"):  # other pip options (-c, --index-url …) hold no floor
+            floors.append(Floor(Requirement(line), name, comment or comment_above))
+        comment_above = ""
+    return floors
+
+
+def read_pins() -> dict[str, tuple[str, Version]]:
+    """constraints.txt as canonical name -> (name as written, pinned version)."""
+    pins: dict[str, tuple[str, Version]] = {}
+    for number, raw in enumerate(CONSTRAINTS.read_text().splitlines(), 1):
+        line, _ = _without_comment(raw)
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and name.strip() and version.strip(), (
+            f"constraints.txt line {number} is {line!r}: every line must pin one exact "
+            "version, name==version")
+        pins[canonicalize_name(name.strip())] = (name.strip(), Version(version.strip()))
+    return pins
+
+
+FLOORS = [floor for entry in ENTRY_FILES for floor in read_floors(entry)]
+BY_NAME: dict[str, list[Floor]] = {}
+for _floor in FLOORS:
+    BY_NAME.setdefault(canonicalize_name(_floor.requirement.name), []).append(_floor)
+
+
+@pytest.mark.parametrize("name", sorted(BY_NAME))
+def test_installed_version_meets_its_floor(name: str) -> None:
+    floors = [f for f in BY_NAME[name]
+              if f.requirement.marker is None or f.requirement.marker.evaluate()]
+    if not floors:
+        pytest.skip(f"{name} is not for this platform")
+    try:
+        installed = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{name} is not installed")
+    for floor in floors:
+        assert floor.requirement.specifier.contains(installed, prereleases=True), (
+            f"{name} {installed} is installed, but the floor is {floor.describe()}. "
+            f"Install the tested set: {INSTALL}")
+
+
+def test_every_pin_is_inside_the_floors() -> None:
+    pins = read_pins()
+    broken = [f"{pins[name][0]}=={pins[name][1]} breaks {floor.describe()}"
+              for name, floors in BY_NAME.items() if name in pins
+              for floor in floors
+              if not floor.requirement.specifier.contains(pins[name][1], prereleases=True)]
+    assert not broken, ("constraints.txt and requirements*.txt have drifted apart; raise the "
+                        "pin or fix the floor:\n" + "\n".join(broken))
+
+
+def test_every_requirement_is_pinned() -> None:
+    pins = read_pins()
+    unpinned = sorted(f.describe() for f in FLOORS
+                      if canonicalize_name(f.requirement.name) not in pins)
+    assert not unpinned, ("constraints.txt has no tested version for:\n" + "\n".join(unpinned)
+                          + "\nRefresh it as its header says.")
+
+
+def lowest_allowed(requirement: Requirement) -> Version | None:
+    """The smallest version the specifier's lower bounds allow, or None without a lower bound."""
+    bounds = [Version(s.version) for s in requirement.specifier
+              if s.operator in (">=", ">", "==", "~=", "===") and "*" not in s.version]
+    return max(bounds, default=None)
+
+
+def test_keras_floor_carries_the_security_fixes() -> None:
+    keras = [f for f in BY_NAME.get("keras", []) if f.file == "requirements.txt"]
+    assert keras, "requirements.txt must list keras with a floor (the app loads uploaded models)"
+    for floor in keras:
+        lowest = lowest_allowed(floor.requirement)
+        assert lowest is not None and lowest >= KERAS_SECURITY_FLOOR, (
+            f"{floor.describe()} lets pip keep a Keras below {KERAS_SECURITY_FLOOR}, whose "
+            "safe_mode can be bypassed by an uploaded model: keep keras>="
+            f"{KERAS_SECURITY_FLOOR} or higher")
+        assert not floor.requirement.specifier.contains("3.13.2", prereleases=True), (
+            f"{floor.describe()} allows Keras 3.13.2, which has the path traversal "
+            "GHSA-hqp4-2352-xf5r")
