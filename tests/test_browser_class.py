@@ -93,7 +93,7 @@ def test_students_and_a_teacher_share_a_server(streamlit_server: str, server_run
         # Bob: his own runs first (none), then everyone's: Ann's run is readable, not his.
         open_page(bob, "Runs")
         bob.get_by_text("You have no runs yet").wait_for()
-        bob.locator("label[data-baseweb=radio]", has_text="Everyone").click()
+        bob.get_by_test_id("stRadioGroup").get_by_text("Everyone").click()
         bob.get_by_role("heading", name="ann-digits").wait_for()
         bob.get_by_role("tab", name="Manage").click()
         bob.get_by_text("This is ann's run").wait_for()

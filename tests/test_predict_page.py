@@ -239,7 +239,7 @@ def test_page_own_model_upload(runs_root: Path, tmp_path: Path) -> None:
     good = keras_bytes(dense_model(rescale=False), tmp_path, "mine.keras")
     at.file_uploader(key="own_model").set_value(("mine.keras", good, "application/octet-stream"))
     at.run()
-    assert not at.exception and not at.error, at.error
+    assert not at.exception and not at.error, [e.value for e in at.error]
     at.file_uploader(key="picture").set_value(("one.png", digit_png(), "image/png")).run()
     assert not at.exception and not at.error
     assert any(m.label == "Prediction" for m in at.metric)
