@@ -172,11 +172,8 @@ def _run_child(path: Path, name: str, budgets: Budgets, timeout_s: float) -> Chi
         peak_rss_bytes=peak, seconds=seconds)
     if found.params > budgets.max_params:  # the child checks this too; never trust one place
         raise over_budget(name, found.params, budgets.max_params, counted="has")
-    if found.grew_bytes > load_allowance(budgets):
-        raise ModelRejected(
-            f"Loading {name} and making one prediction took {found.grew_bytes / MB:,.0f} MB "
-            f"of memory; this server allows at most {load_allowance(budgets) / MB:,.0f} MB. "
-            "Upload a model with a smaller input or fewer filters in its first layers.")
+    # The child's own growth is not judged: TensorFlow's first prediction allocates
+    # hundreds of MB of runtime that vary by machine; the RSS ceiling above bounds it.
     return found
 
 
