@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnlab.accounts import LOCAL_USER, User
+from cnnlab.budgets import SECRETS_FILE, secrets_table
 
-SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 DEFAULT_ACCOUNTS_FILE = Path(".streamlit") / "accounts.json"
 MODES = ("personal", "accounts", "openid")
 
@@ -57,13 +56,7 @@ def load_settings(secrets_file: Path | str = SECRETS_FILE) -> Settings:
 
     Raises ValueError naming a bad setting.
     """
-    table: Mapping[str, Any] = {}
-    path = Path(secrets_file)
-    if path.is_file():
-        try:
-            table = tomllib.loads(path.read_text(encoding="utf-8")).get("class", {})
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML ({exc}); fix or remove it.") from exc
+    table = secrets_table(secrets_file, "class")
     mode = os.environ.get("CNNLAB_SIGN_IN") or table.get("sign_in", "personal")
     if mode not in MODES:
         raise ValueError(f"Sign-in mode {mode!r} is not known; use one of {', '.join(MODES)} "

@@ -69,18 +69,26 @@ class Budgets:
         return cls(**values)
 
 
+def secrets_table(secrets_file: Path | str, table: str) -> dict[str, Any]:
+    """The ``[table]`` of the operator's secrets.toml ({} when the file or table is absent).
+
+    Raises ValueError when the file is not valid TOML.
+    """
+    path = Path(secrets_file)
+    if not path.is_file():
+        return {}
+    try:
+        return dict(tomllib.loads(path.read_text(encoding="utf-8")).get(table, {}))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML ({exc}); fix or remove it.") from exc
+
+
 def load(secrets_file: Path | str = SECRETS_FILE) -> Budgets:
     """The operator's budgets: environment over secrets.toml's [budgets] over defaults.
 
     Raises ValueError naming the bad setting.
     """
-    values: dict[str, Any] = {}
-    path = Path(secrets_file)
-    if path.is_file():
-        try:
-            values.update(tomllib.loads(path.read_text(encoding="utf-8")).get("budgets", {}))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML ({exc}); fix or remove it.") from exc
+    values = secrets_table(secrets_file, "budgets")
     for name in Budgets.__dataclass_fields__:
         env = os.environ.get("CNNLAB_" + name.upper())
         if env:
