@@ -212,9 +212,9 @@ def keras_file(layers: list[dict], input_shape: tuple[int, ...] = (28, 28, 1)) -
                    "config.json": json.dumps(cfg).encode(), "model.weights.h5": b""})
 
 
-def server_growth(fn: Callable, *args) -> tuple[str, int]:
-    """(the ModelRejected message of ``fn(*args)``, this process's peak memory growth
-    meanwhile): current RSS sampled every 5 ms, as ru_maxrss only ever shows the peak."""
+def peak_rss_growth(fn: Callable[[], object]) -> tuple[object, int]:
+    """``fn()``'s result and how far this process's resident memory rose above its start
+    meanwhile: current RSS sampled every 5 ms, as ru_maxrss only ever shows the peak."""
     import threading
 
     from cnnlab.model_check import rss_of
@@ -230,11 +230,16 @@ def server_growth(fn: Callable, *args) -> tuple[str, int]:
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     try:
-        message = raised(ModelRejected, fn, *args)
+        result = fn()
     finally:
         done.set()
         watcher.join()
-    return message, max(peak, rss_of("self") or 0) - base
+    return result, max(peak, rss_of("self") or 0) - base
+
+
+def server_growth(fn: Callable, *args) -> tuple[str, int]:
+    """(the ModelRejected message of ``fn(*args)``, this process's peak memory growth)."""
+    return peak_rss_growth(lambda: raised(ModelRejected, fn, *args))
 
 
 def refused_in_bounded_memory(ctx, name: str, data: bytes) -> str:
@@ -909,31 +914,6 @@ def ring_png(side: int = 7000) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
-
-
-def peak_rss_growth(fn: Callable[[], object]) -> tuple[object, int]:
-    """``fn()``'s result and how far this process's resident memory rose above its start."""
-    import threading
-
-    def rss() -> int:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS"))
-
-    base, peak, done = rss(), [0], threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        result = fn()
-    finally:
-        done.set()
-        watcher.join()
-    return result, max(peak[0], rss()) - base
 
 
 def test_a_big_picture_is_decoded_once_to_a_small_one() -> None:
