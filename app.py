@@ -8,27 +8,32 @@ import streamlit as st
 from pages.boundary import error_boundary
 from pages.signin import sign_in_page, sign_out_control, signed_in_user
 
-st.set_page_config(page_title="CNN Lab", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="CNN Lab", page_icon=":material/psychology:", layout="wide")
 
 
 def home() -> None:
     """Landing view: what the lab does and where to start."""
-    st.title("🧠 CNN Lab")
+    st.title(":material/psychology: CNN Lab")
     st.markdown(
         "Learn, tweak and demo convolutional networks from your browser — "
         "no notebook needed."
     )
     steps = [
-        ("🔍 Explore", "pages/explore.py", "look at a data set: counts, samples, mean images."),
-        ("🧱 Configure", "pages/configure.py", "shape a CNN with sliders; see its shapes live."),
-        ("🏋️ Train", "pages/train.py", "train it and watch loss and accuracy grow epoch by epoch."),
-        ("✏️ Draw & predict", "pages/predict.py", "draw a digit and watch the probabilities move."),
-        ("📊 Runs", "pages/runs.py", "compare runs, read their evaluation, download models."),
+        ("Explore", ":material/search:", "pages/explore.py",
+         "look at a data set: counts, samples, mean images."),
+        ("Configure", ":material/tune:", "pages/configure.py",
+         "shape a CNN with sliders; see its shapes live."),
+        ("Train", ":material/model_training:", "pages/train.py",
+         "train it and watch loss and accuracy grow epoch by epoch."),
+        ("Draw & predict", ":material/draw:", "pages/predict.py",
+         "draw a digit and watch the probabilities move."),
+        ("Runs", ":material/bar_chart:", "pages/runs.py",
+         "compare runs, read their evaluation, download models."),
     ]
     cols = st.columns(len(steps))
-    for col, (label, path, text) in zip(cols, steps, strict=True):
+    for col, (label, icon, path, text) in zip(cols, steps, strict=True):
         with col, st.container(border=True):
-            st.page_link(path, label=label)
+            st.page_link(path, label=label, icon=icon)
             st.caption(text)
     st.info(
         "New here? Start with **Explore** on the bundled MNIST sample, then train the "
@@ -37,16 +42,17 @@ def home() -> None:
 
 
 pages = [
-    st.Page(home, title="Home", icon="🏠", default=True),
-    st.Page("pages/explore.py", title="Explore", icon="🔍"),
-    st.Page("pages/configure.py", title="Configure", icon="🧱"),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/predict.py", title="Draw & predict", icon="✏️"),
-    st.Page("pages/runs.py", title="Runs", icon="📊"),
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/explore.py", title="Explore", icon=":material/search:"),
+    st.Page("pages/configure.py", title="Configure", icon=":material/tune:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/predict.py", title="Draw & predict", icon=":material/draw:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/bar_chart:"),
 ]
 user = signed_in_user()
 if user is None:  # class mode: the sign-in form and nothing else (no list of pages)
-    st.navigation([st.Page(sign_in_page, title="Sign in", icon="🔑")], position="hidden").run()
+    sign_in = st.Page(sign_in_page, title="Sign in", icon=":material/login:")
+    st.navigation([sign_in], position="hidden").run()
     st.stop()
 sign_out_control(user)
 page = st.navigation(pages)

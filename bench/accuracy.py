@@ -1,6 +1,7 @@
 """Train a preset on a full data set; print test accuracy, seconds and peak RSS as JSON.
 
-    python bench/accuracy.py --preset quick --dataset mnist [--epochs N] [--limit N]
+    python -m bench.accuracy --preset quick --dataset mnist [--epochs N] [--limit N]
+    # from the repository root, with the package installed: pip install -e ".[dev]"
 
 Not a test: a measurement to run by hand (targets: quick on MNIST ≥ 98.5 % in ≤ 60 s on 2
 CPU cores). The run is written to a temporary runs root unless --runs-dir is given.
@@ -17,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -1,6 +1,7 @@
 """The training engine's costs, measured: one JSON object on stdout.
 
-    python bench/engine.py [--pairs 7] [--skip-browser] [--skip-ray] [--app-dir DIR]
+    python -m bench.engine [--pairs 7] [--skip-browser] [--skip-ray] [--app-dir DIR]
+    # from the repository root, with the package installed: pip install -e ".[dev]"
 
 1. ``explore``: Explore page render time in a real browser (session B) while the server is
    idle vs while session A trains ``quick`` on full MNIST, in ABBA-ordered pairs; the median
@@ -27,12 +28,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))  # the browser helpers of the e2e tests
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from stats import abba, ratio_summary  # noqa: E402
+from bench.stats import abba, ratio_summary  # noqa: E402
 
 
 def log(*args: object) -> None:
@@ -66,7 +64,7 @@ def bench_explore(app_dir: Path, pairs: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     from tests.conftest import CHROMIUM, CHROMIUM_ARGS
-    from tests.test_e2e import load_explore, pick, set_number, settle
+    from tests.ui_steps import load_explore, pick, set_number, settle
 
     runs_dir = Path(tempfile.mkdtemp(prefix="cnnlab-bench-runs-"))
     proc, url = start_server(app_dir, runs_dir)
@@ -242,7 +240,7 @@ def _ray_rss_mb() -> float:
             continue
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            if b"ray" not in cmd or b"bench/engine.py" in cmd:
+            if b"ray" not in cmd or b"bench.engine" in cmd:  # not this bench itself
                 continue
             pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
         except OSError:

@@ -1,6 +1,7 @@
 """Draw-to-probabilities latency of the predict page on CPU: preprocessing + inference.
 
-    python bench/latency.py [--n 200] [--run RUN_DIR]
+    python -m bench.latency [--n 200] [--run RUN_DIR]
+    # from the repository root, with the package installed: pip install -e ".[dev]"
 
 Synthetic drawings (random white strokes on a black 280×280 RGBA canvas, like st_canvas
 returns) go through ``canvas_to_input`` and the seed000-mnist model, called directly as the
@@ -16,11 +17,8 @@ import base64
 import io
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU figures, even on a GPU box
 

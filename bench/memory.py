@@ -1,6 +1,7 @@
 """Peak RSS of training on a CIFAR-10-sized set (synthetic 50k×32×32×3 uint8), as JSON.
 
-    python bench/memory.py [--preset quick] [--epochs 1]
+    python -m bench.memory [--preset quick] [--epochs 1]
+    # from the repository root, with the package installed: pip install -e ".[dev]"
 
 Checks that data stay uint8 end to end (target: peak RSS ≤ 1.5 GiB). Not a test.
 """
@@ -11,14 +12,12 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -1,6 +1,7 @@
 """Your own images with every default: upload-equivalent zip → Train → test accuracy.
 
-    python bench/own_images.py [--skip-fashion]
+    python -m bench.own_images [--skip-fashion]
+    # from the repository root, with the package installed: pip install -e ".[dev]"
 
 Two data sets, each as a zip read exactly like an Explore upload (datasets.load_zip, 20 %
 kept for testing) and trained through the engine (a worker process) with the request the
@@ -20,20 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from shapes import images_zip, shapes_zip  # noqa: E402
 
 from cnnlab import datasets, jobs, runs, training  # noqa: E402
 from cnnlab.config import UPLOAD_PREFIX  # noqa: E402
+from tests.shapes import images_zip, shapes_zip  # noqa: E402
 
 
 def train_defaults(engine: jobs.Engine, data: bytes, name: str, side: int,

@@ -1,6 +1,7 @@
 """What Streamlit's clean-up after every script run costs a server that serves predictions.
 
-    python bench/server_hooks.py
+    python -m bench.server_hooks
+    # from the repository root, with the package installed: pip install -e ".[dev]"
 
 After each script run (every fragment poll too) Streamlit calls keras.backend.clear_session()
 and, with runner.postScriptGC, gc.collect(2). pages/common.py turns the first off and
@@ -13,20 +14,16 @@ import gc
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from stats import abba, ratio_summary  # noqa: E402
 
+from bench.stats import abba, ratio_summary  # noqa: E402
 from cnnlab import config, inference, models  # noqa: E402
 
 cfg = config.PRESETS["seed000-mnist"].config

@@ -3,3 +3,5 @@
 Pure Python: nothing here imports streamlit, and Keras/TensorFlow are imported lazily
 inside the functions that need them.
 """
+
+__version__ = "0.1.0"  # the one home of the version: pyproject.toml reads it

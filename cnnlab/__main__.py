@@ -1,8 +1,10 @@
 """Headless command line: ``python -m cnnlab SUBCOMMAND ... --json``.
 
-Every sub-command prints exactly one JSON object on stdout when given ``--json``;
-progress and logs go to stderr. Bad input exits with status 2 and a message.
-Heavy modules are imported inside the handlers so ``--help`` stays instant.
+Every sub-command prints exactly one JSON object on stdout when given ``--json`` (else
+readable lines); progress and logs go to stderr. Exit status: 0 done, 1 the run failed,
+2 bad usage or refused input (with a message), 130 interrupted (Ctrl-C; a training run is
+marked "interrupted" and stays resumable). Heavy modules are imported inside the handlers
+so ``--help`` stays instant.
 """
 
 from __future__ import annotations
@@ -10,20 +12,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnlab.datasets import Dataset
+
+# Exit statuses (DESIGN: CLI exit codes).
+EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CliError(Exception):
     """A user error: printed as one line to stderr, exit status 2."""
 
 
-def emit(payload: dict[str, Any], as_json: bool) -> None:
-    """Print the result: one JSON object with --json, else a readable dump."""
+class _Help(argparse.HelpFormatter):
+    """Help text wrapped at spaces only, so names such as best-fashion stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
+def emit(payload: dict[str, Any], as_json: bool, command: str) -> None:
+    """Print the result: one JSON object with --json, else readable lines."""
     if as_json:
         print(json.dumps(payload))
     else:
-        for key, value in payload.items():
-            print(f"{key}: {value}")
+        from cnnlab.cli_output import render
+
+        print(render(command, payload))
 
 
 def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,13 +83,11 @@ def cmd_presets(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _n_classes(dataset_name: str) -> int:
-    """Class count of a registered data set (10 for every built-in one)."""
-    try:
-        from cnnlab import datasets
+    """Class count of a registered data set (MNIST's for an unknown name, as input_shape_for)."""
+    from cnnlab import datasets
 
-        return len(datasets.REGISTRY[dataset_name].class_names)
-    except (ImportError, KeyError):
-        return 10
+    info = datasets.REGISTRY.get(dataset_name) or datasets.REGISTRY["mnist"]
+    return len(info.class_names)
 
 
 def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,16 +95,14 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
     from cnnlab import datasets
-    from cnnlab.config import PRESETS, ConfigError, ModelConfig, input_shape_for, validate
+    from cnnlab.config import PRESETS, ConfigError, from_file, input_shape_for, validate
     from cnnlab.models import layer_table, memory_bytes
 
-    if args.preset:
-        if args.preset not in PRESETS:
-            raise CliError(f"unknown preset '{args.preset}'; choose one of {', '.join(PRESETS)}")
+    if args.preset:  # argparse has checked the name against PRESETS
         config, dataset = PRESETS[args.preset].config, PRESETS[args.preset].dataset
     else:
         try:
-            config = ModelConfig.from_json(Path(args.config).read_bytes())
+            config = from_file(Path(args.config).read_bytes())[0]
         except OSError as exc:
             raise CliError(f"cannot read config file {args.config}: {exc.strerror}") from exc
         except ConfigError as exc:
@@ -137,19 +152,21 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         if args.preset not in config.PRESETS:
             raise CliError(f"unknown preset {args.preset!r}; choose one of "
                            f"{', '.join(config.PRESETS)}")
-        model_config = config.PRESETS[args.preset].config
+        chosen = config.PRESETS[args.preset]
+        model_and_fit = chosen.config, chosen.fit
     else:
         try:
-            model_config = config.ModelConfig.from_json(Path(args.config).read_text())
+            model_and_fit = config.from_file(Path(args.config).read_bytes())
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read config {args.config}: {exc}") from exc
     # The same defaults as the Train page: a batch that fits the data, epochs sized to it.
-    offered = training.default_request(dataset, args.preset, args.limit, model_config)
-    request = dataclasses.replace(
-        offered,
-        epochs=args.epochs if args.epochs is not None else offered.epochs,
-        batch_size=args.batch_size if args.batch_size is not None else offered.batch_size,
+    offered = training.default_request(dataset, args.preset, args.limit, model_and_fit)
+    fit = dataclasses.replace(
+        offered.fit,
+        epochs=args.epochs if args.epochs is not None else offered.fit.epochs,
+        batch_size=args.batch_size if args.batch_size is not None else offered.fit.batch_size,
     )
+    request = dataclasses.replace(offered, fit=fit)
     try:
         errors = training.request_errors(request, dataset)  # budgets included
     except ValueError as exc:  # a bad budget setting
@@ -161,30 +178,51 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.runs_dir == "runs" and os.environ.get("CNNLAB_RUNS_DIR"):
         root = runs.default_root()
     try:
-        run_dir = runs.create_run(
-            root, request.run_name(), training.run_config(request, dataset),
-            {"status": "queued", "dataset": request.dataset, "preset": request.preset,
-             "epochs": request.epochs},
-        )
+        run_dir = runs.create_run(root, training.run_config(request, dataset))
     except runs.RunsRootError as exc:
         raise CliError(str(exc)) from exc
     print(f"run {run_dir}", file=sys.stderr)
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON object
-        result = training.train_run(request, dataset, run_dir, _print_progress)
-    if result.status == "failed":
-        raise CliError(f"{result.message} (run kept in {run_dir})")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON object
+            result = training.train_run(request, dataset, run_dir, _print_progress)
+    except KeyboardInterrupt:
+        _mark_interrupted(run_dir)
+        raise
+    if result.status == runs.RunStatus.FAILED:
+        print(f"error: {result.message} (run kept in {run_dir})", file=sys.stderr)
     return {
         "run_id": run_dir.name,
         "run_dir": str(run_dir),
         "status": result.status,
+        "message": result.message,
         "history": training.history_dict(result.history),
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
-def _zip_dataset(args: argparse.Namespace) -> Any:
+def _mark_interrupted(run_dir: Path) -> None:
+    """Record a Ctrl-C'd run as "interrupted" (unless it already ended), like a server
+    restart does: every file is written atomically, so the history, best model and
+    resumable checkpoint of the epochs done are intact."""
+    import signal
+
+    from cnnlab import callbacks, runs
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this write
+    if runs.load_status(run_dir).get("status") not in runs.ACTIVE:
+        return
+    state = callbacks.read_checkpoint(run_dir)
+    done = state["epoch"] if state else 0
+    runs.update_status(
+        run_dir, status=runs.RunStatus.INTERRUPTED,
+        message=f"Interrupted (Ctrl-C) after {done} complete epoch(s); the history and best "
+                "model are kept — resume it on the Train or Runs page to continue.")
+    print(f"run kept in {run_dir}", file=sys.stderr)
+
+
+def _zip_dataset(args: argparse.Namespace) -> Dataset:
     """The Dataset in a zip of class folders, read exactly as the Explore page reads one."""
     from pathlib import Path
 
@@ -273,7 +311,14 @@ def cmd_users(args: argparse.Namespace) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per command."""
-    p = argparse.ArgumentParser(prog="python -m cnnlab", description=__doc__)
+    from cnnlab import __version__
+    from cnnlab.config import PRESETS
+    from cnnlab.datasets import REGISTRY
+
+    presets, names = list(PRESETS), list(REGISTRY)
+    p = argparse.ArgumentParser(prog="cnnlab", description=__doc__, formatter_class=_Help,
+                                epilog="`cnnlab` and `python -m cnnlab` are the same command.")
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("datasets", help="list data sets and whether they can be loaded here")
@@ -284,17 +329,22 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="layer shapes, parameters and memory of a config")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset")
-    src.add_argument("--config", help="a ModelConfig JSON file")
-    s.add_argument("--dataset", default=None)
+    src.add_argument("--preset", choices=presets, metavar="NAME",
+                     help=f"one of: {', '.join(presets)}")
+    src.add_argument("--config", help="a config JSON file (as the Configure page downloads it)")
+    s.add_argument("--dataset", default=None, choices=names, metavar="NAME",
+                   help=f"one of: {', '.join(names)} (default: the preset's own, else mnist)")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("train", help="train a preset or config on a data set")
-    s.add_argument("--dataset", required=True,
-                   help="a registry name, or a .zip of images with one folder per class")
+    s.add_argument("--dataset", required=True, metavar="NAME_OR_ZIP",
+                   help=f"one of: {', '.join(names)}; or the path of a .zip of images with "
+                        "one folder per class")
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--preset", help="default: the data set's own (own-images for a zip)")
-    src.add_argument("--config", help="a ModelConfig JSON file")
+    src.add_argument("--preset", choices=presets, metavar="NAME",
+                     help=f"one of: {', '.join(presets)} (default: the data set's own; "
+                          "own-images for a zip)")
+    src.add_argument("--config", help="a config JSON file (as the Configure page downloads it)")
     s.add_argument("--image-size", type=int, default=64,
                    help="side in pixels that a zip's images are resized to (default 64)")
     s.add_argument("--grayscale", action="store_true", help="read a zip's images as grayscale")
@@ -319,19 +369,24 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_users)
 
     for action in sub.choices.values():
+        action.formatter_class = _Help
         action.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
-    args = parser().parse_args(argv)
+    args = parser().parse_args(argv)  # bad usage: argparse exits 2 itself
     try:
-        emit(args.func(args), args.json)
+        payload = args.func(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    emit(payload, args.json, args.command)
+    return EXIT_FAILED if payload.get("status") == "failed" else EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -86,12 +86,11 @@ def openid_user(email: str | None, settings: Settings, verified: bool | None = N
 # ------------------------------------------------------------------------------ ownership
 
 
-def owner_of(config: Mapping[str, Any] | None, status: Mapping[str, Any] | None = None) -> str:
-    """Who owns a run: config.json's ``owner`` (status.json's for older runs), else the
+def owner_of(config: Mapping[str, Any] | None) -> str:
+    """Who owns a run: its config.json's ``owner`` (``runs.load_config``), else the
     personal-mode user (runs made before sign-in existed)."""
-    for record in (config, status):
-        if isinstance(record, Mapping) and record.get("owner"):
-            return str(record["owner"])
+    if isinstance(config, Mapping) and config.get("owner"):
+        return str(config["owner"])
     return LOCAL_USER.name
 
 

@@ -21,11 +21,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnlab import events as ev
+
+if TYPE_CHECKING:
+    import keras
 
 LAST_FILE = "last.keras"
 CHECKPOINT_FILE = "checkpoint.json"
@@ -73,7 +76,7 @@ def read_checkpoint(run_dir: Path | str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("epoch"), int) else None
 
 
-def save_model_atomically(model: Any, path: Path) -> None:
+def save_model_atomically(model: keras.Model, path: Path) -> None:
     """``model.save(path)`` written beside and renamed, so a kill mid-save keeps the old file."""
     partial = path.with_name(path.stem + ".partial.keras")
     model.save(partial)
@@ -252,13 +255,13 @@ def classes() -> dict[str, type]:
     }
 
 
-def progress_callback(emit: ev.Emit, **kwargs: Any) -> Any:
+def progress_callback(emit: ev.Emit, **kwargs: Any) -> keras.callbacks.Callback:
     """A ProgressCallback (keras.callbacks.Callback) sending events to ``emit``."""
     kwargs.setdefault("stop", StopFlag())
     return classes()["ProgressCallback"](emit, **kwargs)
 
 
-def current_lr(model: Any) -> float | None:
+def current_lr(model: keras.Model) -> float | None:
     """The optimizer's learning rate now (schedules evaluated at the current step)."""
     try:
         import keras

@@ -31,11 +31,13 @@ def class_counts_figure(
 
 
 def image_mosaic(
-    images: np.ndarray, cols: int, pad: int = 2, fill: int = 255, gap_y: int | None = None
+    images: np.ndarray, cols: int, pad: int = 2, fill: int | None = 255,
+    gap_y: int | None = None,
 ) -> np.ndarray:
     """Tile ``(n, h, w, c)`` images into one ``(H, W, 3)`` uint8 picture, ``cols`` wide.
 
     ``gap_y`` (default ``pad``) is the blank band under each row, e.g. room for captions.
+    ``fill=None`` makes the gaps transparent: an ``(H, W, 4)`` RGBA picture instead.
     """
     gap_y = pad if gap_y is None else gap_y
     images = np.asarray(images)
@@ -43,9 +45,11 @@ def image_mosaic(
         images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    n, h, w, _ = images.shape
+    if fill is None:  # opaque images, transparent gaps
+        images = np.concatenate([images, np.full(images.shape[:-1] + (1,), 255, np.uint8)], -1)
+    n, h, w, depth = images.shape
     rows = max(1, -(-n // cols))
-    out = np.full((rows * (h + gap_y) + pad, cols * (w + pad) + pad, 3), fill, np.uint8)
+    out = np.full((rows * (h + gap_y) + pad, cols * (w + pad) + pad, depth), fill or 0, np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
         top, left = pad + r * (h + gap_y), pad + c * (w + pad)
@@ -59,9 +63,12 @@ def image_grid_figure(
     """Images in a grid with a caption under each (a single Plotly image, crisp pixels)."""
     n, h, w = images.shape[:3]
     pad, gap_y = max(2, h // 7), max(6, h // 2)  # gap_y: a band for the captions
-    mosaic = image_mosaic(images, cols, pad=pad, gap_y=gap_y)
+    # Transparent gaps: the captions (the theme's text colour) sit on the page's own
+    # background, readable in light and dark mode alike.
+    mosaic = image_mosaic(images, cols, pad=pad, gap_y=gap_y, fill=None)
     rows = max(1, -(-n // cols))
-    fig = go.Figure(go.Image(z=mosaic, hoverinfo="skip"))
+    fig = go.Figure(go.Image(z=mosaic, colormodel="rgba", zmax=[255, 255, 255, 255],
+                             hoverinfo="skip"))
     for i, text in enumerate(captions[:n]):
         r, c = divmod(i, cols)
         fig.add_annotation(

@@ -14,7 +14,8 @@ import pandas as pd
 from cnnlab import access, runs
 
 # config.json keys that name or describe a run rather than set how it trains.
-_NOT_SETTINGS = ("model", "name", "class_names", "n_classes", "input_shape", "seed")
+_NOT_SETTINGS = ("model", "fit", "name", "created", "class_names", "n_classes", "input_shape",
+                 "seed")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -37,10 +38,12 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def run_settings(run_config: dict[str, Any]) -> dict[str, Any]:
-    """What a run trained with, from its config.json: the model fields at the top level,
-    overridden by the run's own data set, epochs, batch size, limit and validation split."""
-    model = run_config.get("model")
-    settings = dict(model) if isinstance(model, dict) else {}
+    """What a run trained with, from its config.json: the model's and the fit settings'
+    fields at the top level, with the run's data set, limit and validation split."""
+    settings: dict[str, Any] = {}
+    for part in ("model", "fit"):
+        if isinstance(run_config.get(part), dict):
+            settings.update(run_config[part])
     settings.update({k: v for k, v in run_config.items() if k not in _NOT_SETTINGS})
     return settings
 
@@ -91,8 +94,7 @@ def run_row(run: runs.RunInfo) -> dict[str, Any]:
     Never raises for damaged files: ``status`` becomes "damaged" and ``problem`` says why.
     """
     status = run.status if isinstance(run.status, dict) else {}
-    config = runs.load_config(run.run_dir)
-    config = config if isinstance(config, dict) else {}
+    config = run.config if isinstance(run.config, dict) else {}
     problems = runs.run_problems(run.run_dir)
     best_val = None
     if not any(p.startswith(runs.HISTORY_FILE) for p in problems):
@@ -101,14 +103,17 @@ def run_row(run: runs.RunInfo) -> dict[str, Any]:
             best_val = float(pd.to_numeric(history["val_accuracy"]).max())
     metrics = runs.load_metrics(run.run_dir)
     test_acc = _number(metrics.get("test_accuracy")) if isinstance(metrics, dict) else None
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
-    preset = config.get("preset") or status.get("preset") or "custom"
+    raw_model = config.get("model")
+    model = raw_model if isinstance(raw_model, dict) else {}
+    preset = config.get("preset") or "custom"
     summary = model_summary(model)
-    done, total = status.get("epochs_done"), status.get("epochs") or config.get("epochs")
+    raw_fit = config.get("fit")
+    fit = raw_fit if isinstance(raw_fit, dict) else {}
+    done, total = status.get("epochs_done"), fit.get("epochs")
     return {
         "run_id": run.run_id,
-        "name": str(status.get("name") or config.get("name") or run.run_id),
-        "dataset": str(status.get("dataset") or config.get("dataset") or "?"),
+        "name": run.name,
+        "dataset": run.dataset or "?",
         "model": f"{preset} · {summary}" if summary else str(preset),
         "params": _number(status.get("params")),
         "epochs": f"{done if done is not None else '?'}/{total if total else '?'}",
@@ -118,8 +123,8 @@ def run_row(run: runs.RunInfo) -> dict[str, Any]:
         "device": str(status.get("device") or ""),
         "status": "damaged" if problems else str(status.get("status", "?")),
         "problem": "; ".join(problems),
-        "created": str(status.get("created") or ""),
-        "owner": access.owner_of(config, status),
+        "created": str(config.get("created") or ""),
+        "owner": access.owner_of(config),
     }
 
 

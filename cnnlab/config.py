@@ -15,20 +15,18 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from cnnlab import datasets
+from cnnlab.fit_settings import FIELDS as FIT_FIELDS
+from cnnlab.fit_settings import FitSettings
+
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "swish", "tanh", "sigmoid", "leaky_relu")
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_uniform", "glorot_normal")
 OPTIMIZERS = ("adam", "nadam", "sgd", "rmsprop")
 PADDINGS = ("same", "valid")
 
-# Image shape (h, w, c) of the built-in data sets, used when cnnlab.datasets is not importable.
-_FALLBACK_SHAPES: dict[str, tuple[int, int, int]] = {
-    "mnist": (28, 28, 1),
-    "mnist_sample": (28, 28, 1),
-    "fashion_mnist": (28, 28, 1),
-    "cifar10": (32, 32, 3),
-}
-# Data sets of hand-written digits: a horizontal flip turns a digit into a non-digit.
-DIGIT_DATASETS = ("mnist", "mnist_sample")
+# Data sets of hand-written digits (a fact on each DatasetInfo): a horizontal flip turns a
+# digit into a non-digit.
+DIGIT_DATASETS = tuple(name for name, info in datasets.REGISTRY.items() if info.digits)
 
 
 class ConfigError(ValueError):
@@ -92,9 +90,6 @@ class ModelConfig:
     learning_rate: float = 1e-3
     lr_decay_rate: float | None = None
     lr_decay_steps: int = 1000
-    batch_size: int = 64
-    epochs: int = 10
-    patience: int = 3  # early-stopping patience in epochs; 0 = no early stopping
     augmentation: Augmentation = field(default_factory=Augmentation)
     batch_norm_momentum: float = 0.99  # Keras' default; 0.9 suits a few hundred steps
 
@@ -192,20 +187,56 @@ def _convert(cls: type, data: Any, where: str, skip: tuple[str, ...] = ()) -> di
     return out
 
 
+# --- config files -------------------------------------------------------------------------
+
+
+def file_json(config: ModelConfig, fit: FitSettings) -> str:
+    """The Configure page's config file: ``{"model": ..., "fit": ...}`` as pretty JSON (the
+    same two keys as a run's config.json)."""
+    return json.dumps({"model": config.to_dict(), "fit": fit.to_dict()}, indent=2)
+
+
+def split_fit(model: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model dict written before fit settings had their own home, split into (model,
+    fit): its batch_size, epochs and patience are the fit settings."""
+    return ({k: v for k, v in model.items() if k not in FIT_FIELDS},
+            {k: v for k, v in model.items() if k in FIT_FIELDS})
+
+
+def from_file(text: str | bytes) -> tuple[ModelConfig, FitSettings]:
+    """Model and fit settings from a config file (``file_json``'s format, or an older
+    file's flat model dict); raises ConfigError (never JSONDecodeError) on bad input."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid JSON ({exc}); upload a file saved by CNN Lab") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config file must be a JSON object, got {type(data).__name__}")
+    if "model" in data:
+        unknown = sorted(set(data) - {"model", "fit"})
+        if unknown:
+            raise ConfigError(f"config file: unknown key(s) {', '.join(unknown)}; allowed: "
+                              "model, fit")
+        model, fit = data["model"], data.get("fit", {})
+    else:
+        model, fit = split_fit(data)
+    config = ModelConfig.from_dict(model)
+    try:
+        return config, FitSettings.from_dict(fit)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 # --- shapes -------------------------------------------------------------------------------
 
 
 def input_shape_for(dataset_name: str) -> tuple[int, int, int]:
-    """Image shape (h, w, c) of a registered data set; (28, 28, 1) when unknown."""
-    try:
-        from cnnlab import datasets
+    """Image shape (h, w, c) of a registered data set, read from its DatasetInfo.
 
-        info = datasets.REGISTRY.get(dataset_name)
-        if info is not None:
-            return tuple(info.image_shape)  # type: ignore[return-value]
-    except (ImportError, AttributeError):
-        pass
-    return _FALLBACK_SHAPES.get(dataset_name, (28, 28, 1))
+    An unknown name gets the shape of the default, MNIST, so a shape trace still works.
+    """
+    info = datasets.REGISTRY.get(dataset_name) or datasets.REGISTRY["mnist"]
+    return info.image_shape
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -233,10 +264,12 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def range_problems(config: ModelConfig) -> list[str]:
-    """Values of ``config`` outside what the Configure page can edit, one sentence each."""
+def range_problems(config: ModelConfig, fit: FitSettings | None = None) -> list[str]:
+    """Values of ``config`` (and ``fit``) outside what the Configure page can edit, one
+    sentence each."""
     found: list[tuple[str, str, float]] = []
-    for where, part in (("model", config), ("augmentation", config.augmentation),
+    for where, part in (("model", config), ("fit settings", fit),
+                        ("augmentation", config.augmentation),
                         *((f"block {i}", b) for i, b in enumerate(config.blocks, 1)),
                         *((f"dense layer {i}", d) for i, d in enumerate(config.dense, 1))):
         for name, (low, high) in RANGES.items():
@@ -346,12 +379,6 @@ def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
             )
         if config.lr_decay_steps < 1:
             problems.append(f"lr decay steps is {config.lr_decay_steps}; it must be at least 1")
-    if config.batch_size < 1:
-        problems.append(f"batch size is {config.batch_size}; it must be at least 1")
-    if config.epochs < 1:
-        problems.append(f"epochs is {config.epochs}; it must be at least 1")
-    if config.patience < 0:
-        problems.append(f"patience is {config.patience}; use 0 or more epochs")
     aug = config.augmentation
     if not 0 <= aug.translate < 1:
         problems.append(f"augmentation: translate {aug.translate:g} must be in [0, 1)")
@@ -378,12 +405,14 @@ def advice(config: ModelConfig, dataset_name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named config with the data set its parameter count refers to."""
+    """A named config with the data set its parameter count refers to and the fit
+    settings it was measured with."""
 
     name: str
     description: str
     dataset: str
     config: ModelConfig
+    fit: FitSettings
 
 
 def _blocks(*specs: tuple[int, int], **common: Any) -> tuple[ConvBlock, ...]:
@@ -405,10 +434,8 @@ PRESETS: dict[str, Preset] = {
                 learning_rate=2e-3,
                 lr_decay_rate=0.3,  # measured: 98.8% MNIST test accuracy after 3 epochs
                 lr_decay_steps=1000,
-                batch_size=128,
-                epochs=3,
-                patience=2,
             ),
+            FitSettings(batch_size=128, epochs=3, patience=2),
         ),
         Preset(
             "seed000-mnist",
@@ -419,10 +446,8 @@ PRESETS: dict[str, Preset] = {
                 dense=(DenseLayer(128, dropout=0.5),),
                 flatten_dropout=0.25,
                 optimizer="nadam",
-                batch_size=32,
-                epochs=20,
-                patience=3,
             ),
+            FitSettings(batch_size=32, epochs=20, patience=3),
         ),
         Preset(
             "seed000-fashion-deep",
@@ -433,10 +458,8 @@ PRESETS: dict[str, Preset] = {
                 blocks=(ConvBlock(filters=64, kernel_size=7),) + _blocks((128, 2), (256, 2)),
                 dense=(DenseLayer(128, dropout=0.5), DenseLayer(64, dropout=0.5)),
                 optimizer="nadam",
-                batch_size=32,
-                epochs=20,
-                patience=3,
             ),
+            FitSettings(batch_size=32, epochs=20, patience=3),
         ),
         Preset(
             "seed001-cifar10",
@@ -449,10 +472,8 @@ PRESETS: dict[str, Preset] = {
                 flatten_dropout=0.5,
                 initializer="glorot_uniform",
                 optimizer="adam",
-                batch_size=64,
-                epochs=30,
-                patience=5,
             ),
+            FitSettings(batch_size=64, epochs=30, patience=5),
         ),
         Preset(
             "seed003-fashion",
@@ -463,10 +484,8 @@ PRESETS: dict[str, Preset] = {
                 dense=(DenseLayer(100, dropout=0.4),),
                 initializer="glorot_uniform",
                 optimizer="adam",
-                batch_size=32,
-                epochs=20,
-                patience=2,
             ),
+            FitSettings(batch_size=32, epochs=20, patience=2),
         ),
         Preset(
             "best-mnist",
@@ -482,11 +501,9 @@ PRESETS: dict[str, Preset] = {
                 # accuracy in 10 epochs (737 s on 2 CPU cores, bench/accuracy.py).
                 lr_decay_rate=0.6,
                 lr_decay_steps=1000,
-                batch_size=128,
-                epochs=10,
-                patience=4,
                 augmentation=Augmentation(translate=0.1, rotate=0.03),
             ),
+            FitSettings(batch_size=128, epochs=10, patience=4),
         ),
         Preset(
             "best-fashion",
@@ -500,13 +517,11 @@ PRESETS: dict[str, Preset] = {
                 learning_rate=1e-3,
                 lr_decay_rate=0.85,
                 lr_decay_steps=1000,
-                batch_size=128,
-                epochs=30,
-                patience=5,
                 # Shifts on top of flips and dropout under-fit: 91.6 % vs 92.9 % test
                 # accuracy after 12 epochs (bench/accuracy.py, CPU).
                 augmentation=Augmentation(flip=True),
             ),
+            FitSettings(batch_size=128, epochs=30, patience=5),
         ),
         Preset(
             "best-cifar10",
@@ -524,11 +539,9 @@ PRESETS: dict[str, Preset] = {
                 learning_rate=1e-3,
                 lr_decay_rate=0.8,
                 lr_decay_steps=2000,
-                batch_size=64,
-                epochs=60,
-                patience=8,
                 augmentation=Augmentation(flip=True, translate=0.1),
             ),
+            FitSettings(batch_size=64, epochs=60, patience=8),
         ),
         Preset(
             "own-images",
@@ -542,9 +555,6 @@ PRESETS: dict[str, Preset] = {
                 global_pool=True,
                 optimizer="adam",
                 learning_rate=2e-3,
-                batch_size=32,
-                epochs=40,  # the Train page sizes this to the data (fit_settings.epochs_for)
-                patience=8,
                 # Rotations measured worse on a 120-picture zip (bench/own_images.py shapes:
                 # 83 % test with ±18°, 96 % with ±7°, 100 % with flips and shifts only).
                 augmentation=Augmentation(flip=True, translate=0.1),
@@ -552,6 +562,8 @@ PRESETS: dict[str, Preset] = {
                 # far from the data's, so validation sits at chance while training learns.
                 batch_norm_momentum=0.9,
             ),
+            # The Train page sizes the epochs to the data (fit_settings.epochs_for).
+            FitSettings(batch_size=32, epochs=40, patience=8),
         ),
     )
 }

@@ -2,7 +2,8 @@
 
 Everything stays ``uint8`` of shape ``(n, h, w, c)`` in memory (CIFAR-10 train is about
 150 MB this way instead of 600 MB as float32); models rescale inside. Keras is imported
-only where a download is needed, so reading cached MNIST costs no TensorFlow start-up.
+only where a download is needed, so reading a cached data set costs no TensorFlow start-up.
+Every loader takes an optional ``progress(fraction, text)`` callback for a progress bar.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import posixpath
 import socket
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,13 @@ IDX_FILES = (
 # keras.datasets.cifar10.load_data() extracts its archive into this folder of the cache.
 CIFAR10_DIR = ("datasets", "cifar-10-batches-py-target", "cifar-10-batches-py")
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+# keras.datasets.mnist.load_data() downloads one file to <keras home>/datasets/mnist.npz.
+MNIST_NPZ = ("datasets", "mnist.npz")
+MNIST_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_CHUNK = 4 << 20  # bytes decompressed between two progress reports
+
+Progress = Callable[[float, str], None]
+"""A loader's progress callback: ``progress(fraction, text)``, fraction rising to 1.0."""
 
 # Limits for uploaded zips: the server caps uploads at 200 MB; these bound what we unpack.
 MAX_FILES = 20_000
@@ -60,12 +69,23 @@ class BadUpload(ValueError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a data set is: registry name, display title, class names and image shape."""
+    """What a data set is: the one home of its facts (pages and cnnlab read them here).
+
+    Args:
+        name: registry name (or ``"folder:<zip name>"`` for an upload).
+        title: display title.
+        class_names: one name per label 0..n-1.
+        image_shape: (height, width, channels) of every image.
+        digits: hand-written digits: the drawing canvas suits them and a flip breaks them.
+        keras_module: the ``keras.datasets`` module that loads it in exported scripts.
+    """
 
     name: str
     title: str
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]
+    digits: bool = False
+    keras_module: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,13 +101,15 @@ class Dataset:
 
 DIGITS = tuple(str(i) for i in range(10))
 REGISTRY: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST digits", DIGITS, (28, 28, 1)),
+    "mnist": DatasetInfo("mnist", "MNIST digits", DIGITS, (28, 28, 1), digits=True,
+                         keras_module="mnist"),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist",
         "Fashion-MNIST",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         (28, 28, 1),
+        keras_module="fashion_mnist",
     ),
     "cifar10": DatasetInfo(
         "cifar10",
@@ -95,9 +117,12 @@ REGISTRY: dict[str, DatasetInfo] = {
         ("airplane", "automobile", "bird", "cat", "deer",
          "dog", "frog", "horse", "ship", "truck"),
         (32, 32, 3),
+        keras_module="cifar10",
     ),
     "mnist_sample": DatasetInfo(
-        "mnist_sample", "MNIST sample (bundled, 6k/1k)", DIGITS, (28, 28, 1)
+        # A slice of MNIST: exported scripts load the full set with keras.datasets.mnist.
+        "mnist_sample", "MNIST sample (bundled, 6k/1k)", DIGITS, (28, 28, 1), digits=True,
+        keras_module="mnist",
     ),
 }
 
@@ -136,12 +161,20 @@ def _host(url: str) -> str:
     return url.split("/")[2]
 
 
-def _cached_file(fname: str, origin: str, subdir: str) -> Path:
+def _tell(progress: Progress | None, fraction: float, text: str) -> None:
+    """Report to ``progress`` (when given), ``fraction`` clipped into [0, 1]."""
+    if progress is not None:
+        progress(min(max(fraction, 0.0), 1.0), text)
+
+
+def _cached_file(fname: str, origin: str, subdir: str, progress: Progress | None = None) -> Path:
     """Path of a Keras-cached data file, downloading it with keras.utils.get_file if online.
 
     The cache is checked first: get_file() would return the same path without
     downloading, but it silently swaps a read-only KERAS_HOME for /tmp/.keras and then
     downloads, and offline that can hang. So get_file runs only for a real download.
+    A download's own progress cannot be hooked (Keras prints it); ``progress`` only
+    hears that it started.
     """
     local = keras_home() / subdir / fname
     if local.is_file():
@@ -154,41 +187,115 @@ def _cached_file(fname: str, origin: str, subdir: str) -> Path:
         )
     import keras
 
+    _tell(progress, 0.0, f"Downloading {fname} with Keras…")
     return Path(keras.utils.get_file(fname, origin=origin + fname, cache_subdir=subdir,
                                      cache_dir=str(keras_home())))
 
 
-def _read_idx(path: Path, offset: int) -> np.ndarray:
-    """The payload of a gzipped IDX file as a flat uint8 array (header skipped)."""
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
+def _read_idx(path: Path, offset: int, read: Callable[[int], None] | None = None) -> np.ndarray:
+    """The payload of a gzipped IDX file as a flat uint8 array (header skipped).
+
+    ``read``, when given, hears after each chunk how many compressed bytes are consumed.
+    """
+    chunks = []
+    with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as f:
+        while chunk := f.read(IDX_CHUNK):
+            chunks.append(chunk)
+            if read is not None:
+                read(raw.tell())
+    return np.frombuffer(b"".join(chunks), np.uint8, offset=offset)
 
 
-# ---------------------------------------------------------------------------- loaders
+def _load_idx_set(info: DatasetInfo, origin: str, subdir: str,
+                  progress: Progress | None) -> tuple[np.ndarray, ...]:
+    """The four gzipped IDX files of an MNIST-style set in ``<keras home>/<subdir>``.
+
+    Read the way keras.datasets.fashion_mnist reads them, but in chunks so that
+    ``progress`` moves with the compressed bytes consumed across all four files.
+    """
+    paths = [_cached_file(f, origin, subdir, progress) for f in IDX_FILES]
+    total = sum(p.stat().st_size for p in paths) or 1
+    done = 0
+    arrays = []
+    for path, offset in zip(paths, (16, 8, 16, 8), strict=True):
+        def read(n: int, path: Path = path, before: int = done) -> None:
+            _tell(progress, (before + n) / total, f"Reading {path.name}")
+
+        arrays.append(_read_idx(path, offset, read))
+        done += path.stat().st_size
+    x_train, y_train, x_test, y_test = arrays
+    return (x_train.reshape(len(y_train), *info.image_shape), y_train,
+            x_test.reshape(len(y_test), *info.image_shape), y_test)
 
 
-def _load_mnist() -> tuple[np.ndarray, ...]:
-    # Keras' own mnist loader wants a hash-checked mnist.npz; read the four IDX files instead,
-    # the way keras.datasets.fashion_mnist does.
-    xtr, ytr, xte, yte = (_cached_file(f, MNIST_ORIGIN, "datasets/mnist") for f in IDX_FILES)
-    y_train, y_test = _read_idx(ytr, 8), _read_idx(yte, 8)
-    x_train = _read_idx(xtr, 16).reshape(len(y_train), 28, 28, 1)
-    x_test = _read_idx(xte, 16).reshape(len(y_test), 28, 28, 1)
-    return x_train, y_train, x_test, y_test
+def mnist_npz_path() -> Path:
+    """Where keras.datasets.mnist.load_data() keeps MNIST: ``<keras home>/datasets/mnist.npz``."""
+    return keras_home().joinpath(*MNIST_NPZ)
 
 
-def _load_fashion_mnist() -> tuple[np.ndarray, ...]:
-    folder = keras_home() / "datasets" / "fashion-mnist"
-    missing = [f for f in IDX_FILES if not (folder / f).is_file()]
-    if missing and not _online(_host(FASHION_ORIGIN)):
+def _npz_problem(arrays: dict[str, np.ndarray], shape: tuple[int, ...],
+                 n_classes: int) -> str | None:
+    """What is wrong with the arrays of a Keras mnist.npz, or None when they are fine."""
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.dtype != np.uint8 or y.dtype != np.uint8:
+            return f"x_{part} is {x.dtype} and y_{part} is {y.dtype}, not uint8"
+        if x.ndim != 3 or x.shape[1:] != shape or y.shape != (len(x),):
+            return f"x_{part} has shape {x.shape} and y_{part} {y.shape}"
+        if len(y) and int(y.max()) >= n_classes:
+            return f"y_{part} has the label {int(y.max())}"
+    return None
+
+
+def _read_mnist_npz(path: Path, progress: Progress | None) -> tuple[np.ndarray, ...]:
+    """The arrays of a Keras ``mnist.npz``, checked; DatasetUnavailable naming what is wrong.
+
+    Read with ``allow_pickle=False``: the file is data, never code to run.
+    """
+    info = REGISTRY["mnist"]
+    shape, n_classes = info.image_shape[:2], len(info.class_names)
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # else np.load would try it as a pickle
+                raise ValueError("it is not an .npz (zip) archive")
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in MNIST_NPZ_KEYS if k not in z.files]
+            if missing:
+                holds = ", ".join(z.files) or "nothing"
+                raise ValueError(f"it has no {missing[0]} (it holds {holds})")
+            sizes = [z.zip.getinfo(f"{k}.npy").file_size for k in MNIST_NPZ_KEYS]
+            arrays = {}
+            for i, key in enumerate(MNIST_NPZ_KEYS):
+                arrays[key] = z[key]
+                _tell(progress, sum(sizes[: i + 1]) / (sum(sizes) or 1), f"Reading {key}")
+        problem = _npz_problem(arrays, shape, n_classes)
+    except Exception as exc:  # not a zip, pickled objects, a damaged member
+        problem = f"{exc} ({type(exc).__name__})"
+    if problem:
         raise DatasetUnavailable(
-            f"{missing[0]} is not in {folder} and the internet is not reachable: download "
-            f"the four Fashion-MNIST .gz files from {FASHION_ORIGIN} and put them there."
+            f"{path} is not a usable MNIST file: {problem}; expected x_train/x_test uint8 "
+            f"(n, {shape[0]}, {shape[1]}) and y_train/y_test uint8 (n,) labels 0–"
+            f"{n_classes - 1}, as keras.datasets.mnist.load_data() writes them: delete it "
+            "(Keras downloads it again) or replace it."
         )
-    import keras
+    return tuple(arrays[k][..., None] if k.startswith("x") else arrays[k]
+                 for k in MNIST_NPZ_KEYS)
 
-    (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
-    return x_train[..., None], y_train, x_test[..., None], y_test
+
+def _load_mnist(progress: Progress | None) -> tuple[np.ndarray, ...]:
+    # A Keras user's cache first (what keras.datasets.mnist.load_data() wrote), else the
+    # four IDX files, read the way keras.datasets.fashion_mnist reads its own.
+    npz = mnist_npz_path()
+    if npz.is_file():
+        return _read_mnist_npz(npz, progress)
+    return _load_idx_set(REGISTRY["mnist"], MNIST_ORIGIN, "datasets/mnist", progress)
+
+
+def _load_fashion_mnist(progress: Progress | None) -> tuple[np.ndarray, ...]:
+    # The same files, folder and origin as keras.datasets.fashion_mnist.load_data(), read
+    # here so that the progress bar moves and a cached set needs no TensorFlow.
+    return _load_idx_set(REGISTRY["fashion_mnist"], FASHION_ORIGIN, "datasets/fashion-mnist",
+                         progress)
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +308,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(batch[b"labels"], dtype=np.uint8)
 
 
-def _load_cifar10() -> tuple[np.ndarray, ...]:
+def _load_cifar10(progress: Progress | None) -> tuple[np.ndarray, ...]:
     folder = keras_home().joinpath(*CIFAR10_DIR)
     archive = folder.parents[1] / "cifar-10-batches-py-target_archive"
     if not all((folder / b).is_file() for b in CIFAR10_BATCHES):
@@ -213,6 +320,7 @@ def _load_cifar10() -> tuple[np.ndarray, ...]:
             )
         import keras
 
+        _tell(progress, 0.0, "Downloading and extracting CIFAR-10 (170 MB) with Keras…")
         # Exactly the download / sha256 check / extraction of keras.datasets.cifar10.load_data.
         # We read the batches ourselves afterwards: load_data builds a (50000, 3, 32, 32) array
         # and returns a transposed view (a second 150 MB copy to make it contiguous), and on
@@ -221,14 +329,18 @@ def _load_cifar10() -> tuple[np.ndarray, ...]:
             fname="cifar-10-batches-py-target", origin=CIFAR10_ORIGIN, extract=True,
             file_hash=CIFAR10_SHA256, cache_dir=str(keras_home()),
         )
-    parts = [_read_cifar_batch(folder / b) for b in CIFAR10_BATCHES[:5]]
-    x_train = np.concatenate([p[0] for p in parts])
-    y_train = np.concatenate([p[1] for p in parts])
-    x_test, y_test = _read_cifar_batch(folder / "test_batch")
+    parts = []
+    for i, batch in enumerate(CIFAR10_BATCHES, start=1):
+        parts.append(_read_cifar_batch(folder / batch))
+        _tell(progress, i / len(CIFAR10_BATCHES), f"Read {batch}")
+    x_train = np.concatenate([p[0] for p in parts[:5]])
+    y_train = np.concatenate([p[1] for p in parts[:5]])
+    x_test, y_test = parts[5]
     return x_train, y_train, x_test, y_test
 
 
-def _load_sample() -> tuple[np.ndarray, ...]:
+def _load_sample(progress: Progress | None) -> tuple[np.ndarray, ...]:
+    # 2 MB, read in well under a second: load() reports its 1.0 and that is enough.
     if not SAMPLE_PATH.is_file():
         raise DatasetUnavailable(
             f"The bundled sample {SAMPLE_PATH} is missing: run "
@@ -238,7 +350,7 @@ def _load_sample() -> tuple[np.ndarray, ...]:
         return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
 
 
-_LOADERS = {
+_LOADERS: dict[str, Callable[[Progress | None], tuple[np.ndarray, ...]]] = {
     "mnist": _load_mnist,
     "fashion_mnist": _load_fashion_mnist,
     "cifar10": _load_cifar10,
@@ -246,14 +358,18 @@ _LOADERS = {
 }
 
 
-def load(name: str) -> Dataset:
-    """Load a registry data set as uint8 arrays; raises DatasetUnavailable if it cannot."""
+def load(name: str, progress: Progress | None = None) -> Dataset:
+    """Load a registry data set as uint8 arrays; raises DatasetUnavailable if it cannot.
+
+    ``progress(fraction, text)``, when given, hears rising fractions per file or chunk
+    read, and 1.0 last when the data set is loaded.
+    """
     if name not in REGISTRY:
         raise DatasetUnavailable(
             f"Unknown data set {name!r}: choose one of {', '.join(REGISTRY)}."
         )
     try:
-        x_train, y_train, x_test, y_test = _LOADERS[name]()
+        x_train, y_train, x_test, y_test = _LOADERS[name](progress)
     except DatasetUnavailable:
         raise
     except Exception as exc:  # a failed download or a damaged cache file
@@ -261,13 +377,15 @@ def load(name: str) -> Dataset:
             f"{REGISTRY[name].title} could not be loaded from {keras_home()} ({exc}); "
             "check or replace its files there."
         ) from exc
+    _tell(progress, 1.0, f"{REGISTRY[name].title} loaded")
     return Dataset(REGISTRY[name], x_train, y_train, x_test, y_test)
 
 
 def _cached(name: str) -> bool:
     home = keras_home()
     if name == "mnist":
-        return all((home / "datasets" / "mnist" / f).is_file() for f in IDX_FILES)
+        return mnist_npz_path().is_file() or all(
+            (home / "datasets" / "mnist" / f).is_file() for f in IDX_FILES)
     if name == "fashion_mnist":
         return all((home / "datasets" / "fashion-mnist" / f).is_file() for f in IDX_FILES)
     if name == "cifar10":
@@ -287,7 +405,7 @@ def available() -> dict[str, bool]:
 
 
 def default_name() -> str:
-    """"mnist" when its files are in the Keras cache, else the bundled "mnist_sample".
+    """"mnist" when it is in the Keras cache (mnist.npz or the IDX files), else "mnist_sample".
 
     Only the cache counts (no network check), so the first page opens fast and offline.
     """
@@ -303,7 +421,8 @@ def to_npz_bytes(ds: Dataset) -> bytes:
 
     buf = io.BytesIO()
     info = {"name": ds.info.name, "title": ds.info.title,
-            "class_names": list(ds.info.class_names), "image_shape": list(ds.info.image_shape)}
+            "class_names": list(ds.info.class_names), "image_shape": list(ds.info.image_shape),
+            "digits": ds.info.digits, "keras_module": ds.info.keras_module}
     np.savez_compressed(buf, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
                         y_test=ds.y_test, info=np.frombuffer(json.dumps(info).encode(), np.uint8))
     return buf.getvalue()
@@ -316,7 +435,8 @@ def from_npz(source: bytes | Path | str) -> Dataset:
     with np.load(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
         raw = json.loads(z["info"].tobytes().decode())
         info = DatasetInfo(raw["name"], raw["title"], tuple(raw["class_names"]),
-                           tuple(raw["image_shape"]))
+                           tuple(raw["image_shape"]), bool(raw.get("digits", False)),
+                           raw.get("keras_module"))
         return Dataset(info, z["x_train"], z["y_train"], z["x_test"], z["y_test"])
 
 
@@ -451,13 +571,14 @@ def _decode(raw: bytes, name: str, size: tuple[int, int], grayscale: bool,
                         " allowed: shrink the images (a few hundred pixels a side is plenty) "
                         "or upload fewer."
                     )
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                im = Image.new("RGBA", rgba.size, "white")
-                im.alpha_composite(rgba)  # transparent parts become white, not black
-            im = im.convert("L" if grayscale else "RGB")
-            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            picture: Image.Image = im  # the decoded file, then its converted copies
+            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                rgba = picture.convert("RGBA")
+                picture = Image.new("RGBA", rgba.size, "white")
+                picture.alpha_composite(rgba)  # transparent parts become white, not black
+            picture = picture.convert("L" if grayscale else "RGB")
+            picture = picture.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(picture, dtype=np.uint8)
     except BadUpload:
         raise
     except Image.DecompressionBombError as exc:  # the header claims a gigantic image
@@ -487,6 +608,7 @@ def load_zip(
     grayscale: bool,
     name: str = "folder",
     test_fraction: float = 0.2,
+    progress: Progress | None = None,
 ) -> Dataset:
     """A data set from a zip of images with one sub-folder per class.
 
@@ -494,7 +616,8 @@ def load_zip(
     ``test/cat/2.png`` are both "cat"); images of any size or colour mode are converted
     and resized to ``size`` = (height, width), then split stratified into train/test.
     Members are read in memory; nothing is extracted or written anywhere.
-    Raises BadUpload naming the problem.
+    ``progress(fraction, text)``, when given, hears rising fractions every few images
+    decoded, and 1.0 last. Raises BadUpload naming the problem.
     """
     from cnnlab import text
 
@@ -530,8 +653,13 @@ def load_zip(
             )
         images: list[np.ndarray] = []
         labels: list[str] = []
-        for info in infos:
+        every = max(1, len(infos) // 100)  # about a hundred reports, however big the zip
+        for i, info in enumerate(infos, start=1):
             member = info.filename
+            if i % every == 0:
+                _tell(progress, (i - 1) / len(infos),
+                      f"Decoding images: {len(images):,} done, {i - 1:,} of {len(infos):,} "
+                      "zip entries")
             problem = _member_problem(member)
             if problem == CONTROL_CHARACTER:
                 raise BadUpload(
@@ -582,6 +710,7 @@ def load_zip(
     y = np.array([class_names.index(c) for c in labels], dtype=np.uint8 if len(
         class_names) <= 255 else np.int64)
     x_train, y_train, x_test, y_test = train_val_split(x, y, test_fraction, seed=42)
-    info = DatasetInfo(name, "Your images", class_names, (h, w, 1 if grayscale else 3))
-    return Dataset(info, x_train, y_train, x_test, y_test)
+    dataset_info = DatasetInfo(name, "Your images", class_names, (h, w, 1 if grayscale else 3))
+    _tell(progress, 1.0, f"Decoded {len(images):,} images in {len(class_names)} classes")
+    return Dataset(dataset_info, x_train, y_train, x_test, y_test)
 

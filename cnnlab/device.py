@@ -5,6 +5,11 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tensorflow
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def detect() -> DeviceInfo:
     return DeviceInfo("CPU", f"CPU ({cores} cores)", backend, 0)
 
 
-def _tf_gpu_name(tf, gpu) -> str:
+def _tf_gpu_name(tf: ModuleType, gpu: tensorflow.config.PhysicalDevice) -> str:
     try:
         return tf.config.experimental.get_device_details(gpu).get("device_name") or gpu.name
     except Exception:  # details are best effort; the name is enough

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 N_MISTAKES = 24
 
@@ -78,7 +81,7 @@ def metrics_from_probs(
 
 
 def evaluate(
-    model: Any,
+    model: keras.Model,
     x_test: np.ndarray,
     y_test: np.ndarray,
     class_names: list[str] | tuple[str, ...],

@@ -5,16 +5,66 @@ newcomer's zip of a hundred pictures the same numbers mean a batch larger than t
 and an early stop after a dozen optimizer steps, before anything is learned. These pure
 functions scale them by what a run really has: the training images left after the
 validation split and the steps per epoch they make.
+
+``FitSettings`` is the one home of a run's fit settings: a preset suggests them, the
+Configure page edits them beside the architecture (``ModelConfig`` is only the
+architecture and its optimizer, as in keras-io's examples), and a ``TrainRequest`` carries
+the ones a run trains with into its config.json.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
 PATIENCE_STEPS = 60  # early stopping waits at least this many steps without improvement
 MIN_STEPS = 200  # and never stops a run before this many steps
 TARGET_STEPS = 1500  # a default run on the user's own images takes about this many steps
 MIN_EPOCHS, MAX_EPOCHS = 15, 60
+FIELDS = ("batch_size", "epochs", "patience")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How a model is fitted: batch size, epochs, and early-stopping patience in epochs
+    (0 = no early stopping)."""
+
+    batch_size: int = 64
+    epochs: int = 10
+    patience: int = 3
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FitSettings:
+        """Fit settings from a dict as written by ``to_dict``; missing keys take defaults.
+
+        Raises ValueError naming the bad key and what is allowed.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"fit settings must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"fit settings: unknown key(s) {', '.join(unknown)}; allowed: "
+                             f"{', '.join(FIELDS)}")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+                raise ValueError(f"fit settings: '{key}' must be a whole number, got {value!r}")
+        return cls(**{key: int(value) for key, value in data.items()})
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings on their own, one sentence each."""
+        out = []
+        if self.batch_size < 1:
+            out.append(f"batch size is {self.batch_size}; it must be at least 1")
+        if self.epochs < 1:
+            out.append(f"epochs is {self.epochs}; it must be at least 1")
+        if self.patience < 0:
+            out.append(f"patience is {self.patience}; use 0 or more epochs")
+        return out
 
 
 def n_fit(n_train: int, val_fraction: float, limit: int | None = None) -> int:
@@ -55,9 +105,9 @@ def epochs_for(n_images: int, batch_size: int) -> int:
     return min(MAX_EPOCHS, max(MIN_EPOCHS, wanted))
 
 
-def defaults_for(preferred_batch: int, preset_epochs: int, own_images: bool,
-                 n_images: int) -> tuple[int, int]:
-    """(batch size, epochs) to offer for ``n_images`` training images: the preset's batch
-    size made to fit, and for the own-images preset epochs sized to the data."""
-    batch = batch_size_for(preferred_batch, max(n_images, 1))
-    return batch, epochs_for(n_images, batch) if own_images else preset_epochs
+def defaults_for(preferred: FitSettings, own_images: bool, n_images: int) -> FitSettings:
+    """The fit settings to offer for ``n_images`` training images: ``preferred`` with its
+    batch size made to fit, and for the own-images preset epochs sized to the data."""
+    batch = batch_size_for(preferred.batch_size, max(n_images, 1))
+    epochs = epochs_for(n_images, batch) if own_images else preferred.epochs
+    return FitSettings(batch_size=batch, epochs=epochs, patience=preferred.patience)

@@ -15,18 +15,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnlab import budgets as budgets_mod
-from cnnlab import model_check, model_files, runs
+from cnnlab import datasets, model_check, model_files, runs
 from cnnlab.model_files import ModelRejected  # defined there; pages import it from here
 
-DIGIT_DATASETS = ("mnist", "mnist_sample")
+if TYPE_CHECKING:
+    import keras
+
+# Runs on these suit the drawing canvas (a fact on each DatasetInfo).
+DIGIT_DATASETS = tuple(name for name, info in datasets.REGISTRY.items() if info.digits)
 
 
-def input_scale(model: Any) -> float:
+def input_scale(model: keras.Model) -> float:
     """The factor from [0, 1] pixels to what ``model`` expects: 255 or 1.
 
     Every cnnlab model starts with Rescaling(1/255) and takes raw 0..255 pixels. A user's
@@ -43,7 +47,7 @@ def input_scale(model: Any) -> float:
     return 1.0
 
 
-def _flat_layers(model: Any) -> list[Any]:
+def _flat_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Layers in order, with nested models (a Sequential inside a Model) opened up."""
     import keras
 
@@ -56,7 +60,7 @@ def _flat_layers(model: Any) -> list[Any]:
     return out
 
 
-def model_problems(model: Any) -> list[str]:
+def model_problems(model: keras.Model) -> list[str]:
     """Why ``model`` cannot classify images here (empty list = usable)."""
     problems = []
     try:
@@ -77,7 +81,8 @@ def model_problems(model: Any) -> list[str]:
     return problems
 
 
-def load_model_file(path: Path | str, budgets: budgets_mod.Budgets | None = None) -> Any:
+def load_model_file(path: Path | str, budgets: budgets_mod.Budgets | None = None
+                    ) -> keras.Model:
     """Load an uploaded ``.keras`` file safely and check it classifies images.
 
     First its config.json is read without building anything (``model_files``), then the
@@ -93,12 +98,12 @@ def load_model_file(path: Path | str, budgets: budgets_mod.Budgets | None = None
     return read_model(path)
 
 
-def load_run_model(path: Path | str) -> Any:
+def load_run_model(path: Path | str) -> keras.Model:
     """Load a checkpoint this lab wrote into its runs folder (trusted: no child check)."""
     return read_model(path)
 
 
-def read_model(path: Path | str) -> Any:
+def read_model(path: Path | str) -> keras.Model:
     """Build a ``.keras`` file in this process (no custom code) and check its shapes.
 
     No size check: call it for files already checked (``load_model_file``) or written by
@@ -130,17 +135,18 @@ def read_model(path: Path | str) -> Any:
 class Predictor:
     """A loaded model ready for fast single-image inference and for looking inside."""
 
-    model: Any
+    model: keras.Model
     input_shape: tuple[int, int, int] = field(init=False)
     n_classes: int = field(init=False)
     scale: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.input_shape = tuple(int(v) for v in self.model.inputs[0].shape[1:])
+        h, w, c = (int(v) for v in self.model.inputs[0].shape[1:])  # checked by model_problems
+        self.input_shape = (h, w, c)
         self.n_classes = int(self.model.outputs[0].shape[-1])
         self.scale = input_scale(self.model)
         self._lock = threading.Lock()
-        self._features: tuple[list[str], Any] | None = None
+        self._features: tuple[list[str], keras.Model | None] | None = None
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for one input ``(h, w, c)`` or a batch, from [0, 1] pixels."""
@@ -153,7 +159,7 @@ class Predictor:
         out = keras.ops.convert_to_numpy(self.model(batch * self.scale, training=False))
         return out[0] if single else out
 
-    def _feature_model(self) -> tuple[list[str], Any]:
+    def _feature_model(self) -> tuple[list[str], keras.Model | None]:
         """(conv layer names, a sub-model returning their activations); built once."""
         import keras
 
@@ -206,8 +212,6 @@ def run_class_names(run_dir: Path | str, n_classes: int | None = None) -> tuple[
     cfg = runs.load_config(run_dir)
     names = cfg.get("class_names")
     if not names:
-        from cnnlab import datasets
-
         info = datasets.REGISTRY.get(run_dataset(run_dir) or "")
         names = info.class_names if info else None
     if not names:
@@ -237,8 +241,8 @@ def predictable_runs(root: Path | str | None = None) -> list[runs.RunInfo]:
 
     def rank(run: runs.RunInfo) -> tuple[int, int, float]:
         metrics = runs.load_metrics(run.run_dir) or {}
-        finished = run.status.get("status") == "finished"
-        digits = run.status.get("dataset") in DIGIT_DATASETS
+        finished = run.status.get("status") == runs.RunStatus.FINISHED
+        digits = run.dataset in DIGIT_DATASETS
         return (not finished, not digits, -float(metrics.get("test_accuracy") or 0.0))
 
     usable = [r for r in runs.list_runs(root) if runs.best_model_path(r.run_dir).is_file()]

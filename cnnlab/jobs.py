@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from cnnlab import access, callbacks, executors, health, runs, training
 from cnnlab import budgets as budgets_mod
@@ -108,7 +108,7 @@ class Engine:
         self._order: collections.deque[str] = collections.deque()
         self._queue: collections.deque[Job] = collections.deque()
         self._slots: dict[int, Job | None] = {}
-        self._lock_fh: Any = None
+        self._lock_fh: IO[str] | None = None
         # Final statuses that could not be written (a full disk): retried as jobs end and at
         # close; a server that dies first leaves "running", which the next start marks
         # "interrupted" (mark_interrupted), so no run stays active forever.
@@ -152,9 +152,9 @@ class Engine:
         with self._lock:
             for job in list(self._queue):
                 self._cancel(job)
-            for job in self._slots.values():
-                if job is not None and job.handle is not None:
-                    job.handle.kill()
+            for running in self._slots.values():
+                if running is not None and running.handle is not None:
+                    running.handle.kill()
         if self.executor is not None:
             self.executor.close()
         self._record_unrecorded()
@@ -224,7 +224,7 @@ class Engine:
         run stays its owner's.
         """
         run_dir = runs.check_inside(self.root, run_dir)
-        owner = access.owner_of(runs.load_config(run_dir), runs.load_status(run_dir))
+        owner = access.owner_of(runs.load_config(run_dir))
         access.check_manage(user, owner, "resume", run_dir.name)
         state = callbacks.read_checkpoint(run_dir)
         if state is None:
@@ -234,9 +234,9 @@ class Engine:
         request = training.request_from_run(run_dir)
         if epochs is not None:
             request = training.with_epochs(request, epochs)
-        if state["epoch"] >= request.epochs:
+        if state["epoch"] >= request.fit.epochs:
             raise EngineRefused(
-                f"Run {run_dir.name} has done {state['epoch']} of {request.epochs} epochs: "
+                f"Run {run_dir.name} has done {state['epoch']} of {request.fit.epochs} epochs: "
                 "resume it with more epochs, or fine-tune from its best model.")
         self._check_same_shape(run_dir, dataset, request)
         errors = self.request_errors(request, dataset)
@@ -248,11 +248,12 @@ class Engine:
                 raise EngineRefused(f"Run {run_dir.name} is already queued or training; "
                                     "wait for it to end, or stop it first.")
             self._check_can_queue(owner)
-            runs.update_status(run_dir, status="queued", message="Waiting to resume.",
-                               epochs=request.epochs)
+            runs.update_status(run_dir, status=runs.RunStatus.QUEUED,
+                               message="Waiting to resume.")
             if epochs is not None:
-                runs.write_json(run_dir / runs.CONFIG_FILE,
-                                {**runs.load_config(run_dir), "epochs": request.epochs})
+                with runs.run_lock(run_dir):  # against a rename at the same moment
+                    runs.write_json(run_dir / runs.CONFIG_FILE,
+                                    {**runs.load_config(run_dir), "fit": request.fit.to_dict()})
             inputs = (callbacks.LAST_FILE, callbacks.CHECKPOINT_FILE, runs.BEST_FILE)
             return self._enqueue(run_dir, request, dataset, owner, "resume",
                                  tuple(f for f in inputs if (run_dir / f).exists()))
@@ -264,15 +265,15 @@ class Engine:
         parent's owner or a teacher may.
         """
         parent_dir = runs.check_inside(self.root, parent_dir)
-        access.check_manage(user, access.owner_of(runs.load_config(parent_dir),
-                                                  runs.load_status(parent_dir)),
+        access.check_manage(user, access.owner_of(runs.load_config(parent_dir)),
                             "fine-tune from", parent_dir.name)
         owner = user.name
         best = runs.best_model_path(parent_dir)
         if not best.is_file():
             raise EngineRefused(f"Run {parent_dir.name} has no best.keras to fine-tune from.")
         parent = training.request_from_run(parent_dir)
-        request = replace(parent, epochs=epochs, name=name or f"{parent.run_name()}-finetune")
+        request = replace(training.with_epochs(parent, epochs),
+                          name=name or f"{parent.run_name()}-finetune")
         self._check_same_shape(parent_dir, dataset, request)
         errors = self.request_errors(request, dataset)
         if errors:
@@ -287,12 +288,8 @@ class Engine:
     def _new_run(self, request: training.TrainRequest, dataset: Dataset, owner: str,
                  **facts: str) -> Path:
         """A new run folder, queued, with config.json's fixed facts (owner, parent…)."""
-        return runs.create_run(
-            self.root, request.run_name(),
-            training.run_config(request, dataset, owner=owner, **facts),
-            {"status": "queued", "dataset": request.dataset, "preset": request.preset,
-             "epochs": request.epochs, **facts},
-        )
+        return runs.create_run(self.root,
+                               training.run_config(request, dataset, owner=owner, **facts))
 
     @staticmethod
     def _check_same_shape(run_dir: Path, dataset: Dataset,
@@ -335,7 +332,7 @@ class Engine:
             self._start_queued()
             if not job.started:
                 ahead = len(self.running()) + len(self._queue) - 1
-                runs.update_status(run_dir, status="queued",
+                runs.update_status(run_dir, status=runs.RunStatus.QUEUED,
                                    message=f"Queued: {ahead} run(s) ahead of it.")
             self._forget_old()
         return job
@@ -362,8 +359,8 @@ class Engine:
             try:
                 runs.record(job.run_dir, event)
             except (OSError, runs.RunPathError) as exc:  # e.g. disk full: the run ends
-                if event["kind"] != "done":
-                    job.handle and job.handle.stop()
+                if event["kind"] != "done" and job.handle is not None:
+                    job.handle.stop()
                 event = {**event, "message": f"{event.get('message', '')} ({exc})"}
                 if event["kind"] == "done":
                     with self._lock:
@@ -434,12 +431,13 @@ class Engine:
     def _cancel(self, job: Job) -> None:
         self._queue.remove(job)
         job.spec = None
-        done = ev.make("done", status="stopped", message="Cancelled before it started.")
+        done = ev.make("done", status=runs.RunStatus.STOPPED,
+                       message="Cancelled before it started.")
         try:
             runs.record(job.run_dir, done)
         except OSError:
             self._unrecorded[job.run_dir] = done
-        job.result = training.TrainResult("stopped", done["message"])
+        job.result = training.TrainResult(runs.RunStatus.STOPPED, done["message"])
         job.events.add(done)
         job._finished.set()
 

@@ -186,8 +186,7 @@ class _Walk:
                     refs = _tensor_refs(queue[0])
                     if not all(ref in tensors for ref in refs):
                         break
-                    found = [tensors[ref] for ref in refs]
-                    ins = None if not found or None in found else found
+                    ins = _all_known([tensors[ref] for ref in refs])
                     n = calls.get(id(layer), 0)
                     out = self.layer(layer, ins, depth, first_call=n == 0)
                     offset = 1 if layer.get("class_name") in ("Functional", "Model") else 0
@@ -202,10 +201,16 @@ class _Walk:
                 self.layer(layer, None, depth)
         inputs = [tensors.get(_ref(r)) for r in _ref_list(cfg.get("input_layers"))]
         outputs = [tensors.get(_ref(r)) for r in _ref_list(cfg.get("output_layers"))]
-        declared = None if not inputs or None in inputs else inputs
+        declared = _all_known(inputs)
         if shapes is not None and declared is not None and shapes != declared:
             return declared, None
-        return declared, None if not outputs or None in outputs else outputs
+        return declared, _all_known(outputs)
+
+
+def _all_known(shapes: list[Shape | None]) -> list[Shape] | None:
+    """``shapes`` when there are some and every one is known, else None."""
+    known = [s for s in shapes if s is not None]
+    return known if known and len(known) == len(shapes) else None
 
 
 def _try(fn: Callable[[Any], Shape], value: Any) -> Shape | None:

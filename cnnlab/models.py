@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnnlab import datasets
 from cnnlab.config import ModelConfig, conv_out, pool_out
+from cnnlab.fit_settings import FitSettings
+
+if TYPE_CHECKING:
+    import keras
 
 RESCALE = 1 / 255  # models take raw uint8 pixels; scaling happens inside (first layer)
 BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
 LOSS = "sparse_categorical_crossentropy"
 OPTIMIZER_CLASSES = {"adam": "Adam", "nadam": "Nadam", "sgd": "SGD", "rmsprop": "RMSprop"}
 SGD_MOMENTUM = 0.9
-# Keras data set module per CNN Lab data set name (the bundled sample is a slice of MNIST).
-KERAS_DATASETS = {
-    "mnist": "mnist",
-    "mnist_sample": "mnist",
-    "fashion_mnist": "fashion_mnist",
-    "cifar10": "cifar10",
-}
+# Keras data set module per CNN Lab data set name (a fact on each DatasetInfo).
+KERAS_DATASETS = {name: info.keras_module for name, info in datasets.REGISTRY.items()
+                  if info.keras_module}
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def layer_plan(
     h, w, c = (int(v) for v in input_shape)
     plan = [LayerSpec("input", "Input", {"shape": (h, w, c)}, (h, w, c), 0)]
 
-    def add(name: str, kind: str, args: dict[str, Any], shape: tuple[int, ...], params=0):
+    def add(name: str, kind: str, args: dict[str, Any], shape: tuple[int, ...],
+            params: int = 0) -> None:
         plan.append(LayerSpec(name, kind, args, shape, params))
 
     aug = config.augmentation
@@ -141,7 +143,8 @@ def memory_bytes(
     }
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int):
+def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
+                ) -> keras.Model:
     """Keras functional model (uncompiled): uint8-ready input, optional augmentation
     (active only in training), Rescaling(1/255), conv blocks, dense head, softmax output."""
     import keras
@@ -166,11 +169,11 @@ def augmented_images(config: ModelConfig, images: np.ndarray, seed: int = 0) -> 
     return np.clip(np.rint(keras.ops.convert_to_numpy(x)), 0, 255).astype(np.uint8)
 
 
-def make_optimizer(config: ModelConfig):
+def make_optimizer(config: ModelConfig) -> keras.optimizers.Optimizer:
     """The Keras optimizer of ``config``, with its exponential-decay schedule when set."""
     import keras
 
-    lr: Any = config.learning_rate
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
     if config.lr_decay_rate is not None:
         lr = keras.optimizers.schedules.ExponentialDecay(
             initial_learning_rate=config.learning_rate,
@@ -183,7 +186,7 @@ def make_optimizer(config: ModelConfig):
     return cls(learning_rate=lr)
 
 
-def compile_model(model, config: ModelConfig) -> None:
+def compile_model(model: keras.Model, config: ModelConfig) -> None:
     """Compile with the config's optimizer, sparse categorical cross-entropy and accuracy."""
     model.compile(optimizer=make_optimizer(config), loss=LOSS, metrics=["accuracy"])
 
@@ -217,11 +220,13 @@ def _optimizer_source(config: ModelConfig) -> list[str]:
 
 
 def to_keras_script(
-    config: ModelConfig, input_shape: tuple[int, ...], n_classes: int, dataset_name: str
+    config: ModelConfig, fit: FitSettings, input_shape: tuple[int, ...], n_classes: int,
+    dataset_name: str,
 ) -> str:
     """A runnable standalone Python script (plain Keras) that builds, compiles and trains the
-    same model on ``dataset_name`` loaded with keras.datasets. ``CNNLAB_BUILD_ONLY=1`` makes it
-    stop after building; importing it and calling ``build_model()`` works too."""
+    same model with ``fit``'s batch size, epochs and patience on ``dataset_name`` loaded
+    with keras.datasets. ``CNNLAB_BUILD_ONLY=1`` makes it stop after building; importing it
+    and calling ``build_model()`` works too."""
     plan = layer_plan(config, input_shape, n_classes)
     layers = []
     for spec in plan[1:]:
@@ -247,7 +252,7 @@ def to_keras_script(
             '    raise SystemExit(f"load_data(): put code that loads {DATASET} here")',
         ]
     callbacks = ['        keras.callbacks.ModelCheckpoint("best.keras", save_best_only=True),']
-    if config.patience > 0:
+    if fit.patience > 0:
         callbacks.append(
             "        keras.callbacks.EarlyStopping(patience=PATIENCE, restore_best_weights=True),"
         )
@@ -266,9 +271,9 @@ def to_keras_script(
         f"DATASET = {str(dataset_name)!r}",
         f"INPUT_SHAPE = {tuple(int(v) for v in input_shape)!r}",
         f"N_CLASSES = {n_classes}",
-        f"BATCH_SIZE = {config.batch_size}",
-        f"EPOCHS = {config.epochs}",
-        f"PATIENCE = {config.patience}",
+        f"BATCH_SIZE = {fit.batch_size}",
+        f"EPOCHS = {fit.epochs}",
+        f"PATIENCE = {fit.patience}",
         "",
         "",
         "def build_model() -> keras.Model:",

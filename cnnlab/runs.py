@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,23 @@ import pandas as pd
 from cnnlab import access, text
 from cnnlab.accounts import LOCAL_USER, User
 
-STATUSES = ("queued", "running", "stopped", "finished", "failed", "interrupted", "time limit")
-ACTIVE = ("queued", "running")
-FINAL = ("stopped", "finished", "failed", "interrupted", "time limit")
+
+class RunStatus(StrEnum):
+    """Where a run stands (status.json's ``status``); equal to its plain string."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    TIME_LIMIT = "time limit"
+
+
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINAL = tuple(s for s in RunStatus if s not in ACTIVE)
+RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.STOPPED, RunStatus.FAILED, RunStatus.TIME_LIMIT)
+FIXED_FACTS = ("name", "dataset", "preset", "created", "owner", "parent")  # config.json's
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 HISTORY_FILE = "history.csv"
@@ -51,11 +66,23 @@ class RunPathError(ValueError):
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One run as listed: its id, directory and current status dict."""
+    """One run as listed: its id, directory, fixed facts (config.json) and current
+    status (status.json)."""
 
     run_id: str
     run_dir: Path
     status: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The run's display name (its id when it has none)."""
+        return str(self.config.get("name") or self.run_id)
+
+    @property
+    def dataset(self) -> str:
+        """The registry name of the data set it trains on ("" when unknown)."""
+        return str(self.config.get("dataset") or "")
 
 
 def default_root() -> Path:
@@ -122,17 +149,16 @@ def check_inside(root: Path | str, run_dir: Path | str) -> Path:
     return path
 
 
-def create_run(
-    root: Path | str, name: str, config: dict[str, Any], status: dict[str, Any]
-) -> Path:
-    """Make a new run directory with config.json and status.json; return its path.
+def create_run(root: Path | str, config: dict[str, Any]) -> Path:
+    """Make a new queued run directory with config.json (``config``, which names the run,
+    plus its creation time) and status.json; return its path.
 
     The id is ``YYYYMMDD-HHMMSS-<slug of name>``; a numeric suffix keeps ids unique when two
     runs start in the same second.
     """
     root = ensure_root(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    slug = slugify(name)
+    slug = slugify(config["name"])
     for n in range(1000):
         run_id = stamp + (f"-{n}" if n else "") + (f"-{slug}" if slug else "")
         path = run_dir_for(root, run_id)
@@ -143,9 +169,9 @@ def create_run(
         break
     else:  # pragma: no cover - a thousand runs in one second
         raise RuntimeError("Could not allocate a run id; try again in a second.")
-    write_json(path / CONFIG_FILE, config)
-    base = {"name": name, "created": now_iso(), "epochs_done": 0, "message": ""}
-    write_json(path / STATUS_FILE, {**base, **status, "updated": now_iso()})
+    write_json(path / CONFIG_FILE, {**config, "created": now_iso()})
+    write_json(path / STATUS_FILE, {"status": RunStatus.QUEUED, "epochs_done": 0,
+                                    "message": "", "updated": now_iso()})
     return path
 
 
@@ -189,7 +215,7 @@ def load_status(run_dir: Path | str) -> dict[str, Any]:
     """The run's status.json (``{"status": "failed", ...}`` when missing or unreadable)."""
     data = _read_json(Path(run_dir) / STATUS_FILE)
     if data is None:
-        return {"status": "failed", "message": "status.json is missing or unreadable."}
+        return {"status": RunStatus.FAILED, "message": "status.json is missing or unreadable."}
     return data
 
 
@@ -240,7 +266,7 @@ def record(run_dir: Path | str, event: dict[str, Any]) -> None:
     if kind == "status":
         fields = {k: v for k, v in event.items() if k not in ("kind", "time", "seq", "history")}
         if fields.get("status") == "evaluating":
-            fields["status"] = "running"
+            fields["status"] = RunStatus.RUNNING
         if "history" in event:
             write_history(run_dir, event["history"])
         update_status(run_dir, **fields)
@@ -281,8 +307,25 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def load_config(run_dir: Path | str) -> dict[str, Any]:
-    """The run's config.json as a dict (empty when missing)."""
-    return _read_json(Path(run_dir) / CONFIG_FILE) or {}
+    """The run's config.json as a dict (empty when missing).
+
+    A run saved before fit settings and fixed facts had one home each (fit settings inside
+    the model and at the top level, name/created/parent in status.json) is read in today's
+    layout, so every reader sees one shape.
+    """
+    run_dir = Path(run_dir)
+    data = _read_json(run_dir / CONFIG_FILE) or {}
+    if not data or "fit" in data:
+        return data
+    from cnnlab.config import split_fit
+
+    model = data.get("model")
+    model, fit = split_fit(model) if isinstance(model, dict) else (model, {})
+    fit.update({k: data[k] for k in ("epochs", "batch_size") if k in data})
+    status = _read_json(run_dir / STATUS_FILE) or {}
+    facts = {k: status[k] for k in FIXED_FACTS if k in status and k not in data}
+    rest = {k: v for k, v in data.items() if k not in ("epochs", "batch_size")}
+    return {**rest, **facts, "model": model, "fit": fit}
 
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
@@ -386,7 +429,7 @@ def list_runs(root: Path | str | None = None) -> list[RunInfo]:
     out = []
     for path in root.iterdir():
         if path.is_dir() and _ID_RE.match(path.name) and (path / STATUS_FILE).exists():
-            out.append(RunInfo(path.name, path.resolve(), load_status(path)))
+            out.append(RunInfo(path.name, path.resolve(), load_status(path), load_config(path)))
     return sorted(out, key=lambda r: r.run_id, reverse=True)
 
 
@@ -402,7 +445,7 @@ def mark_interrupted(root: Path | str | None = None) -> list[Path]:
             was = run.status.get("status")
             update_status(
                 run.run_dir,
-                status="interrupted",
+                status=RunStatus.INTERRUPTED,
                 message=f"The server stopped while this run was {was}; "
                 "its history and best checkpoint are kept — resume it to continue.",
             )
@@ -440,8 +483,8 @@ def clean_run_name(name: str) -> str:
 
 def rename_run(root: Path | str, run_id: str, name: str,
                user: User = LOCAL_USER) -> dict[str, Any]:
-    """Give run ``run_id`` a new display name (status.json and config.json); its id and
-    folder stay, so links and open pages keep working. Returns the new status.
+    """Give run ``run_id`` a new display name (in config.json); its id and folder stay, so
+    links and open pages keep working. Returns the new config.
 
     Only the run's owner or a teacher may (access.AccessDenied otherwise).
     """
@@ -449,13 +492,11 @@ def rename_run(root: Path | str, run_id: str, name: str,
     clean = clean_run_name(name)
     if not (run_dir / STATUS_FILE).exists():
         raise RunPathError(f"There is no run {run_id!r} under {Path(root).resolve()}.")
-    access.check_manage(user, access.owner_of(_read_json(run_dir / CONFIG_FILE),
-                                              load_status(run_dir)), "rename", run_id)
-    with run_lock(run_dir):  # both files in one step, against other renames and the trainer
-        config = _read_json(run_dir / CONFIG_FILE)
-        if isinstance(config, dict):
-            write_json(run_dir / CONFIG_FILE, {**config, "name": clean})
-        return _merge_status(run_dir, {"name": clean})
+    access.check_manage(user, access.owner_of(load_config(run_dir)), "rename", run_id)
+    with run_lock(run_dir):  # one read-modify-write, against other renames and resumes
+        config = {**load_config(run_dir), "name": clean}
+        write_json(run_dir / CONFIG_FILE, config)
+        return config
 
 
 def delete_run(root: Path | str, run_id: str, user: User = LOCAL_USER) -> Path:
@@ -469,8 +510,7 @@ def delete_run(root: Path | str, run_id: str, user: User = LOCAL_USER) -> Path:
     run_dir = run_dir_for(root, run_id)
     if not run_dir.is_dir():
         raise RunPathError(f"There is no run {run_id!r} under {Path(root).resolve()}.")
-    access.check_manage(user, access.owner_of(_read_json(run_dir / CONFIG_FILE),
-                                              load_status(run_dir)), "delete", run_id)
+    access.check_manage(user, access.owner_of(load_config(run_dir)), "delete", run_id)
     state = load_status(run_dir)
     if isinstance(state, dict) and state.get("status") in ACTIVE:
         raise ValueError(f"Run {run_id} is {state['status']}; stop it on the Train page first.")
@@ -514,6 +554,6 @@ def run_problems(run_dir: Path | str) -> list[str]:
                 problems.append(f"{HISTORY_FILE} is corrupt: '{col}' holds non-numbers.")
                 break
     state = status.get("status")
-    if state not in (*ACTIVE, "failed") and not best_model_path(run_dir).exists():
+    if state not in (*ACTIVE, RunStatus.FAILED) and not best_model_path(run_dir).exists():
         problems.append(f"{BEST_FILE} is missing, so there is no model to use or download.")
     return problems

@@ -27,8 +27,12 @@ import numpy as np
 from cnnlab import budgets as budgets_mod
 from cnnlab import callbacks, fit_settings, runs
 from cnnlab import events as ev
+from cnnlab.fit_settings import FitSettings
+from cnnlab.runs import RunStatus
 
 if TYPE_CHECKING:
+    import keras
+
     from cnnlab.config import ModelConfig
     from cnnlab.datasets import Dataset
 
@@ -46,8 +50,7 @@ class TrainRequest:
 
     dataset: str
     config: ModelConfig
-    epochs: int = 10
-    batch_size: int = 64
+    fit: FitSettings = FitSettings()
     val_fraction: float = 0.1
     limit: int | None = None
     preset: str | None = None
@@ -63,6 +66,7 @@ class TrainRequest:
         """The request as plain JSON-able data (the model config as a dict)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["config"] = self.config.to_dict()
+        out["fit"] = self.fit.to_dict()
         return out
 
     @classmethod
@@ -70,7 +74,8 @@ class TrainRequest:
         """The inverse of ``to_dict``."""
         from cnnlab.config import ModelConfig
 
-        return cls(**{**data, "config": ModelConfig.from_dict(data["config"])})
+        return cls(**{**data, "config": ModelConfig.from_dict(data["config"]),
+                      "fit": FitSettings.from_dict(data["fit"])})
 
 
 def request_errors(
@@ -100,18 +105,21 @@ def request_errors(
             runs.clean_run_name(request.name)
         except runs.RunPathError as exc:
             errors.append(str(exc))
-    if request.epochs < 1:
-        errors.append(f"Epochs is {request.epochs}; choose between 1 and {budgets.max_epochs}.")
+    fit = request.fit
+    if fit.epochs < 1:
+        errors.append(f"Epochs is {fit.epochs}; choose between 1 and {budgets.max_epochs}.")
+    if fit.patience < 0:
+        errors.append(f"Early-stopping patience is {fit.patience}; use 0 (off) or more epochs.")
     if not 0.0 < request.val_fraction <= 0.5:
         errors.append(
             f"Validation split is {request.val_fraction}; choose a fraction in (0, 0.5]."
         )
     n_fit = fit_settings.n_fit(n_train, request.val_fraction)
-    if request.batch_size < 1 or request.batch_size > max(n_fit, 1):
+    if fit.batch_size < 1 or fit.batch_size > max(n_fit, 1):
         errors.append(
-            f"Batch size {request.batch_size} does not fit: {n_fit} training samples remain "
+            f"Batch size {fit.batch_size} does not fit: {n_fit} training samples remain "
             f"after the validation split; choose a batch size between 1 and {max(n_fit, 1)} "
-            f"({fit_settings.batch_size_for(request.config.batch_size, max(n_fit, 1))} suits "
+            f"({fit_settings.batch_size_for(fit.batch_size, max(n_fit, 1))} suits "
             "this data set)."
         )
     if request.mixed_precision and not gpu:
@@ -122,27 +130,27 @@ def request_errors(
     shape = tuple(info.image_shape)
     errors += config_mod.validate(request.config, shape)
     errors += budgets_mod.problems(budgets, request.config, shape, len(info.class_names),
-                                   request.epochs, max(request.batch_size, 1))
+                                   fit.epochs, max(fit.batch_size, 1))
     return errors
 
 
 def default_request(dataset: Dataset, preset: str | None = None, limit: int | None = None,
-                    config: ModelConfig | None = None) -> TrainRequest:
+                    config: tuple[ModelConfig, FitSettings] | None = None) -> TrainRequest:
     """The run the Train page offers for ``dataset`` when nothing is changed: the data
-    set's own preset (own-images for the user's pictures) or ``config``, a batch size that
-    fits the images left after the validation split, and epochs sized to them where the
-    own-images preset asks for it."""
+    set's own preset (own-images for the user's pictures) or ``config`` (a model and its
+    fit settings), with a batch size that fits the images left after the validation split
+    and epochs sized to them where the own-images preset asks for it."""
     from cnnlab import config as config_mod
 
     if config is None:
         preset = preset or config_mod.default_preset(dataset.info.name)
-    cfg = config or config_mod.PRESETS[str(preset)].config
+        chosen = config_mod.PRESETS[preset]
+        config = chosen.config, chosen.fit
+    model, fit = config
     n_images = fit_settings.n_fit(len(dataset.y_train), DEFAULT_VAL_FRACTION, limit)
-    batch, epochs = fit_settings.defaults_for(cfg.batch_size, cfg.epochs,
-                                              preset == config_mod.OWN_IMAGES, n_images)
-    return TrainRequest(dataset=dataset.info.name, config=cfg, epochs=epochs,
-                        batch_size=batch, val_fraction=DEFAULT_VAL_FRACTION, limit=limit,
-                        preset=preset)
+    fit = fit_settings.defaults_for(fit, preset == config_mod.OWN_IMAGES, n_images)
+    return TrainRequest(dataset=dataset.info.name, config=model, fit=fit,
+                        val_fraction=DEFAULT_VAL_FRACTION, limit=limit, preset=preset)
 
 
 def run_config(request: TrainRequest, dataset: Dataset, **extra: Any) -> dict[str, Any]:
@@ -156,8 +164,7 @@ def run_config(request: TrainRequest, dataset: Dataset, **extra: Any) -> dict[st
         "dataset": request.dataset,
         "preset": request.preset,
         "name": request.run_name(),
-        "epochs": request.epochs,
-        "batch_size": request.batch_size,
+        "fit": request.fit.to_dict(),
         "val_fraction": request.val_fraction,
         "limit": request.limit,
         "mixed_precision": request.mixed_precision,
@@ -178,8 +185,7 @@ def request_from_run(run_dir: Path | str) -> TrainRequest:
     return TrainRequest(
         dataset=cfg["dataset"],
         config=config_mod.ModelConfig.from_dict(cfg["model"]),
-        epochs=int(cfg["epochs"]),
-        batch_size=int(cfg["batch_size"]),
+        fit=FitSettings.from_dict(cfg["fit"]),
         val_fraction=float(cfg["val_fraction"]),
         limit=cfg.get("limit"),
         preset=cfg.get("preset"),
@@ -194,7 +200,8 @@ def tensorboard_dir(run_dir: Path | str) -> Path:
     return Path(run_dir) / "tensorboard"
 
 
-def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> Any:
+def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
+                   ) -> keras.Model:
     """A compiled Keras model for ``config`` (models.build_model + models.compile_model)."""
     from cnnlab import models
 
@@ -273,9 +280,9 @@ def train_run(
         result = _train_run(request, dataset, run_dir, send, stop, resume, init_from,
                             evaluate, budgets, min_interval)
     except RunRefused as exc:
-        result = TrainResult("failed", str(exc))
+        result = TrainResult(RunStatus.FAILED, str(exc))
     except Exception as exc:  # the run must end with a status, whatever went wrong
-        result = TrainResult("failed", failure_message(exc))
+        result = TrainResult(RunStatus.FAILED, failure_message(exc))
     result.seconds = time.perf_counter() - t0
     send(ev.make("done", status=result.status, message=result.message,
                  seconds=round(result.seconds, 2)))
@@ -306,9 +313,9 @@ def _starting_point(
             raise RunRefused(
                 "Nothing to resume from: this run has no resumable checkpoint (last.keras "
                 "and checkpoint.json). Fine-tune from its best model instead.")
-        if state["epoch"] >= request.epochs:
+        if state["epoch"] >= request.fit.epochs:
             raise RunRefused(
-                f"Nothing to resume: {state['epoch']} of {request.epochs} epochs are done. "
+                f"Nothing to resume: {state['epoch']} of {request.fit.epochs} epochs are done. "
                 "Resume with more epochs, or fine-tune from its best model.")
         # compile=True restores the optimizer with its variables (iterations included).
         model = keras.models.load_model(run_dir / callbacks.LAST_FILE, safe_mode=True)
@@ -342,8 +349,9 @@ def _train_run(
 
     info = dataset.info
     shape, n_classes = tuple(info.image_shape), len(info.class_names)
-    over = budgets_mod.problems(budgets, request.config, shape, n_classes, request.epochs,
-                                request.batch_size)
+    fit = request.fit
+    over = budgets_mod.problems(budgets, request.config, shape, n_classes, fit.epochs,
+                                fit.batch_size)
     if over:  # checked again here: a worker never trusts the server's check alone
         raise RunRefused("Refused by the worker: " + " ".join(over))
     deadline = time.monotonic() + budgets.max_run_minutes * 60
@@ -356,13 +364,13 @@ def _train_run(
     initial_epoch = len(previous)
     losses = [r["val_loss"] for r in previous if r.get("val_loss") is not None]
     send(ev.make(
-        "status", status="running", device=dev.label, params=int(model.count_params()),
+        "status", status=RunStatus.RUNNING, device=dev.label, params=int(model.count_params()),
         n_train=int(len(y_tr)), n_val=int(len(y_val)), epochs_done=initial_epoch,
         message=f"Resumed at epoch {initial_epoch + 1}." if resume else "",
     ))
 
     cls = callbacks.classes()
-    progress = cls["ProgressCallback"](send, len(y_tr), request.batch_size, stop, run_dir,
+    progress = cls["ProgressCallback"](send, len(y_tr), fit.batch_size, stop, run_dir,
                                        previous, deadline, min_interval)
     callbacks_ = [
         keras.callbacks.TerminateOnNaN(),
@@ -370,8 +378,8 @@ def _train_run(
     ]
     # Patience counts epochs; on a small data set an epoch is a few steps, so it is scaled
     # to at least fit_settings.PATIENCE_STEPS steps, and no stop comes before MIN_STEPS.
-    steps = fit_settings.steps_per_epoch(len(y_tr), request.batch_size)
-    patience = fit_settings.patience_for(request.config.patience, steps)
+    steps = fit_settings.steps_per_epoch(len(y_tr), fit.batch_size)
+    patience = fit_settings.patience_for(fit.patience, steps)
     early = None
     if patience > 0:  # patience 0 means "no early stopping"
         early = cls["StopAwareEarlyStopping"](progress, patience, previous,
@@ -383,8 +391,8 @@ def _train_run(
     callbacks_.append(progress)
     if not stop.is_set():
         model.fit(
-            x_tr, y_tr, validation_data=(x_val, y_val), epochs=request.epochs,
-            initial_epoch=initial_epoch, batch_size=request.batch_size, callbacks=callbacks_,
+            x_tr, y_tr, validation_data=(x_val, y_val), epochs=fit.epochs,
+            initial_epoch=initial_epoch, batch_size=fit.batch_size, callbacks=callbacks_,
             shuffle=True, verbose=0,
         )
     done = len(progress.rows)
@@ -396,23 +404,23 @@ def _train_run(
         msg = (f"Loss became NaN at epoch {ep}, batch {b}: training was stopped. The learning "
                f"rate {cfg.learning_rate:g} is too high for {cfg.optimizer}; lower it 10× or "
                "more (1e-3 is a safe start) or add batch norm.")
-        return TrainResult("failed", msg, history)
+        return TrainResult(RunStatus.FAILED, msg, history)
 
     reason = stop.reason
     if reason == "memory":
-        return TrainResult("failed", stop.detail, history)
+        return TrainResult(RunStatus.FAILED, stop.detail, history)
     if reason == "time limit":
-        status = "time limit"
+        status = RunStatus.TIME_LIMIT
         msg = (f"Stopped at this server's time limit of {budgets.max_run_minutes:g} minutes "
                f"per run, after {done} complete epoch(s); the history and best model are kept.")
     elif reason is not None:
-        status, msg = "stopped", f"Stopped by you after {done} complete epoch(s)."
+        status, msg = RunStatus.STOPPED, f"Stopped by you after {done} complete epoch(s)."
     elif early is not None and early.stopped_epoch > 0:
-        status = "finished"
+        status = RunStatus.FINISHED
         msg = (f"Early stopping after epoch {early.stopped_epoch + 1}: validation loss did not "
                f"improve for {patience} epochs; the best epoch is kept.")
     else:
-        status, msg = "finished", f"Finished {done} epoch{'' if done == 1 else 's'}."
+        status, msg = RunStatus.FINISHED, f"Finished {done} epoch{'' if done == 1 else 's'}."
     if not best_path.exists():
         model.save(best_path)  # stopped before any epoch ended: keep what there is
         msg += " No epoch finished, so best.keras holds the weights at the stop."
@@ -432,7 +440,7 @@ def _train_run(
 
 def with_epochs(request: TrainRequest, epochs: int) -> TrainRequest:
     """``request`` with a new epoch total."""
-    return replace(request, epochs=epochs)
+    return replace(request, fit=replace(request.fit, epochs=epochs))
 
 
 def history_dict(rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:

@@ -2,8 +2,8 @@
 
 Not a page itself (app.py lists its pages explicitly). Other helpers append below.
 
-One mechanism for a user's own images: Explore stores the Dataset built from an uploaded
-zip in ``st.session_state[UPLOAD_KEY]`` under the name ``"folder:<file name>"``;
+One mechanism for a user's own images: Explore keeps the Dataset built from an uploaded
+zip for the session (``pages.state.keep_upload``) under the name ``"folder:<file name>"``;
 ``cached_dataset`` and ``dataset_picker`` know that name, so every page can use it.
 Registry data sets are loaded once per server process (st.cache_resource: shared, no copy).
 """
@@ -11,15 +11,16 @@ Registry data sets are loaded once per server process (st.cache_resource: shared
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import streamlit as st
 
 from cnnlab import datasets
 from cnnlab.config import UPLOAD_PREFIX
 from cnnlab.datasets import Dataset, DatasetUnavailable
+from pages import state
 from pages.signin import md
-
-UPLOAD_KEY = "uploaded_dataset"
 
 
 def _keep_keras_state() -> None:
@@ -38,10 +39,32 @@ def _keep_keras_state() -> None:
 _keep_keras_state()
 
 
-@st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
+@contextmanager
+def progress_bar(text: str) -> Iterator[datasets.Progress]:
+    """An st.progress bar showing ``text`` for a long load; yields its ``progress`` callback.
+
+    The bar is removed when the block ends, finished or failed.
+    """
+    slot = st.empty()
+    slot.progress(0.0, text=text)
+
+    def progress(fraction: float, note: str) -> None:
+        slot.progress(fraction, text=note)
+
+    try:
+        yield progress
+    finally:
+        slot.empty()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def _registry_dataset(name: str) -> Dataset:
     # Shared by all sessions and never copied: callers must not modify the arrays.
-    return datasets.load(name)
+    # The bar is made in here, not passed in as a callback: on a cache hit Streamlit replays
+    # what this function drew, and an element made outside it cannot be replayed
+    # (CacheReplayClosureError). The replay ends with the bar emptied, so nothing is left.
+    with progress_bar("Loading the data set…") as progress:
+        return datasets.load(name, progress=progress)
 
 
 def cached_dataset(name: str) -> Dataset:
@@ -50,7 +73,7 @@ def cached_dataset(name: str) -> Dataset:
     Raises DatasetUnavailable with a one-sentence message when it cannot be loaded.
     """
     if name.startswith(UPLOAD_PREFIX):
-        upload = st.session_state.get(UPLOAD_KEY)
+        upload = state.uploaded_dataset()
         if upload is not None and upload.info.name == name:
             return upload
         raise DatasetUnavailable(
@@ -69,12 +92,6 @@ def dataset_or_stop(name: str) -> Dataset:
         st.stop()
 
 
-def remember_upload(ds: Dataset) -> None:
-    """Keep an uploaded Dataset for this session and make it the current data set."""
-    st.session_state[UPLOAD_KEY] = ds
-    st.session_state["dataset_name"] = ds.info.name
-
-
 @st.cache_data(ttl=60, show_spinner=False)
 def _available() -> dict[str, bool]:
     return datasets.available()
@@ -83,24 +100,45 @@ def _available() -> dict[str, bool]:
 def dataset_names() -> list[str]:
     """Registry names, then this session's upload (if any)."""
     names = list(datasets.REGISTRY)
-    upload = st.session_state.get(UPLOAD_KEY)
+    upload = state.uploaded_dataset()
     if upload is not None:
         names.append(upload.info.name)
     return names
 
 
 def current_dataset_name() -> str:
-    """st.session_state["dataset_name"] if it names a known set, else the default."""
-    name = st.session_state.get("dataset_name")
+    """The data set chosen on any page if it names a known set, else the default."""
+    name = state.current_dataset()
     return name if name in dataset_names() else datasets.default_name()
 
 
-def dataset_picker(key: str = "dataset_picker") -> str:
-    """A selectbox over the data sets; stores the choice in st.session_state["dataset_name"].
+def dataset_from_address() -> None:
+    """``?dataset=NAME`` of a new address becomes the current data set; an unknown name
+    gets a warning and leaves the choice as it is."""
+    wanted = state.address_choice("dataset")
+    if wanted is None:
+        return
+    if wanted in dataset_names():
+        state.set_dataset(wanted)
+    elif wanted.startswith(UPLOAD_PREFIX):  # someone else's upload, or one from an old session
+        st.warning(f"The address names uploaded images ({md(wanted[len(UPLOAD_PREFIX):])}) "
+                   "that are not in this browser session: only the person who uploaded them "
+                   "can open them, and only until they close the tab. Upload the zip on the "
+                   "Explore page to use it here.")
+    else:
+        st.warning(f"The address asks for the data set {md(repr(wanted))}, which this lab "
+                   f"does not have; it has {md(', '.join(datasets.REGISTRY))}. Pick one "
+                   "below.")
 
+
+def dataset_picker(key: str = "dataset_picker") -> str:
+    """A selectbox over the data sets, kept in step with the shared choice and the address.
+
+    A new ``?dataset=`` wins once; then the user's choice, which goes back into the address.
     Sets that cannot be loaded here are still listed, marked "not available here", so the
     page can say which file is missing.
     """
+    dataset_from_address()
     names = dataset_names()
     ready = _available()
 
@@ -111,14 +149,16 @@ def dataset_picker(key: str = "dataset_picker") -> str:
         return title if ready.get(name) else f"{title} (not available here)"
 
     def store() -> None:
-        st.session_state["dataset_name"] = st.session_state[key]
+        state.set_dataset(st.session_state[key])
 
-    # Sync the widget from the shared key, so a choice made on another page (or an upload)
-    # shows here; the user's own change goes back through `store`.
-    st.session_state["dataset_name"] = current_dataset_name()
-    st.session_state[key] = st.session_state["dataset_name"]
+    # Sync the widget from the shared choice, so a choice made on another page (or an
+    # upload) shows here; the user's own change goes back through `store`.
+    name = current_dataset_name()
+    state.set_dataset(name)
+    st.session_state[key] = name
     st.selectbox("Data set", names, format_func=label, key=key, on_change=store)
-    return st.session_state["dataset_name"]
+    state.show_in_address("dataset", name)
+    return name
 
 
 # ---------------------------------------------------------------------------- training engine

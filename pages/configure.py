@@ -1,9 +1,11 @@
 """Configure: shape a CNN with sliders; see layers, shapes, parameters and memory live.
 
 Thin page: widgets → ModelConfig → cnnlab.models.layer_table (pure Python, no TensorFlow).
-The config lives in st.session_state["model_config"] (and "preset_name") for the Train page.
-Widget keys carry a version number: picking a preset or uploading a config bumps it, so
-every widget starts again from the new config's values.
+The config and its fit settings (batch size, epochs, patience) are kept for the Train
+page with pages.state (``model_choice``). Widget keys carry a version number
+(``state.config_version``): picking a preset, uploading a config or loading a run's settings
+bumps it, so every widget starts again from the new config's values.
+The data set and the preset are in the address (``?dataset=mnist&preset=quick``).
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ from cnnlab.config import (
     ModelConfig,
     advice,
     default_preset,
+    file_json,
+    from_file,
     range_problems,
     validate,
 )
+from cnnlab.fit_settings import FitSettings
 from cnnlab.models import layer_table, memory_bytes, to_keras_script
-from pages.common import UPLOAD_KEY, dataset_picker, engine
+from pages import state
+from pages.common import dataset_picker, engine
 from pages.signin import current_user, md
 
 FILTERS = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
@@ -55,19 +61,31 @@ def dataset_shape(name: str) -> tuple[tuple[int, int, int], int, str]:
     """(image shape, class count, title) of the current data set or this session's upload."""
     info = datasets.REGISTRY.get(name)
     if info is None:
-        upload = st.session_state.get(UPLOAD_KEY)
+        upload = state.uploaded_dataset()
         info = upload.info if upload is not None and upload.info.name == name else None
-    if info is None:
-        return (28, 28, 1), 10, name
+    if info is None:  # a lost upload: trace shapes as for MNIST, like config.input_shape_for
+        mnist = datasets.REGISTRY["mnist"]
+        return mnist.image_shape, len(mnist.class_names), name
     return tuple(info.image_shape), len(info.class_names), info.title
 
 
 def load_preset() -> None:
     """Preset picker callback: start over from the chosen preset."""
-    name = st.session_state["cfg_preset"]
-    st.session_state["model_config"] = PRESETS[name].config
-    st.session_state["preset_name"] = name
-    st.session_state["cfg_version"] = st.session_state.get("cfg_version", 0) + 1
+    name = state.preset_picked()
+    state.set_model_choice(PRESETS[name].config, PRESETS[name].fit, name)
+
+
+def preset_from_address() -> None:
+    """``?preset=NAME`` of a new address starts over from that preset; an unknown name gets
+    a warning and leaves the model as it is."""
+    wanted = state.address_choice("preset")
+    if wanted is None:
+        return
+    if wanted in PRESETS:
+        state.set_model_choice(PRESETS[wanted].config, PRESETS[wanted].fit, wanted)
+    else:
+        st.warning(f"The address asks for the preset {md(repr(wanted))}, which does not "
+                   f"exist; the presets are {md(', '.join(PRESETS))}. Pick one below.")
 
 
 def block_widgets(i: int, b: ConvBlock, k) -> ConvBlock:
@@ -122,9 +140,10 @@ def dense_widgets(i: int, d: DenseLayer, k) -> DenseLayer:
     return DenseLayer(units, dropout, activation, batch_norm)
 
 
-def config_widgets(cfg: ModelConfig) -> ModelConfig:
-    """Every field of the config as a widget; returns the config the widgets describe."""
-    version = st.session_state.get("cfg_version", 0)
+def config_widgets(cfg: ModelConfig, fit: FitSettings) -> tuple[ModelConfig, FitSettings]:
+    """Every field of the config and its fit settings as a widget; returns what the
+    widgets describe."""
+    version = state.config_version()
 
     def k(name: str) -> str:
         return f"cfg{version}_{name}"
@@ -170,11 +189,11 @@ def config_widgets(cfg: ModelConfig) -> ModelConfig:
         "Learning rate", with_value(LEARNING_RATES, cfg.learning_rate), cfg.learning_rate,
         key=k("lr"), format_func=lambda v: f"{v:g}",
     )
-    batch_size = c2.select_slider("Batch size", with_value(BATCH_SIZES, cfg.batch_size),
-                                  cfg.batch_size, key=k("batch_size"))
-    epochs = c1.slider("Epochs", 1, 100, int(clamp(cfg.epochs, 1, 100)), key=k("epochs"))
+    batch_size = c2.select_slider("Batch size", with_value(BATCH_SIZES, fit.batch_size),
+                                  fit.batch_size, key=k("batch_size"))
+    epochs = c1.slider("Epochs", 1, 100, int(clamp(fit.epochs, 1, 100)), key=k("epochs"))
     patience = c2.slider("Early-stopping patience (0 = off)", 0, 20,
-                         int(clamp(cfg.patience, 0, 20)), key=k("patience"))
+                         int(clamp(fit.patience, 0, 20)), key=k("patience"))
     decay = st.toggle("Exponential learning-rate decay", cfg.lr_decay_rate is not None,
                       key=k("decay"))
     lr_decay_rate, lr_decay_steps = cfg.lr_decay_rate, cfg.lr_decay_steps
@@ -198,13 +217,13 @@ def config_widgets(cfg: ModelConfig) -> ModelConfig:
     rotate = c3.slider("Random rotation (fraction of a turn)", 0.0, 0.25,
                        float(clamp(aug.rotate, 0, 0.25)), 0.01, key=k("rotate"),
                        help="0.05 ≈ ±18°")
-    return ModelConfig(
+    config = ModelConfig(
         blocks=tuple(blocks), dense=tuple(dense), flatten_dropout=flatten_dropout,
         global_pool=global_pool, initializer=initializer, optimizer=optimizer,
         learning_rate=learning_rate, lr_decay_rate=lr_decay_rate, lr_decay_steps=lr_decay_steps,
-        batch_size=batch_size, epochs=epochs, patience=patience,
         augmentation=Augmentation(flip, translate, rotate),
     )
+    return config, FitSettings(batch_size=batch_size, epochs=epochs, patience=patience)
 
 
 def human_bytes(n: float) -> str:
@@ -218,7 +237,7 @@ def human_bytes(n: float) -> str:
 # ------------------------------------------------------------------------------------ page
 
 current_user()  # class mode: signed-in people only
-st.title("🧱 Configure")
+st.title(":material/tune: Configure")
 st.caption("Shape a CNN: every change updates the layer table, parameters and diagram at once.")
 
 top = st.columns([1, 1, 2])
@@ -226,19 +245,21 @@ with top[0]:
     dataset_name = dataset_picker(key="configure_dataset")
 input_shape, n_classes, title = dataset_shape(dataset_name)
 
-if "model_config" not in st.session_state:
-    start = st.session_state.get("preset_name")
-    start = start if start in PRESETS else default_preset(dataset_name)
-    st.session_state["model_config"] = PRESETS[start].config
-    st.session_state["preset_name"] = start
-if st.session_state.get("cfg_preset") not in PRESETS:
-    picked = st.session_state.get("preset_name")
-    st.session_state["cfg_preset"] = (
-        picked if picked in PRESETS else default_preset(dataset_name)
+preset_from_address()
+chosen = state.model_choice()
+if chosen is None:  # a first visit: the data set's usual preset
+    start = default_preset(dataset_name)
+    chosen = PRESETS[start].config, PRESETS[start].fit, start
+    state.record_model_edit(*chosen)
+chosen_config, chosen_fit, chosen_preset = chosen
+if state.preset_picked() not in PRESETS:
+    st.session_state[state.PRESET_PICKER_KEY] = (
+        chosen_preset if chosen_preset in PRESETS else default_preset(dataset_name)
     )
 with top[1]:
-    preset = st.selectbox("Start from preset", list(PRESETS), key="cfg_preset",
+    preset = st.selectbox("Start from preset", list(PRESETS), key=state.PRESET_PICKER_KEY,
                           on_change=load_preset)
+state.show_in_address("preset", preset)
 with top[2]:
     st.write("")
     st.caption(f"**{preset}** — {PRESETS[preset].description}  \n"
@@ -247,15 +268,15 @@ with top[2]:
 summary = st.container()  # filled after the widgets below have produced the config
 left, right = st.columns([5, 7], gap="large")
 with left:
-    config = config_widgets(st.session_state["model_config"])
-st.session_state["model_config"] = config
-modified = config != PRESETS[preset].config
-st.session_state["preset_name"] = "custom" if modified else preset
+    config, fit = config_widgets(chosen_config, chosen_fit)
+modified = (config, fit) != (PRESETS[preset].config, PRESETS[preset].fit)
+preset_name = state.CUSTOM if modified else preset
+state.record_model_edit(config, fit, preset_name)
 
-problems = validate(config, input_shape)
-# The server's budgets, with the model's own epochs and batch size (Train may change both).
+problems = validate(config, input_shape) + fit.problems()
+# The server's budgets, with these fit settings (Train may change epochs and batch size).
 over_budget = budgets.problems(engine().budgets, config, input_shape, n_classes,
-                               config.epochs, config.batch_size)
+                               fit.epochs, fit.batch_size)
 rows = layer_table(config, input_shape, n_classes)
 memory = memory_bytes(config, input_shape, n_classes)
 
@@ -268,9 +289,10 @@ with summary:
               help="Sum of every layer's output for one image, forward pass, float32.")
     with m4:
         blocked = bool(problems or over_budget)
-        if st.button("🏋️ Train this model", type="primary", disabled=blocked,
-                     key="cfg_train", help="Fix the problems below first" if blocked else None):
-            st.switch_page("pages/train.py")
+        if st.button("Train this model", icon=":material/model_training:", type="primary",
+                     disabled=blocked, key="cfg_train",
+                     help="Fix the problems below first" if blocked else None):
+            st.switch_page("pages/train.py", query_params={"dataset": dataset_name})
         if modified:
             st.caption(f"Modified from preset **{preset}**.")
     if problems:
@@ -303,29 +325,30 @@ with right:
     with tab_params:
         st.plotly_chart(charts.params_figure(rows), width="stretch")
     with tab_code:
-        script = to_keras_script(config, input_shape, n_classes, dataset_name)
-        st.download_button("⬇️ Download script", script, file_name="cnnlab_model.py",
+        script = to_keras_script(config, fit, input_shape, n_classes, dataset_name)
+        st.download_button("Download script", script, icon=":material/download:",
+                           file_name="cnnlab_model.py",
                            mime="text/x-python", key="cfg_script_download")
         st.code(script, language="python")
     with tab_json:
-        st.download_button("⬇️ Download config JSON", config.to_json(),
-                           file_name=f"{st.session_state['preset_name']}.json",
+        st.download_button("Download config JSON", file_json(config, fit),
+                           icon=":material/download:",
+                           file_name=f"{preset_name}.json",
                            mime="application/json", key="cfg_json_download")
         upload = st.file_uploader("Load a config JSON", type=["json"], key="cfg_upload")
         if upload is not None and upload.file_id != st.session_state.get("cfg_upload_id"):
             try:
-                loaded = ModelConfig.from_json(upload.getvalue())
-                out_of_range = range_problems(loaded)
+                loaded, loaded_fit = from_file(upload.getvalue())
+                out_of_range = range_problems(loaded, loaded_fit)
                 if out_of_range:
                     raise ConfigError(" ".join(out_of_range))
-                bad = validate(loaded, input_shape)
+                bad = validate(loaded, input_shape) + loaded_fit.problems()
                 if bad:
                     raise ConfigError("it does not fit this data set: " + "; ".join(bad))
             except ConfigError as exc:
                 st.error(f"Could not load {md(upload.name)}: {md(exc)}")
             else:
                 st.session_state["cfg_upload_id"] = upload.file_id
-                st.session_state["model_config"] = loaded
-                st.session_state["cfg_version"] = st.session_state.get("cfg_version", 0) + 1
+                state.set_model_choice(loaded, loaded_fit, state.CUSTOM)
                 st.rerun()
-        st.code(config.to_json(), language="json")
+        st.code(file_json(config, fit), language="json")

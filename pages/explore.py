@@ -1,4 +1,7 @@
-"""Explore: pick a data set (or upload a zip) and look at it before training."""
+"""Explore: pick a data set (or upload a zip) and look at it before training.
+
+The data set is in the address (``?dataset=mnist``), so a link opens this page on it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from pages.common import (
     cached_dataset,
     dataset_or_stop,
     dataset_picker,
-    remember_upload,
+    progress_bar,
 )
 from pages.signin import current_user, md
+from pages.state import keep_upload
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
 GRID_COLS = 10
@@ -49,13 +53,14 @@ def upload_form() -> None:
         gray = c2.toggle("Grayscale", value=False)
         if st.button("Load images", disabled=file is None, type="primary"):
             try:
-                with st.spinner("Reading the zip…"):
+                with progress_bar("Reading the zip…") as progress:
                     ds = datasets.load_zip(file.getvalue(), (side, side), gray,
-                                           name=f"{UPLOAD_PREFIX}{file.name}")
+                                           name=f"{UPLOAD_PREFIX}{file.name}",
+                                           progress=progress)
             except BadUpload as exc:
                 st.error(md(exc))
             else:
-                remember_upload(ds)
+                keep_upload(ds)
                 st.rerun()
 
 
@@ -65,7 +70,7 @@ def sample_grid(ds: Dataset) -> None:
     c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
     rows = c1.slider("Rows", 1, 8, 3, key="explore_rows")
     pick = c2.selectbox("Class", ["All classes", *names], key="explore_class")
-    if c3.button("🔀 Reshuffle", width="stretch"):
+    if c3.button("Reshuffle", icon=":material/shuffle:", width="stretch"):
         st.session_state["explore_seed"] = st.session_state.get("explore_seed", 0) + 1
     pool = (np.arange(len(ds.y_train)) if pick == "All classes"
             else np.flatnonzero(ds.y_train == names.index(pick)))
@@ -103,7 +108,7 @@ def augmentation_preview(ds: Dataset) -> None:
 
 
 current_user()  # class mode: signed-in people only
-st.title("🔍 Explore")
+st.title(":material/search: Explore")
 name = dataset_picker(key="explore_dataset")
 upload_form()
 

@@ -1,4 +1,7 @@
-"""Draw & predict: draw a digit (or upload a picture) and watch the model's probabilities."""
+"""Draw & predict: draw a digit (or upload a picture) and watch the model's probabilities.
+
+The run whose model predicts is in the address (``?run=<id>``), so a link opens it here.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from PIL import Image
 from cnnlab import charts, datasets, inference, runs
 from cnnlab.inference import ModelRejected, Predictor
 from cnnlab.preprocess import canvas_to_input, image_to_input, open_image
+from cnnlab.runs import RunStatus
+from pages import state
 from pages.boundary import guarded
 from pages.common import cached_dataset, engine
 from pages.signin import current_user, md
@@ -40,12 +45,11 @@ def file_predictor(digest: str, _data: bytes) -> Predictor:
 
 def run_label(run: runs.RunInfo) -> str:
     """'20250101-120000-quick-mnist · MNIST · 98.1 % test accuracy' for the run picker."""
-    status = run.status
-    info = datasets.REGISTRY.get(status.get("dataset", ""))
+    info = datasets.REGISTRY.get(run.dataset)
     metrics = runs.load_metrics(run.run_dir) or {}
     acc = metrics.get("test_accuracy")
-    parts = [run.run_id, info.title if info else status.get("dataset", "?")]
-    parts.append(f"{acc:.1%} test accuracy" if acc is not None else status.get("status", "?"))
+    parts = [run.run_id, info.title if info else run.dataset or "?"]
+    parts.append(f"{acc:.1%} test accuracy" if acc is not None else run.status.get("status", "?"))
     return " · ".join(parts)
 
 
@@ -54,7 +58,8 @@ def offer_first_model() -> None:
     manager = engine()
     last = manager.latest(current_user().name)  # this person's runs only
     job = last if last is not None and not last.done() else None
-    if job is None and last is not None and last.result and last.result.status == "failed":
+    failed = last is not None and last.result and last.result.status == RunStatus.FAILED
+    if job is None and failed:
         st.error(f"The last training run failed: {md(last.result.message)}")
     if job is None:
         name = datasets.default_name()
@@ -63,7 +68,7 @@ def offer_first_model() -> None:
             f"{datasets.REGISTRY[name].title} here in one click (about a minute on a laptop "
             "CPU), or upload your own `.keras` model below."
         )
-        if st.button("Train the quick preset", icon="🏋️", type="primary"):
+        if st.button("Train the quick preset", icon=":material/model_training:", type="primary"):
             start_quick_training(name)
             st.rerun()
         return
@@ -77,8 +82,7 @@ def start_quick_training(name: str) -> None:
 
     preset = PRESETS["quick"]
     request = training.TrainRequest(
-        dataset=name, config=preset.config, epochs=preset.config.epochs,
-        batch_size=preset.config.batch_size, preset=preset.name,
+        dataset=name, config=preset.config, fit=preset.fit, preset=preset.name,
     )
     try:
         engine().submit(request, cached_dataset(name), user=current_user())
@@ -97,7 +101,7 @@ def training_progress(run_id: str) -> None:
     if snap["done"]:
         st.rerun()  # whole page: the new run now appears in the model picker
     batch = snap["batch"] or {}
-    epochs = batch.get("epochs") or job.request.epochs
+    epochs = batch.get("epochs") or job.request.fit.epochs
     epoch = batch.get("epoch", 0)
     part = (epoch - 1 + batch.get("batch", 0) / max(batch.get("batches", 1), 1)) / epochs
     st.info(f"Training the {job.request.preset or 'chosen'} model ({run_id}); the canvas "
@@ -106,29 +110,53 @@ def training_progress(run_id: str) -> None:
                 text=f"epoch {max(epoch, 1)}/{epochs} · status {snap['status'].get('status')}")
 
 
+def run_from_address(ids: list[str]) -> str | None:
+    """The run directory asked for by a new address (``?run=<id>``) if it has a model here;
+    else None, with a warning for an id that is unknown or unsafe (never opened)."""
+    wanted = state.address_choice("run")
+    if wanted is None:
+        return None
+    try:
+        run_dir = str(runs.run_dir_for(runs.default_root(), wanted))
+    except runs.RunPathError as exc:
+        st.warning(f"Cannot open the run in the address: {md(exc)}")
+        return None
+    if run_dir not in ids:
+        st.warning(f"There is no run {md(repr(wanted))} with a saved model here; pick a "
+                   "model below.")
+        return None
+    return run_dir
+
+
 def choose_model() -> tuple[Predictor, tuple[str, ...], str | None] | None:
     """The model picker: (predictor, class names, data set name) or None when there is none."""
     usable = inference.predictable_runs()
     ids = [str(r.run_dir) for r in usable]
     by_dir = {str(r.run_dir): r for r in usable}
     options = [*ids, OWN_MODEL]
-    chosen = st.session_state.get("selected_run")
+    asked = run_from_address(ids)
+    chosen = state.selected_run()
     current = st.session_state.get("predict_model")
     first_run_arrived = current == OWN_MODEL and st.session_state.get("predict_no_runs") and ids
-    if current not in options or first_run_arrived:
+    if asked:  # a new address wins once; then the user's choice
+        st.session_state["predict_model"] = asked
+        state.select_run(asked)
+    elif current not in options or first_run_arrived:
         # Default: the run picked elsewhere (Runs page), else the best digit run.
         st.session_state["predict_model"] = chosen if chosen in ids else options[0]
     st.session_state["predict_no_runs"] = not ids
 
     def remember() -> None:
         if st.session_state["predict_model"] != OWN_MODEL:
-            st.session_state["selected_run"] = st.session_state["predict_model"]
+            state.select_run(st.session_state["predict_model"])
 
     choice = st.selectbox(
         "Model", options, key="predict_model", on_change=remember,
         format_func=lambda o: "Upload my own .keras model…" if o == OWN_MODEL
         else run_label(by_dir[o]),
     )
+    # Keep the address in step with the pick, so it can be bookmarked or shared.
+    state.show_in_address("run", None if choice == OWN_MODEL else Path(choice).name)
     if choice != OWN_MODEL:
         path = runs.best_model_path(choice)
         try:
@@ -207,7 +235,7 @@ def show_prediction(predictor: Predictor, names: tuple[str, ...], x: np.ndarray,
 
 def look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
     """Every conv layer's activations for this input, and the first layer's filters."""
-    with st.expander("🔬 Look inside: feature maps and filters"):
+    with st.expander("Look inside: feature maps and filters", icon=":material/biotech:"):
         _look_inside(predictor, x, key)
 
 
@@ -247,7 +275,7 @@ def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
             height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw",
             return_image_data=True, key=f"canvas_{st.session_state['canvas_n']}",
         )
-        st.button("Clear", icon="🧽", on_click=clear)
+        st.button("Clear", icon=":material/ink_eraser:", on_click=clear)
     with board:
         rgba = canvas.image_data
         x = None if rgba is None else canvas_to_input(rgba, predictor.input_shape)
@@ -299,13 +327,13 @@ def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
 
 
 current_user()  # class mode: signed-in people only
-st.title("✏️ Draw & predict")
+st.title(":material/draw: Draw & predict")
 chosen = choose_model()
 if chosen is not None:
     predictor, class_names, dataset_name = chosen
     st.caption(input_hint(predictor, dataset_name))
     if predictor.input_shape[-1] == 1:
-        draw, upload_pane = st.tabs(["✏️ Draw", "🖼️ Upload a picture"])
+        draw, upload_pane = st.tabs([":material/draw: Draw", ":material/image: Upload a picture"])
         with draw:
             draw_tab(predictor, class_names)
         with upload_pane:

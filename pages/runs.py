@@ -3,25 +3,32 @@ and config differences of several runs; one run's evaluation, downloads and mana
 (rename, delete, load into Configure, resume).
 
 Run ids from the URL (``?run=<id>``) or session state are checked with cnnlab.runs before
-any file is touched, so no id or name can reach outside the runs root.
+any file is touched, so no id or name can reach outside the runs root. The run shown is kept
+in the address, so a link opens this page on it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import streamlit as st
 
 from cnnlab import access, callbacks, charts, compare, runs
-from cnnlab.config import PRESETS, ConfigError, ModelConfig
+from cnnlab.config import PRESETS, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
+from cnnlab.fit_settings import FitSettings
 from cnnlab.models import to_keras_script
+from cnnlab.runs import RESUMABLE, RunStatus
 from cnnlab.training import tensorboard_dir
+from pages import state
 from pages.common import cached_dataset, engine, fmt_seconds
 from pages.signin import current_user, md
 
-RESUMABLE = ("interrupted", "stopped", "failed", "time limit")
+if TYPE_CHECKING:
+    from cnnlab.accounts import User
+    from cnnlab.jobs import Engine
 
 
 def pct(value: float | None) -> str:
@@ -40,14 +47,11 @@ def labels_for(rows: list[dict]) -> dict[str, str]:
     return out
 
 
-def url_run(root: Path, ids: list[str]) -> str | None:
+def url_run(root: Path, ids: list[str], wanted: str) -> str | None:
     """The run asked for in the address (``?run=<id>``), if it is safe and known.
 
     An id that would leave the runs root is refused with an error, never opened.
     """
-    wanted = st.query_params.get("run")
-    if not wanted:
-        return None
     try:
         run_id = runs.run_dir_for(root, wanted).name
     except runs.RunPathError as exc:
@@ -60,24 +64,33 @@ def url_run(root: Path, ids: list[str]) -> str | None:
 
 
 def session_run(root: Path, ids: list[str]) -> str | None:
-    """The run picked on another page (session state "selected_run"), if it is one of ours."""
-    chosen = st.session_state.get("selected_run")
+    """The run picked on another page (``state.selected_run``), if it is one of ours."""
+    chosen = state.selected_run()
     try:
         return runs.check_inside(root, chosen).name if chosen else None
     except runs.RunPathError:
         return None  # a run of another runs root
 
 
-user = current_user()  # class mode: everyone reads runs; owners and teachers change them
-class_mode = access.load_settings().class_mode
-def teacher_panel(rows: list[dict]) -> None:
+# ---------------------------------------------------------------------------- sections
+
+
+def no_runs(where: str) -> None:
+    """The empty runs root: where runs come from."""
+    st.info(f"No runs yet{where}. Train a model on the **Train** page (the `quick` preset "
+            "with *Limit training samples* takes seconds); every run lands here to compare.")
+    if st.button("Go to Train", icon=":material/model_training:", key="runs_go_train"):
+        st.switch_page("pages/train.py")
+
+
+def teacher_panel(manager: Engine, rows: list[dict]) -> None:
     """Teachers: the queue with its owners and each person's use of the server."""
-    with st.expander("👩‍🏫 Class: the queue and who uses the server"):
+    with st.expander("Class: the queue and who uses the server", icon=":material/school:"):
         jobs_now = [(j, "training") for j in manager.running()] + [
             (j, f"queued #{n}") for n, j in enumerate(manager.queued(), 1)]
         if jobs_now:
             st.dataframe(pd.DataFrame(
-                [{"run_id": j.run_id, "owner": j.owner, "state": state} for j, state in jobs_now]),
+                [{"run_id": j.run_id, "owner": j.owner, "state": doing} for j, doing in jobs_now]),
                 hide_index=True, width="stretch", key="runs_class_queue")
         else:
             st.caption("Nothing is training or queued.")
@@ -90,33 +103,17 @@ def teacher_panel(rows: list[dict]) -> None:
                                                                       format="%.1f")})
 
 
-st.title("📊 Runs")
-root = runs.default_root().resolve()
-where = f" in `{root}`" if user.is_teacher else ""  # students never see server paths
-manager = engine()  # also marks runs left "running" by a dead server as interrupted
+def scoped_rows(user: User, rows: list[dict]) -> list[dict]:
+    """Class mode: "Mine" or "Everyone"; the page stops when the scope holds no run.
 
-flash = st.session_state.pop("runs_flash", None)
-if flash:
-    st.success(md(flash))
-
-all_runs = runs.list_runs(root)
-if not all_runs:
-    st.info(f"No runs yet{where}. Train a model on the **Train** page (the `quick` preset "
-            "with *Limit training samples* takes seconds); every run lands here to compare.")
-    if st.button("🏋️ Go to Train", key="runs_go_train"):
-        st.switch_page("pages/train.py")
-    st.stop()
-
-rows = [compare.run_row(r) for r in all_runs]
-if user.is_teacher and class_mode:
-    teacher_panel(rows)
-if class_mode:
-    # Students start with their own runs; "Everyone" reads all (a link to another person's
-    # run switches to it once).
-    if st.query_params.get("run") in {r["run_id"] for r in rows if r["owner"] != user.name}:
-        if st.session_state.get("runs_scope_for") != st.query_params.get("run"):
+    Students start with their own runs; "Everyone" reads all (a link to another person's
+    run switches to it once).
+    """
+    linked = st.query_params.get("run")
+    if linked in {r["run_id"] for r in rows if r["owner"] != user.name}:
+        if st.session_state.get("runs_scope_for") != linked:
             st.session_state["runs_scope"] = "Everyone"
-            st.session_state["runs_scope_for"] = st.query_params.get("run")
+            st.session_state["runs_scope_for"] = linked
     st.session_state.setdefault("runs_scope", "Everyone" if user.is_teacher else "Mine")
     scope = st.radio("Show", ["Mine", "Everyone"], key="runs_scope", horizontal=True)
     if scope != "Everyone":
@@ -125,65 +122,72 @@ if class_mode:
         st.info("You have no runs yet. Train one on the **Train** page, or choose "
                 "**Everyone** to read the class's runs.")
         st.stop()
-by_id = {r["run_id"]: r for r in rows}
-info_by_id = {r.run_id: r for r in all_runs}
-labels = labels_for(rows)
-table = pd.DataFrame(rows)
+    return rows
 
-# ---------------------------------------------------------------- table with filters
-f1, f2, f3 = st.columns([2, 1, 1])
-query = f1.text_input("Search", placeholder="name, id, model…", key="runs_search")
-sets = f2.multiselect("Data set", sorted(table["dataset"].unique()), key="runs_filter_dataset")
-states = f3.multiselect("Status", sorted(table["status"].unique()), key="runs_filter_status")
-shown = table
-if query.strip():
-    text = shown["name"] + " " + shown["run_id"] + " " + shown["model"]
-    shown = shown[text.str.contains(query.strip(), case=False, regex=False)]
-if sets:
-    shown = shown[shown["dataset"].isin(sets)]
-if states:
-    shown = shown[shown["status"].isin(states)]
 
-columns = ["name", "status", "dataset", "model", "params", "epochs", "best_val_accuracy",
-           "test_accuracy", "seconds", "device", "problem", "run_id"]
-if class_mode:
-    columns.insert(1, "owner")
-if not (table["problem"] != "").any():
-    columns.remove("problem")
-view = shown[columns].copy()
-for col in ("best_val_accuracy", "test_accuracy"):  # as percent numbers: one decimal, sortable
-    view[col] = view[col].astype(float) * 100
-st.dataframe(
-    view, hide_index=True, width="stretch", key="runs_table",
-    column_config={
-        "name": st.column_config.TextColumn("Name", width="medium"),
-        "dataset": "Data set",
-        "model": st.column_config.TextColumn("Model", width="medium"),
-        "params": st.column_config.NumberColumn("Params", format="localized"),
-        "epochs": "Epochs",
-        "best_val_accuracy": st.column_config.NumberColumn("Best val acc", format="%.1f%%"),
-        "test_accuracy": st.column_config.NumberColumn("Test acc", format="%.1f%%"),
-        "seconds": st.column_config.NumberColumn("Time (s)", format="%.0f"),
-        "device": "Device",
-        "status": "Status",
-        "problem": st.column_config.TextColumn("Problem", width="large"),
-        "run_id": "Run id",
-        "owner": "Owner",
-    },
-)
-damaged = int((table["status"] == "damaged").sum())
-st.caption(f"{len(shown)} of {len(table)} runs{where}. Click a column header to sort."
-           + (f" **{damaged} damaged** — see the Problem column." if damaged else ""))
+def runs_table(rows: list[dict], where: str, class_mode: bool) -> None:
+    """Every run in one sortable table, with search, data set and status filters."""
+    table = pd.DataFrame(rows)
+    f1, f2, f3 = st.columns([2, 1, 1])
+    query = f1.text_input("Search", placeholder="name, id, model…", key="runs_search")
+    sets = f2.multiselect("Data set", sorted(table["dataset"].unique()),
+                          key="runs_filter_dataset")
+    states = f3.multiselect("Status", sorted(table["status"].unique()),
+                            key="runs_filter_status")
+    shown = table
+    if query.strip():
+        text = shown["name"] + " " + shown["run_id"] + " " + shown["model"]
+        shown = shown[text.str.contains(query.strip(), case=False, regex=False)]
+    if sets:
+        shown = shown[shown["dataset"].isin(sets)]
+    if states:
+        shown = shown[shown["status"].isin(states)]
 
-# ---------------------------------------------------------------- compare several runs
-st.subheader("Compare runs")
-comparable = [r["run_id"] for r in rows if runs.HISTORY_FILE not in r["problem"]]
-# Start with the newest three; later drop runs that were deleted or became damaged.
-st.session_state["runs_compare"] = [
-    i for i in st.session_state.get("runs_compare", comparable[:3]) if i in comparable]
-picked = st.multiselect("Runs to compare", comparable, format_func=labels.get,
-                        key="runs_compare", placeholder="Pick two or more runs")
-if picked:
+    columns = ["name", "status", "dataset", "model", "params", "epochs", "best_val_accuracy",
+               "test_accuracy", "seconds", "device", "problem", "run_id"]
+    if class_mode:
+        columns.insert(1, "owner")
+    if not (table["problem"] != "").any():
+        columns.remove("problem")
+    view = shown[columns].copy()
+    for col in ("best_val_accuracy", "test_accuracy"):  # percent numbers: one decimal, sortable
+        view[col] = view[col].astype(float) * 100
+    st.dataframe(
+        view, hide_index=True, width="stretch", key="runs_table",
+        column_config={
+            "name": st.column_config.TextColumn("Name", width="medium"),
+            "dataset": "Data set",
+            "model": st.column_config.TextColumn("Model", width="medium"),
+            "params": st.column_config.NumberColumn("Params", format="localized"),
+            "epochs": "Epochs",
+            "best_val_accuracy": st.column_config.NumberColumn("Best val acc", format="%.1f%%"),
+            "test_accuracy": st.column_config.NumberColumn("Test acc", format="%.1f%%"),
+            "seconds": st.column_config.NumberColumn("Time (s)", format="%.0f"),
+            "device": "Device",
+            "status": "Status",
+            "problem": st.column_config.TextColumn("Problem", width="large"),
+            "run_id": "Run id",
+            "owner": "Owner",
+        },
+    )
+    damaged = int((table["status"] == "damaged").sum())
+    st.caption(f"{len(shown)} of {len(table)} runs{where}. Click a column header to sort."
+               + (f" **{damaged} damaged** — see the Problem column." if damaged else ""))
+
+
+def compare_section(rows: list[dict], info_by_id: dict[str, runs.RunInfo],
+                    labels: dict[str, str]) -> None:
+    """Several runs overlaid: their curves, scores and the settings that differ."""
+    st.subheader("Compare runs")
+    by_id = {r["run_id"]: r for r in rows}
+    comparable = [r["run_id"] for r in rows if runs.HISTORY_FILE not in r["problem"]]
+    # Start with the newest three; later drop runs that were deleted or became damaged.
+    st.session_state["runs_compare"] = [
+        i for i in st.session_state.get("runs_compare", comparable[:3]) if i in comparable]
+    picked = st.multiselect("Runs to compare", comparable, format_func=labels.get,
+                            key="runs_compare", placeholder="Pick two or more runs")
+    if not picked:
+        return
     histories = {labels[i]: runs.load_history(info_by_id[i].run_dir) for i in picked}
     histories = {k: h for k, h in histories.items() if not h.empty}
     if histories:
@@ -214,52 +218,49 @@ if picked:
         st.caption(f"Only the {len(diff)} setting(s) that differ are listed; list items count "
                    "from 1 (blocks[2] is Block 2 on Configure).")
 
-# ---------------------------------------------------------------- one run
-st.divider()
-ids = [r["run_id"] for r in rows]
-asked = url_run(root, ids)
-if asked and st.session_state.get("runs_pick_from") != asked:
-    st.session_state["runs_pick"] = asked  # a new address wins once; then the user's choice
-    st.session_state["runs_pick_from"] = asked
-if st.session_state.get("runs_pick") not in ids:
-    picked_elsewhere = session_run(root, ids)
-    st.session_state["runs_pick"] = picked_elsewhere if picked_elsewhere in ids else ids[0]
-run_id = st.selectbox("Run details", ids, key="runs_pick",
-                      format_func=lambda i: f"{labels[i]} — {i}")
-# Keep the address in step with the pick, so it can be bookmarked or shared.
-st.query_params["run"] = st.session_state["runs_pick_from"] = run_id
-row = by_id[run_id]
-run_dir = info_by_id[run_id].run_dir
-st.session_state["selected_run"] = str(run_dir)
-status = info_by_id[run_id].status if isinstance(info_by_id[run_id].status, dict) else {}
-config = runs.load_config(run_dir)
-config = config if isinstance(config, dict) else {}
-history = pd.DataFrame() if runs.HISTORY_FILE in row["problem"] else runs.load_history(run_dir)
-metrics = runs.load_metrics(run_dir)
-metrics = metrics if isinstance(metrics, dict) and "confusion" in metrics else None
 
-st.subheader(md(row["name"]))
-st.caption(f"`{run_id}` · {md(row['dataset'])} · {md(row['model'])} · "
-           f"{md(row['device'] or 'no device')}")
-if row["problem"]:
-    st.error(f"This run is damaged: {md(row['problem'])}")
-message = status.get("message")
-if message:
-    state = status.get("status")
-    show = {"finished": st.success, "failed": st.error}.get(state, st.info)
-    show(f"**{md(state)}** · {md(message)}")
+def pick_run(root: Path, rows: list[dict], labels: dict[str, str]) -> str:
+    """The run-details picker: a new address wins once; then the user's choice, which goes
+    back into the address (bookmarkable, shareable). Returns the picked run id."""
+    ids = [r["run_id"] for r in rows]
+    wanted = state.address_choice("run")
+    asked = url_run(root, ids, wanted) if wanted else None
+    if asked:
+        st.session_state["runs_pick"] = asked
+    if st.session_state.get("runs_pick") not in ids:
+        picked_elsewhere = session_run(root, ids)
+        st.session_state["runs_pick"] = picked_elsewhere if picked_elsewhere in ids else ids[0]
+    run_id = st.selectbox("Run details", ids, key="runs_pick",
+                          format_func=lambda i: f"{labels[i]} — {i}")
+    state.show_in_address("run", run_id)
+    return run_id
 
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Test accuracy", f"{row['test_accuracy']:.2%}" if row["test_accuracy"] is not None
-          else "–")
-m2.metric("Best val accuracy", f"{row['best_val_accuracy']:.2%}"
-          if row["best_val_accuracy"] is not None else "–")
-m3.metric("Parameters", f"{row['params']:,.0f}" if row["params"] is not None else "–")
-m4.metric("Time", fmt_seconds(row["seconds"]))
 
-tab_eval, tab_files, tab_manage = st.tabs(["Evaluation", "Downloads", "Manage"])
+def run_overview(row: dict, status: dict) -> None:
+    """The run's name, facts, problems, last message and headline numbers."""
+    st.subheader(md(row["name"]))
+    st.caption(f"`{row['run_id']}` · {md(row['dataset'])} · {md(row['model'])} · "
+               f"{md(row['device'] or 'no device')}")
+    if row["problem"]:
+        st.error(f"This run is damaged: {md(row['problem'])}")
+    message = status.get("message")
+    if message:
+        state_now = status.get("status")
+        show = {RunStatus.FINISHED: st.success, RunStatus.FAILED: st.error}.get(state_now,
+                                                                                st.info)
+        show(f"**{md(state_now)}** · {md(message)}")
 
-with tab_eval:
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Test accuracy", f"{row['test_accuracy']:.2%}" if row["test_accuracy"] is not None
+              else "–")
+    m2.metric("Best val accuracy", f"{row['best_val_accuracy']:.2%}"
+              if row["best_val_accuracy"] is not None else "–")
+    m3.metric("Parameters", f"{row['params']:,.0f}" if row["params"] is not None else "–")
+    m4.metric("Time", fmt_seconds(row["seconds"]))
+
+
+def evaluation_tab(user: User, row: dict, history: pd.DataFrame, metrics: dict | None) -> None:
+    """Curves, confusion matrix, per-class scores and the most confident mistakes."""
     if not history.empty:
         g1, g2 = st.columns(2)
         g1.plotly_chart(charts.training_curve_figure(history, "loss", height=260),
@@ -269,57 +270,60 @@ with tab_eval:
     if metrics is None:
         st.info("No test-set evaluation for this run (it did not finish, or metrics.json is "
                 "missing).")
+        return
+    names = [str(n) for n in metrics.get("class_names", [])]
+    e1, e2 = st.columns([3, 2], gap="large")
+    with e1:
+        st.markdown("**Confusion matrix** (rows: true class)")
+        st.plotly_chart(charts.confusion_figure(metrics["confusion"], names),
+                        width="stretch", key="runs_confusion")
+    with e2:
+        st.markdown("**Per class**")
+        per_class = pd.DataFrame(metrics.get("per_class", [])).drop(columns="class",
+                                                                     errors="ignore")
+        for col in ("precision", "recall"):  # percent numbers: one format for all rows
+            if col in per_class:
+                per_class[col] = per_class[col] * 100
+        st.dataframe(
+            per_class,
+            hide_index=True, width="stretch", key="runs_per_class",
+            column_config={
+                "name": "Class",
+                "precision": st.column_config.NumberColumn("Precision", format="%.1f%%"),
+                "recall": st.column_config.NumberColumn("Recall", format="%.1f%%"),
+                "f1": st.column_config.NumberColumn("F1", format="%.3f"),
+                "support": st.column_config.NumberColumn("Test images"),
+            },
+        )
+    mistakes = metrics.get("mistakes", [])
+    st.markdown(f"**Most confident mistakes** ({len(mistakes)})")
+    if not mistakes:
+        st.success("No mistakes on the test set.")
+    elif not access.can_see_images(user, row["dataset"], row["owner"]):
+        st.info("This run was trained on someone's own uploaded pictures: only they and "
+                "teachers see its images; the numbers above are for everyone.")
     else:
-        names = [str(n) for n in metrics.get("class_names", [])]
-        e1, e2 = st.columns([3, 2], gap="large")
-        with e1:
-            st.markdown("**Confusion matrix** (rows: true class)")
-            st.plotly_chart(charts.confusion_figure(metrics["confusion"], names),
-                            width="stretch", key="runs_confusion")
-        with e2:
-            st.markdown("**Per class**")
-            per_class = pd.DataFrame(metrics.get("per_class", [])).drop(columns="class",
-                                                                         errors="ignore")
-            for col in ("precision", "recall"):  # percent numbers: one format for all rows
-                if col in per_class:
-                    per_class[col] = per_class[col] * 100
-            st.dataframe(
-                per_class,
-                hide_index=True, width="stretch", key="runs_per_class",
-                column_config={
-                    "name": "Class",
-                    "precision": st.column_config.NumberColumn("Precision", format="%.1f%%"),
-                    "recall": st.column_config.NumberColumn("Recall", format="%.1f%%"),
-                    "f1": st.column_config.NumberColumn("F1", format="%.3f"),
-                    "support": st.column_config.NumberColumn("Test images"),
-                },
-            )
-        mistakes = metrics.get("mistakes", [])
-        st.markdown(f"**Most confident mistakes** ({len(mistakes)})")
-        if not mistakes:
-            st.success("No mistakes on the test set.")
-        elif not access.can_see_images(user, row["dataset"], row["owner"]):
-            st.info("This run was trained on someone's own uploaded pictures: only they and "
-                    "teachers see its images; the numbers above are for everyone.")
+        try:
+            x_test = cached_dataset(row["dataset"]).x_test
+        except (DatasetUnavailable, KeyError) as exc:
+            st.info(f"The test images are not available here, so the mistakes cannot be "
+                    f"drawn: {md(exc)}")
+            return
+        if all(0 <= m["index"] < len(x_test) for m in mistakes):
+            st.caption("true → predicted (confidence): the errors the model was surest "
+                       "about.")
+            st.plotly_chart(charts.mistakes_figure(x_test, mistakes, names),
+                            width="stretch", key="runs_mistakes")
         else:
-            try:
-                x_test = cached_dataset(row["dataset"]).x_test
-            except (DatasetUnavailable, KeyError) as exc:
-                st.info(f"The test images are not available here, so the mistakes cannot be "
-                        f"drawn: {md(exc)}")
-            else:
-                if all(0 <= m["index"] < len(x_test) for m in mistakes):
-                    st.caption("true → predicted (confidence): the errors the model was surest "
-                               "about.")
-                    st.plotly_chart(charts.mistakes_figure(x_test, mistakes, names),
-                                    width="stretch", key="runs_mistakes")
-                else:
-                    st.info("metrics.json does not match this data set's test images.")
+            st.info("metrics.json does not match this data set's test images.")
 
-with tab_files:
-    best = runs.best_model_path(run_dir)
+
+def downloads_tab(user: User, row: dict, run_dir: Path, config: dict) -> None:
+    """The run's files, a standalone Keras script and (teachers) its TensorBoard logs."""
+    run_id = row["run_id"]
     files = [
-        ("best.keras", best, "application/octet-stream", "the best checkpoint (Keras 3)"),
+        ("best.keras", runs.best_model_path(run_dir), "application/octet-stream",
+         "the best checkpoint (Keras 3)"),
         ("history.csv", run_dir / runs.HISTORY_FILE, "text/csv", "loss and accuracy per epoch"),
         ("config.json", run_dir / runs.CONFIG_FILE, "application/json",
          "model and training settings"),
@@ -329,20 +333,23 @@ with tab_files:
         exists = path.is_file()
         # Deferred read: the bytes are loaded only when the button is clicked.
         col.download_button(
-            f"⬇️ {fname}", data=(lambda p=path: p.read_bytes()) if exists else b"",
+            fname, icon=":material/download:",
+            data=(lambda p=path: p.read_bytes()) if exists else b"",
             file_name=f"{run_id}-{fname}", mime=mime, disabled=not exists,
             key=f"runs_dl_{fname}", width="stretch",
             help=what if exists else f"{fname} is missing in this run's folder.",
         )
-    script = None
     try:
         model_cfg = ModelConfig.from_dict(config.get("model"))
+        fit = FitSettings.from_dict(config.get("fit"))  # what the run trained with
         shape = tuple(config["input_shape"])
-        script = to_keras_script(model_cfg, shape, int(config["n_classes"]), row["dataset"])
-    except (ConfigError, KeyError, TypeError, ValueError):
+        script = to_keras_script(model_cfg, fit, shape, int(config["n_classes"]),
+                                 row["dataset"])
+    except (KeyError, TypeError, ValueError):  # ConfigError is a ValueError
         script = None
     cols[3].download_button(
-        "⬇️ Keras script", data=script or "", file_name=f"{run_id}.py", mime="text/x-python",
+        "Keras script", icon=":material/download:", data=script or "", file_name=f"{run_id}.py",
+        mime="text/x-python",
         disabled=script is None, key="runs_dl_script", width="stretch",
         help="A standalone Python script that builds and trains the same model in plain Keras"
         if script else "config.json is missing or unreadable, so no script can be written.",
@@ -352,10 +359,15 @@ with tab_files:
         st.caption("TensorBoard logs of this run (ticked on Train): view them with")
         st.code(f"tensorboard --logdir {logs}", language="bash")
 
-with tab_manage:
-    state = status.get("status")
-    active = state in runs.ACTIVE
+
+def manage_tab(user: User, root: Path, manager: Engine, row: dict, run_dir: Path,
+               status: dict, config: dict) -> None:
+    """Rename, load into Configure, try in Draw & predict, resume, fine-tune, delete."""
+    run_id = row["run_id"]
+    state_now = status.get("status")
+    active = state_now in runs.ACTIVE
     mine = access.can_manage(user, row["owner"])
+    best = runs.best_model_path(run_dir)
     if not mine:
         st.info(f"This is {md(row['owner'])}'s run: you can read it and load its settings "
                 "into Configure; only they or a teacher can rename, resume, fine-tune or "
@@ -363,38 +375,19 @@ with tab_manage:
     a1, a2 = st.columns(2, gap="large")
     with a1:
         if mine:
-            st.markdown("**Rename**")
-            new_name = st.text_input("New name", value=row["name"],
-                                     key=f"runs_rename_{run_id}", max_chars=runs.NAME_MAX)
-            if st.button("Rename", key="runs_rename"):
-                try:
-                    runs.rename_run(root, run_id, new_name, user)
-                except (runs.RunPathError, access.AccessDenied) as exc:
-                    st.error(md(exc))
-                else:
-                    st.session_state["runs_flash"] = f"Renamed to “{new_name.strip()}”."
-                    st.rerun()
+            rename_control(user, root, row)
     with a2:
         st.markdown("**Use this model**")
-        if st.button("🧱 Load into Configure", key="runs_to_configure",
+        if st.button("Load into Configure", icon=":material/tune:", key="runs_to_configure",
                      disabled=runs.CONFIG_FILE in row["problem"]):
-            try:
-                loaded = ModelConfig.from_dict(config.get("model"))
-            except ConfigError as exc:
-                st.error(f"Cannot load this run's config: {md(exc)}")
-            else:
-                preset = config.get("preset")
-                st.session_state["model_config"] = loaded
-                st.session_state["preset_name"] = preset if preset in PRESETS else "custom"
-                if preset in PRESETS:
-                    st.session_state["cfg_preset"] = preset
-                st.session_state["cfg_version"] = st.session_state.get("cfg_version", 0) + 1
-                st.session_state["dataset_name"] = row["dataset"]
-                st.switch_page("pages/configure.py")
-        if mine and state in RESUMABLE:
+            load_into_configure(row, config)
+        if best.is_file() and st.button("Try in Draw & predict", icon=":material/draw:",
+                                        key="runs_to_predict"):
+            st.switch_page("pages/predict.py", query_params={"run": run_id})
+        if mine and state_now in RESUMABLE:
             checkpoint = callbacks.read_checkpoint(run_dir)
-            if st.button("▶️ Resume from the last epoch", key="runs_resume",
-                         disabled=checkpoint is None,
+            if st.button("Resume from the last epoch", icon=":material/play_arrow:",
+                         key="runs_resume", disabled=checkpoint is None,
                          help="Same weights, optimizer state and schedule, from the last "
                               "whole epoch, up to the planned epochs." if checkpoint else
                               "This run has no resumable checkpoint (last.keras)."):
@@ -403,36 +396,74 @@ with tab_manage:
                 except (ValueError, DatasetUnavailable, KeyError) as exc:
                     st.error(f"Cannot resume: {md(exc)}")
                 else:
-                    st.session_state["train_run_id"] = job.run_id
-                    st.session_state["dataset_name"] = row["dataset"]  # Train shows its set
-                    st.switch_page("pages/train.py")
+                    open_on_train(job.run_id, row["dataset"])
         if mine and not active and best.is_file():
-            if st.button("🔁 Fine-tune from best", key="runs_finetune",
+            if st.button("Fine-tune from best", icon=":material/autorenew:", key="runs_finetune",
                          help="A new run that starts from this run's best weights with a fresh "
                               "optimizer; this run stays as it is."):
                 try:
                     job = manager.fine_tune(run_dir, cached_dataset(row["dataset"]),
-                                            epochs=int(config.get("epochs") or 1),
+                                            epochs=int(config["fit"]["epochs"]),
                                             user=user)
                 except (ValueError, DatasetUnavailable, KeyError) as exc:
                     st.error(f"Cannot fine-tune: {md(exc)}")
                 else:
-                    st.session_state["train_run_id"] = job.run_id
-                    st.session_state["dataset_name"] = row["dataset"]
-                    st.switch_page("pages/train.py")
-
-    pending = st.session_state.get("runs_delete_pending")
+                    open_on_train(job.run_id, row["dataset"])
     if mine:
-        st.markdown("**Delete**")
-    if mine and active:
-        st.caption(f"This run is {state}: stop it on the Train page before deleting it.")
-    elif mine and pending != run_id:
-        if st.button("🗑️ Delete this run…", key="runs_delete"):
+        delete_control(user, root, row, state_now)
+
+
+def rename_control(user: User, root: Path, row: dict) -> None:
+    """A new name for the run (checked by cnnlab.runs: no paths)."""
+    run_id = row["run_id"]
+    st.markdown("**Rename**")
+    new_name = st.text_input("New name", value=row["name"],
+                             key=f"runs_rename_{run_id}", max_chars=runs.NAME_MAX)
+    if st.button("Rename", key="runs_rename"):
+        try:
+            runs.rename_run(root, run_id, new_name, user)
+        except (runs.RunPathError, access.AccessDenied) as exc:
+            st.error(md(exc))
+        else:
+            state.flash_on_runs(f"Renamed to “{new_name.strip()}”.")
+            st.rerun()
+
+
+def load_into_configure(row: dict, config: dict) -> None:
+    """The run's model and fit settings (and data set) become Configure's; go there."""
+    try:
+        loaded = ModelConfig.from_dict(config.get("model"))
+        loaded_fit = FitSettings.from_dict(config.get("fit"))
+    except ValueError as exc:  # ConfigError included
+        st.error(f"Cannot load this run's config: {md(exc)}")
+        return
+    preset = config.get("preset")
+    state.set_model_choice(loaded, loaded_fit, preset if preset in PRESETS else state.CUSTOM)
+    state.set_dataset(row["dataset"])
+    st.switch_page("pages/configure.py", query_params={"dataset": row["dataset"]})
+
+
+def open_on_train(run_id: str, dataset: str) -> None:
+    """Show a just resumed or fine-tuned run on the Train page, with its data set."""
+    state.show_training_run(run_id)
+    state.set_dataset(dataset)  # Train shows its set
+    st.switch_page("pages/train.py", query_params={"dataset": dataset})
+
+
+def delete_control(user: User, root: Path, row: dict, state_now: str | None) -> None:
+    """Delete the run, after a confirmation; an active run must be stopped first."""
+    run_id = row["run_id"]
+    pending = st.session_state.get("runs_delete_pending")
+    st.markdown("**Delete**")
+    if state_now in runs.ACTIVE:
+        st.caption(f"This run is {state_now}: stop it on the Train page before deleting it.")
+    elif pending != run_id:
+        if st.button("Delete this run…", icon=":material/delete:", key="runs_delete"):
             st.session_state["runs_delete_pending"] = run_id
             st.rerun()
-    elif mine:
-        st.warning(f"Delete **{md(row['name'])}** (`{run_id}`) and all its files? This cannot be "
-                   "undone.")
+    else:
+        st.warning(f"Delete **{md(row['name'])}** (`{run_id}`) and all its files? This cannot "
+                   "be undone.")
         d1, d2, _ = st.columns([1, 1, 3])
         if d1.button("Yes, delete", type="primary", key="runs_delete_confirm"):
             st.session_state.pop("runs_delete_pending", None)
@@ -441,10 +472,66 @@ with tab_manage:
             except (runs.RunPathError, ValueError, OSError) as exc:
                 st.error(f"Could not delete: {md(exc)}")
             else:
-                st.session_state.pop("selected_run", None)
-                st.query_params.pop("run", None)
-                st.session_state["runs_flash"] = f"Deleted run {run_id}."
+                state.forget_selected_run()
+                state.show_in_address("run", None)
+                state.flash_on_runs(f"Deleted run {run_id}.")
                 st.rerun()
         if d2.button("Cancel", key="runs_delete_cancel"):
             st.session_state.pop("runs_delete_pending", None)
             st.rerun()
+
+
+def run_detail(user: User, root: Path, manager: Engine, row: dict, info: runs.RunInfo) -> None:
+    """One run: its overview, then Evaluation, Downloads and Manage tabs."""
+    run_dir = info.run_dir
+    status = info.status if isinstance(info.status, dict) else {}
+    config = runs.load_config(run_dir)
+    config = config if isinstance(config, dict) else {}
+    history = (pd.DataFrame() if runs.HISTORY_FILE in row["problem"]
+               else runs.load_history(run_dir))
+    metrics = runs.load_metrics(run_dir)
+    metrics = metrics if isinstance(metrics, dict) and "confusion" in metrics else None
+
+    run_overview(row, status)
+    tab_eval, tab_files, tab_manage = st.tabs(["Evaluation", "Downloads", "Manage"])
+    with tab_eval:
+        evaluation_tab(user, row, history, metrics)
+    with tab_files:
+        downloads_tab(user, row, run_dir, config)
+    with tab_manage:
+        manage_tab(user, root, manager, row, run_dir, status, config)
+
+
+# ---------------------------------------------------------------------------- page
+
+user = current_user()  # class mode: everyone reads runs; owners and teachers change them
+class_mode = access.load_settings().class_mode
+st.title(":material/bar_chart: Runs")
+root = runs.default_root().resolve()
+where = f" in `{root}`" if user.is_teacher else ""  # students never see server paths
+manager = engine()  # also marks runs left "running" by a dead server as interrupted
+
+flash = state.take_runs_flash()
+if flash:
+    st.success(md(flash))
+
+all_runs = runs.list_runs(root)
+if not all_runs:
+    no_runs(where)
+    st.stop()
+
+rows = [compare.run_row(r) for r in all_runs]
+if user.is_teacher and class_mode:
+    teacher_panel(manager, rows)
+if class_mode:
+    rows = scoped_rows(user, rows)
+by_id = {r["run_id"]: r for r in rows}
+info_by_id = {r.run_id: r for r in all_runs}
+labels = labels_for(rows)
+
+runs_table(rows, where, class_mode)
+compare_section(rows, info_by_id, labels)
+st.divider()
+run_id = pick_run(root, rows, labels)
+state.select_run(info_by_id[run_id].run_dir)
+run_detail(user, root, manager, by_id[run_id], info_by_id[run_id])

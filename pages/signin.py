@@ -13,8 +13,7 @@ import streamlit as st
 from cnnlab import access, accounts
 from cnnlab.accounts import LOCAL_USER, User
 from cnnlab.text import markdown
-
-USER_KEY = "user"
+from pages.state import USER_KEY
 
 
 def _route_through_app() -> None:
@@ -82,14 +81,14 @@ def current_user() -> User:
 
 
 def _openid_sign_in() -> None:
-    st.title("🧠 CNN Lab")
+    st.title(":material/psychology: CNN Lab")
     st.write("This lab is shared by a class: sign in with your school account to start.")
     st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login,
               key="signin_openid")
 
 
 def _account_sign_in(settings: access.Settings) -> None:
-    st.title("🧠 CNN Lab")
+    st.title(":material/psychology: CNN Lab")
     st.write("This lab is shared by a class: sign in with the name and password your "
              "teacher gave you.")
     with st.form("signin", border=True, width=420):

@@ -3,6 +3,7 @@
 Runs train in worker processes owned by the server's Engine (pages.common.engine), so
 reruns, page switches, refreshes and other tabs all see the same run, and the page only
 reads: a fragment polls the job while it is active; the curves are redrawn once per epoch.
+The data set is in the address (``?dataset=mnist``), so a link opens this page on it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import streamlit as st
 
 from cnnlab import access, callbacks, charts, fit_settings, jobs, models, runs, training
-from cnnlab.config import OWN_IMAGES, PRESETS, default_preset
+from cnnlab.config import OWN_IMAGES, PRESETS, ModelConfig, default_preset
 from cnnlab.datasets import DatasetUnavailable
+from cnnlab.fit_settings import FitSettings
+from cnnlab.runs import RESUMABLE, RunStatus
+from pages import state
 from pages.boundary import guarded
 from pages.common import (
     cached_dataset,
@@ -26,16 +30,16 @@ POLL_SECONDS = 2.0
 FROM_CONFIGURE = "configure"
 
 
-def config_line(cfg) -> str:
-    """'conv16 → conv32 → dense64 · adam lr 0.002 · patience 2' for the summary."""
+def config_line(cfg: ModelConfig, fit: FitSettings) -> str:
+    """'conv16 → conv32 → dense64 · adam lr 0.002 · early stop after 2' for the summary."""
     parts = [f"conv{b.filters}" + (f"×{b.convs}" if b.convs > 1 else "") for b in cfg.blocks]
     parts += [f"dense{d.units}" for d in cfg.dense]
-    extra = f" · early stop after {cfg.patience}" if cfg.patience else " · no early stopping"
+    extra = f" · early stop after {fit.patience}" if fit.patience else " · no early stopping"
     return " → ".join(parts) + f" · {cfg.optimizer} lr {cfg.learning_rate:g}" + extra
 
 
 user = current_user()  # class mode: signed-in people only; their runs are theirs
-st.title("🏋️ Train")
+st.title(":material/model_training: Train")
 manager = engine()
 if manager.unavailable():
     st.error(manager.unavailable())
@@ -49,29 +53,30 @@ with left:
     info = dataset.info
     n_classes = len(info.class_names)
 
+    configured = state.model_choice()  # None until Configure has been opened
     choices = list(PRESETS)
-    if st.session_state.get("model_config") is not None:
+    if configured is not None:
         choices.insert(0, FROM_CONFIGURE)
     default = FROM_CONFIGURE if FROM_CONFIGURE in choices else default_preset(ds_name)
     if st.session_state.get("train_model") not in choices:
         st.session_state["train_model"] = default
-    from_cfg = f"Configure page ({st.session_state.get('preset_name', 'custom')})"
+    from_cfg = f"Configure page ({configured[2] if configured else state.CUSTOM})"
     choice = st.selectbox(
         "Model", choices, key="train_model",
         format_func=lambda c: from_cfg if c == FROM_CONFIGURE else f"preset: {c}",
     )
-    if choice == FROM_CONFIGURE:
-        config = st.session_state["model_config"]
+    if choice == FROM_CONFIGURE and configured is not None:  # offered only when it is set
+        config, fit, configured_preset = configured
+        # An unmodified preset is recorded under its name; a modified one as none.
+        preset_name = configured_preset if configured_preset in PRESETS else None
     else:
-        config = PRESETS[choice].config
-    preset_name = None if choice == FROM_CONFIGURE else choice
-    if preset_name is None and st.session_state.get("preset_name") in PRESETS:
-        preset_name = st.session_state["preset_name"]
+        config, fit = PRESETS[choice].config, PRESETS[choice].fit
+        preset_name = choice
     params = models.total_params(config, info.image_shape, n_classes)
     st.caption(
         f"**{info.title}** · {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
         f"images of {'×'.join(map(str, info.image_shape))} · {n_classes} classes  \n"
-        f"{config_line(config)} · **{params:,}** parameters  \n"
+        f"{config_line(config, fit)} · **{params:,}** parameters  \n"
         f"Trains in **{manager.describe()}**"
     )
 
@@ -81,14 +86,13 @@ with right:
     use_limit_now = st.session_state.get("train_use_limit", False)
     n_fit = fit_settings.n_fit(len(dataset.y_train), st.session_state.get("train_val", 0.1),
                                st.session_state.get("train_limit") if use_limit_now else None)
-    default_batch, default_epochs = fit_settings.defaults_for(
-        config.batch_size, config.epochs, choice == OWN_IMAGES, n_fit)
+    offered = fit_settings.defaults_for(fit, choice == OWN_IMAGES, n_fit)
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", min_value=0, max_value=manager.budgets.max_epochs,
-                             value=min(default_epochs, manager.budgets.max_epochs),
+                             value=min(offered.epochs, manager.budgets.max_epochs),
                              key=f"train_epochs_{choice}_{ds_name}")
     batch_size = c2.number_input("Batch size", min_value=1, max_value=65536,
-                                 value=default_batch, key=f"train_batch_{choice}_{ds_name}")
+                                 value=offered.batch_size, key=f"train_batch_{choice}_{ds_name}")
     val_fraction = st.slider("Validation split", 0.05, 0.5, 0.1, 0.05, key="train_val")
     mixed = False
     if manager.executor is not None and manager.executor.gpu:
@@ -106,13 +110,14 @@ with right:
                                 key="train_limit")
 
 # ---------------------------------------------------------------- which job to show
-shown_id = st.session_state.get("train_run_id")
+shown_id = state.shown_training_run()
 job = manager.get(shown_id) if shown_id else None
 if job is None or not access.can_manage(user, job.owner):
     job = manager.latest(user.name)  # a new tab or a refresh: this person's last run
 
 request = training.TrainRequest(
-    dataset=ds_name, config=config, epochs=int(epochs), batch_size=int(batch_size),
+    dataset=ds_name, config=config,
+    fit=FitSettings(batch_size=int(batch_size), epochs=int(epochs), patience=offered.patience),
     val_fraction=float(val_fraction), limit=int(limit) if limit is not None else None,
     preset=preset_name, mixed_precision=mixed, tensorboard=tensorboard,
 )
@@ -130,7 +135,7 @@ if clicked:
     except jobs.EngineRefused as exc:
         st.error(md(exc))
     else:
-        st.session_state["train_run_id"] = job.run_id
+        state.show_training_run(job.run_id)
 # Drawn after a click is handled, so Stop shows at once for the run just started.
 if job is not None and not job.done():
     if b2.button("Stop", icon=":material/stop:", width="stretch", key="train_stop"):
@@ -169,18 +174,18 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
         st.rerun()
     status, hist, batch = snap["status"], snap["history"], snap["batch"]
     state = status.get("status", "?")
-    epochs_total = int(status.get("epochs") or shown.request.epochs)
+    epochs_total = shown.request.fit.epochs
 
     speed = (f" · **{batch['samples_per_s']:,.0f}** samples/s"
-             if batch and state == "running" else "")
+             if batch and state == RunStatus.RUNNING else "")
     st.markdown(f"**Run** `{run_id}` · **{state}** · device: "
                 f"**{status.get('device') or 'starting…'}**{speed}")
-    if state == "queued":
+    if state == RunStatus.QUEUED:
         ahead = manager.position(run_id)
         where = f"{ahead} queued run(s) ahead of it" if ahead else "next in line"
         st.info(f"Queued: {where}. It starts when a worker is free.",
                 icon=":material/hourglass_top:")
-    elif state == "running":
+    elif state == RunStatus.RUNNING:
         done_epochs = len(hist)
         if batch:
             frac = batch["batch"] / batch["batches"]
@@ -198,11 +203,11 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
         if status.get("message"):
             st.caption(md(status["message"]))
     else:
-        show = {"finished": st.success, "stopped": st.warning, "failed": st.error,
-                "interrupted": st.warning, "time limit": st.warning}.get(state, st.info)
+        show = {RunStatus.FINISHED: st.success, RunStatus.FAILED: st.error}.get(
+            state, st.warning if state in runs.FINAL else st.info)
         show(md(status.get("message") or state.capitalize()))
     for warning in snap["warnings"]:
-        st.warning(warning.message, icon="⚠️")
+        st.warning(warning.message, icon=":material/warning:")
 
 
 status_view(job.run_id, active, len(history))
@@ -241,22 +246,24 @@ if metrics:
                                 key="train_mistakes")
         else:
             st.success("No mistakes on the test set.")
-    # Predict and Runs open this run by default (shared key).
-    st.session_state["selected_run"] = str(job.run_dir)
-    st.caption("Open **Draw & predict** to try this model on your own drawing.")
+    state.select_run(job.run_dir)  # Predict and Runs open this run by default
+    c1, c2 = st.columns([3, 1], vertical_alignment="center")
+    c1.caption("Open **Draw & predict** to try this model on your own drawing.")
+    if c2.button("Draw & predict", icon=":material/draw:", key="train_to_predict",
+                 width="stretch"):
+        st.switch_page("pages/predict.py", query_params={"run": job.run_id})
 
 # ---------------------------------------------------------------- resume
 resumable = [r for r in runs.list_runs(manager.root)
-             if r.status.get("status") in ("interrupted", "stopped", "failed", "time limit")
-             and access.can_manage(user, access.owner_of(runs.load_config(r.run_dir),
-                                                         r.status))
+             if r.status.get("status") in RESUMABLE
+             and access.can_manage(user, access.owner_of(r.config))
              and callbacks.read_checkpoint(r.run_dir) is not None]
 if resumable:
     with st.expander(f"Resume a run ({len(resumable)} interrupted, stopped or failed)"):
         pick = st.selectbox("Run", [r.run_id for r in resumable], key="train_resume_pick")
         run = next(r for r in resumable if r.run_id == pick)
         done_epochs = callbacks.read_checkpoint(run.run_dir)["epoch"]
-        planned = int(run.status.get("epochs") or done_epochs + 1)
+        planned = int((run.config.get("fit") or {}).get("epochs") or done_epochs + 1)
         st.caption(f"{done_epochs} of {planned} epochs done · {md(run.status.get('message', ''))}")
         more = st.number_input("Train up to epoch", min_value=done_epochs + 1,
                                max_value=manager.budgets.max_epochs,
@@ -267,10 +274,10 @@ if resumable:
                      help="Continues with the same weights, optimizer state and learning-rate "
                           "schedule; the curves carry on."):
             try:
-                rjob = manager.resume(run.run_dir, cached_dataset(run.status.get("dataset", "")),
+                rjob = manager.resume(run.run_dir, cached_dataset(run.dataset),
                                       epochs=int(more), user=user)
             except (ValueError, DatasetUnavailable) as exc:
                 st.error(md(exc))
             else:
-                st.session_state["train_run_id"] = rjob.run_id
+                state.show_training_run(rjob.run_id)
                 st.rerun()

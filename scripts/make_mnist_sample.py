@@ -11,14 +11,9 @@ test_index), so tests can check the sample really comes from MNIST.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cnnlab import datasets  # noqa: E402
+from cnnlab import datasets
 
 SEED = 2024
 N_TRAIN, N_TEST = 6_000, 1_000

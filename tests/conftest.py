@@ -1,4 +1,9 @@
-"""Shared pytest set-up: repo on sys.path, KERAS_HOME on the shared data, fixtures."""
+"""Shared pytest set-up: KERAS_HOME on the shared data, fixtures, browser helpers.
+
+cnnlab is imported as the installed package (``pip install -e .``). pytest puts this
+folder on sys.path (its default import mode), so helpers beside it (shapes.py) import by
+name; ``pythonpath`` in pyproject.toml adds the repository root for the app's ``pages``.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_KERAS = ROOT.parent / "shared" / "keras"
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 # Tests read the real data sets from ../shared/keras when it is there (CI sets it too).
 if "KERAS_HOME" not in os.environ and SHARED_KERAS.is_dir():
     os.environ["KERAS_HOME"] = str(SHARED_KERAS)
@@ -29,6 +32,15 @@ def plain(markdown: str) -> str:
     import re
 
     return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
+def with_fit(fields: dict) -> dict:
+    """TrainRequest keyword arguments with ``batch_size``, ``epochs`` and ``patience``
+    moved into ``fit`` (their one home), so test helpers can take them flat."""
+    from cnnlab.fit_settings import FIELDS, FitSettings
+
+    rest = {k: v for k, v in fields.items() if k not in FIELDS}
+    return {**rest, "fit": FitSettings(**{k: v for k, v in fields.items() if k in FIELDS})}
 
 
 def has_real_mnist() -> bool:

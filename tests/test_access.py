@@ -15,6 +15,8 @@ from conftest import APPTEST_TIMEOUT, ROOT, plain
 from cnnlab import access, accounts, callbacks, compare, datasets, jobs, runs, training
 from cnnlab.accounts import LOCAL_USER, User
 from cnnlab.config import PRESETS, UPLOAD_PREFIX
+from cnnlab.fit_settings import FitSettings
+from pages import state
 
 ANN, BOB, TEACHER = User("ann", "student"), User("bob", "student"), User("kim", "teacher")
 PASSWORDS = {"ann": "ann-password-1", "bob": "bob-password-2", "kim": "kim-password-3"}
@@ -167,16 +169,17 @@ def sample() -> datasets.Dataset:
 
 def request(name: str, epochs: int = 1) -> training.TrainRequest:
     return training.TrainRequest(dataset="mnist_sample", config=PRESETS["quick"].config,
-                                 epochs=epochs, batch_size=32, limit=300, name=name)
+                                 fit=FitSettings(batch_size=32, epochs=epochs), limit=300,
+                                 name=name)
 
 
 def owned_run(root: Path, owner: User, sample, status: str = "finished",
               dataset: str = "mnist_sample") -> Path:
     """A run of ``owner`` as the engine leaves it, with a resumable checkpoint stand-in."""
-    req = request(f"{owner.name}-run")
-    run_dir = runs.create_run(root, req.run_name(), training.run_config(req, sample,
-                                                                      owner=owner.name),
-                              {"status": status, "dataset": dataset, "epochs": 3})
+    req = request(f"{owner.name}-run", epochs=3)
+    run_dir = runs.create_run(root, {**training.run_config(req, sample, owner=owner.name),
+                                     "dataset": dataset})
+    runs.update_status(run_dir, status=status)
     (run_dir / callbacks.LAST_FILE).write_bytes(b"stand-in checkpoint")
     (run_dir / callbacks.CHECKPOINT_FILE).write_text(json.dumps({"epoch": 1, "history": []}))
     runs.best_model_path(run_dir).write_bytes(b"stand-in model")
@@ -257,7 +260,7 @@ def app_test(path: str = "app.py", user: User | None = None):
 
     at = AppTest.from_file(str(ROOT / path), default_timeout=APPTEST_TIMEOUT)
     if user is not None:
-        at.session_state["user"] = user
+        at.session_state[state.USER_KEY] = user
     return at
 
 
@@ -279,16 +282,16 @@ def test_sign_in_wrong_password_then_right_then_sign_out(accounts_file: Path, ru
     assert "Wrong name or password" in plain(at.error[0].value)
     sign_in(at, "ann", PASSWORDS["ann"])  # too soon after a failure
     assert "wait 1 s" in plain(at.error[0].value)
-    assert at.session_state["user"] if "user" in at.session_state else True
+    assert at.session_state[state.USER_KEY] if state.USER_KEY in at.session_state else True
     from pages import signin
 
     signin._throttle.clear()  # as if a second had passed
     sign_in(at, "ann", PASSWORDS["ann"])
     assert not at.exception, at.exception
-    assert at.session_state["user"] == ANN
+    assert at.session_state[state.USER_KEY] == ANN
     assert any("Signed in as" in c.value and "ann" in c.value for c in at.sidebar.caption)
     next(b for b in at.sidebar.button if b.label == "Sign out").click().run()
-    assert "user" not in at.session_state
+    assert state.USER_KEY not in at.session_state
     assert any(b.label == "Sign in" for b in at.button)
 
 
@@ -307,9 +310,9 @@ def class_runs(runs_root: Path, sample) -> dict[str, Path]:
                             "class_names": ["cat", "dog"], "per_class": [],
                             "mistakes": [{"index": 0, "true": 0, "predicted": 1,
                                           "confidence": 0.9}]})
-    runs.update_status(ann, name="ann-photos", dataset=f"{UPLOAD_PREFIX}ann.zip")
+    runs.rename_run(runs_root, ann.name, "ann-photos", ANN)
     bob = owned_run(runs_root, BOB, sample, status="stopped")
-    runs.update_status(bob, name="bob-digits")
+    runs.rename_run(runs_root, bob.name, "bob-digits", BOB)
     return {"ann": ann, "bob": bob}
 
 
@@ -323,8 +326,8 @@ def open_run(user: User, run_dir: Path, scope: str | None = None):
 
 def manage_buttons(at) -> set[str]:
     labels = {b.label for b in at.button}
-    return labels & {"Rename", "▶️ Resume from the last epoch", "🔁 Fine-tune from best",
-                     "🗑️ Delete this run…"}
+    return labels & {"Rename", "Resume from the last epoch", "Fine-tune from best",
+                     "Delete this run…"}
 
 
 def test_a_student_reads_but_cannot_manage_anothers_run(accounts_file, class_runs) -> None:
@@ -347,22 +350,22 @@ def test_a_students_own_runs_show_by_default_with_every_control(accounts_file,
     assert not at.exception, at.exception
     assert at.radio(key="runs_scope").value == "Mine"
     assert list(at.dataframe[0].value["owner"]) == ["bob"]
-    assert manage_buttons(at) == {"Rename", "▶️ Resume from the last epoch",
-                                  "🔁 Fine-tune from best", "🗑️ Delete this run…"}
+    assert manage_buttons(at) == {"Rename", "Resume from the last epoch",
+                                  "Fine-tune from best", "Delete this run…"}
     assert str(class_runs["bob"].parent) not in " ".join(c.value for c in at.caption)
 
 
 def test_a_teacher_manages_every_run_and_sees_the_class(accounts_file, class_runs) -> None:
     at = open_run(TEACHER, class_runs["ann"])
     assert not at.exception, at.exception
-    assert manage_buttons(at) == {"Rename", "▶️ Resume from the last epoch",
-                                  "🔁 Fine-tune from best", "🗑️ Delete this run…"}
+    assert manage_buttons(at) == {"Rename", "Resume from the last epoch",
+                                  "Fine-tune from best", "Delete this run…"}
     usage = next(d.value for d in at.dataframe if "cpu_minutes" in d.value.columns)
     assert set(usage["owner"]) == {"ann", "bob"}
     assert str(class_runs["ann"].parent) in " ".join(c.value for c in at.caption)
     at.text_input(key=f"runs_rename_{class_runs['ann'].name}").input("checked by kim")
     next(b for b in at.button if b.label == "Rename").click().run()
-    assert runs.load_status(class_runs["ann"])["name"] == "checked by kim"
+    assert runs.load_config(class_runs["ann"])["name"] == "checked by kim"
 
 
 def test_the_train_page_shows_only_the_students_own_run(accounts_file, runs_root, sample,

@@ -36,8 +36,8 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished run, Ann's."""
     root = tmp_path_factory.mktemp("class-runs")
     run_dir = make_run(root, limit=300)
-    runs.write_json(run_dir / runs.CONFIG_FILE, {**runs.load_config(run_dir), "owner": "ann"})
-    runs.update_status(run_dir, name="ann-digits")
+    runs.write_json(run_dir / runs.CONFIG_FILE,
+                    {**runs.load_config(run_dir), "owner": "ann", "name": "ann-digits"})
     return root
 
 
@@ -121,7 +121,7 @@ def test_students_and_a_teacher_share_a_server(streamlit_server: str, server_run
         kim.get_by_label("New name").fill("ann-digits-checked")
         kim.get_by_role("button", name="Rename").click()
         kim.get_by_text("Renamed to").wait_for()
-        assert runs.load_status(run.run_dir)["name"] == "ann-digits-checked"
+        assert runs.load_config(run.run_dir)["name"] == "ann-digits-checked"
         shot(kim, "teacher-kim-runs")
 
         # Signing out ends Bob's session: the form again.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
 
+from cnnlab import config as config_mod
 from cnnlab.config import (
     PRESETS,
     Augmentation,
@@ -19,6 +21,7 @@ from cnnlab.config import (
     input_shape_for,
     validate,
 )
+from cnnlab.fit_settings import FitSettings
 
 MNIST = (28, 28, 1)
 
@@ -72,8 +75,9 @@ def test_missing_keys_take_defaults() -> None:
         ("{not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ('{"blocks": [{"filterz": 3}]}', "filterz"),
-        ('{"epochs": "ten"}', "epochs"),
-        ('{"batch_size": 3.5}', "whole number"),
+        ('{"lr_decay_steps": "ten"}', "lr_decay_steps"),
+        ('{"lr_decay_steps": 3.5}', "whole number"),
+        ('{"epochs": 3}', "unknown key"),  # fit settings are not the model's
         ('{"blocks": 5}', "list"),
         ('{"augmentation": {"flip": 1}}', "true or false"),
     ],
@@ -134,8 +138,6 @@ def test_training_settings() -> None:
     _one(validate(replace(base, learning_rate=0), MNIST), "learning rate", "above 0")
     _one(validate(replace(base, learning_rate=-1e-3), MNIST), "learning rate", "above 0")
     _one(validate(replace(base, learning_rate=3.0), MNIST), "learning rate", "> 1")
-    _one(validate(replace(base, batch_size=0), MNIST), "batch size is 0")
-    _one(validate(replace(base, epochs=0), MNIST), "epochs is 0")
     _one(validate(replace(base, lr_decay_rate=1.5), MNIST), "decay rate")
 
 
@@ -151,12 +153,61 @@ def test_unknown_names() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     config = ModelConfig(
-        blocks=(ConvBlock(filters=0),), flatten_dropout=2.0, batch_size=0, epochs=0
+        blocks=(ConvBlock(filters=0),), flatten_dropout=2.0, learning_rate=0
     )
-    assert len(validate(config, MNIST)) >= 4
+    assert len(validate(config, MNIST)) >= 3
 
 
 def test_input_shapes_of_builtin_datasets() -> None:
     assert input_shape_for("mnist") == (28, 28, 1)
     assert input_shape_for("fashion_mnist") == (28, 28, 1)
     assert input_shape_for("cifar10") == (32, 32, 3)
+
+
+def test_data_set_facts_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One home: a shape, a class count or a kind changed on the DatasetInfo shows here."""
+    from cnnlab import config, datasets, inference, models
+
+    info = datasets.DatasetInfo("tiles", "Tiles", ("a", "b", "c"), (12, 16, 3))
+    monkeypatch.setitem(datasets.REGISTRY, "tiles", info)
+    assert input_shape_for("tiles") == (12, 16, 3)
+    assert input_shape_for("not-registered") == datasets.REGISTRY["mnist"].image_shape
+    digits = {n for n, i in datasets.REGISTRY.items() if i.digits}
+    assert set(config.DIGIT_DATASETS) == set(inference.DIGIT_DATASETS) == digits
+    assert digits == {"mnist", "mnist_sample"}
+    assert models.KERAS_DATASETS == {n: i.keras_module for n, i in datasets.REGISTRY.items()
+                                     if i.keras_module}
+    assert "tiles" not in models.KERAS_DATASETS
+
+
+def test_a_config_file_holds_the_model_and_its_fit_settings() -> None:
+    preset = PRESETS["best-mnist"]
+    text = config_mod.file_json(preset.config, preset.fit)
+    assert set(json.loads(text)) == {"model", "fit"}
+    assert config_mod.from_file(text) == (preset.config, preset.fit)
+
+
+def test_an_older_flat_config_file_still_loads_with_its_fit_settings() -> None:
+    old = {**PRESETS["quick"].config.to_dict(), "batch_size": 16, "epochs": 7, "patience": 0}
+    model, fit = config_mod.from_file(json.dumps(old))
+    assert model == PRESETS["quick"].config
+    assert fit == FitSettings(batch_size=16, epochs=7, patience=0)
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"model": {}, "fit": {"epochs": "ten"}}, "'epochs' must be a whole number"),
+    ({"model": {}, "fit": {"epochz": 3}}, "unknown key(s) epochz"),
+    ({"model": {}, "fitness": {}}, "unknown key(s) fitness"),
+])
+def test_bad_fit_settings_in_a_file_are_named(data: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config_mod.from_file(json.dumps(data))
+
+
+def test_fit_settings_say_what_is_wrong_and_range_checks_cover_them() -> None:
+    assert FitSettings(batch_size=0, epochs=0, patience=-1).problems() == [
+        "batch size is 0; it must be at least 1", "epochs is 0; it must be at least 1",
+        "patience is -1; use 0 or more epochs"]
+    too_long = config_mod.range_problems(ModelConfig(), FitSettings(epochs=500))
+    assert too_long == ["fit settings: epochs is 500; allowed is 1 to 100. Edit the file or "
+                        "set it on this page."]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from cnnlab.config import PRESETS, ModelConfig
 from cnnlab.models import total_params
+from pages import state
 from tests.conftest import APPTEST_TIMEOUT, ROOT
 
 PAGE = str(ROOT / "pages" / "configure.py")
@@ -18,7 +20,7 @@ PAGE = str(ROOT / "pages" / "configure.py")
 @pytest.fixture
 def at(runs_root) -> AppTest:
     app = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
-    app.session_state["dataset_name"] = "mnist_sample"
+    app.session_state[state.DATASET_KEY] = "mnist_sample"
     return app.run()
 
 
@@ -28,8 +30,8 @@ def params(app: AppTest) -> int:
 
 def test_first_render_shows_default_preset(at: AppTest) -> None:
     assert not at.exception
-    assert at.session_state["preset_name"] == "quick"
-    assert isinstance(at.session_state["model_config"], ModelConfig)
+    assert at.session_state[state.PRESET_NAME_KEY] == "quick"
+    assert isinstance(at.session_state[state.MODEL_CONFIG_KEY], ModelConfig)
     assert params(at) == total_params(PRESETS["quick"].config, (28, 28, 1), 10)
     assert not at.error
     assert not at.button(key="cfg_train").disabled
@@ -54,8 +56,8 @@ def test_changing_a_slider_changes_the_param_total(at: AppTest) -> None:
     at.select_slider(key="cfg0_b1_filters").set_value(64).run()
     after = params(at)
     assert after != before
-    assert at.session_state["model_config"].blocks[0].filters == 64
-    assert at.session_state["preset_name"] == "custom"
+    assert at.session_state[state.MODEL_CONFIG_KEY].blocks[0].filters == 64
+    assert at.session_state[state.PRESET_NAME_KEY] == "custom"
     at.select_slider(key="cfg0_d1_units").set_value(256).run()
     assert params(at) > after
 
@@ -64,8 +66,8 @@ def test_picking_a_preset_loads_it(at: AppTest) -> None:
     at.selectbox(key="cfg_preset").set_value("seed000-mnist").run()
     assert not at.exception
     assert params(at) == 1_625_866
-    assert at.session_state["model_config"] == PRESETS["seed000-mnist"].config
-    assert at.session_state["preset_name"] == "seed000-mnist"
+    assert at.session_state[state.MODEL_CONFIG_KEY] == PRESETS["seed000-mnist"].config
+    assert at.session_state[state.PRESET_NAME_KEY] == "seed000-mnist"
     # Widgets restart from the preset's values under a new key version.
     assert at.number_input(key="cfg1_n_blocks").value == 2
 
@@ -90,10 +92,63 @@ def test_flip_on_digits_is_a_warning_only(at: AppTest) -> None:
 def test_over_budget_model_disables_train_with_the_reason(runs_root, monkeypatch) -> None:
     monkeypatch.setenv("CNNLAB_MAX_PARAMS", "100000")
     app = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
-    app.session_state["dataset_name"] = "mnist_sample"
+    app.session_state[state.DATASET_KEY] = "mnist_sample"
     app.run()
     assert not app.exception
     text = " ".join(e.value for e in app.error)
     assert "will not train it" in text and "105,866 parameters" in text
     assert "at most 100,000" in text
     assert app.button(key="cfg_train").disabled
+
+
+# --------------------------------------------------------------------------- the address
+
+
+def address(app: AppTest, param: str) -> str | None:
+    """``?param=`` after the last run (AppTest keeps lists before Streamlit 1.6x)."""
+    value = app.query_params.get(param)
+    return value[-1] if isinstance(value, list) else value
+
+
+def open_at(**params: str) -> AppTest:
+    app = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    for key, value in params.items():
+        app.query_params[key] = value
+    return app.run()
+
+
+def test_the_address_opens_a_data_set_and_a_preset(runs_root) -> None:
+    app = open_at(dataset="mnist_sample", preset="seed000-mnist")
+    assert not app.exception and not app.warning
+    assert app.selectbox(key="configure_dataset").value == "mnist_sample"
+    assert app.selectbox(key="cfg_preset").value == "seed000-mnist"
+    assert params(app) == 1_625_866
+    assert app.session_state[state.PRESET_NAME_KEY] == "seed000-mnist"
+
+    # A new address wins once; then the user's edits stand (no reset on the next run).
+    version = app.session_state[state.CONFIG_VERSION_KEY]
+    app.select_slider(key=f"cfg{version}_b1_filters").set_value(64).run()
+    assert app.session_state[state.PRESET_NAME_KEY] == "custom"
+    app.run()
+    assert app.session_state[state.MODEL_CONFIG_KEY].blocks[0].filters == 64
+    assert address(app, "preset") == "seed000-mnist"  # the picker still shows it
+
+
+def test_changing_the_preset_or_data_set_updates_the_address(at: AppTest) -> None:
+    assert address(at, "preset") == "quick" and address(at, "dataset") == "mnist_sample"
+    at.selectbox(key="cfg_preset").set_value("seed000-mnist").run()
+    assert address(at, "preset") == "seed000-mnist"
+    at.selectbox(key="configure_dataset").set_value("cifar10").run()
+    assert not at.exception
+    assert address(at, "dataset") == "cifar10"
+    assert address(at, "preset") == "seed000-mnist"
+
+
+def test_unknown_names_in_the_address_are_warnings(runs_root) -> None:
+    app = open_at(dataset="imagenet", preset="<b>huge</b>")
+    assert not app.exception
+    text = " ".join(w.value for w in app.warning)
+    assert "'imagenet'" in text and "does not have" in text
+    assert "does not exist" in text and not re.search(r"(?<!\\)<", text)  # text, not HTML
+    assert app.selectbox(key="cfg_preset").value in PRESETS
+    assert address(app, "preset") == app.selectbox(key="cfg_preset").value

@@ -324,3 +324,163 @@ def test_cli_datasets_json():
     assert rows["cifar10"]["image_shape"] == [32, 32, 3]
     assert rows["mnist_sample"]["available"] is True
     assert rows["mnist"]["available"] is has_real_mnist()
+
+
+# ---------------------------------------------------------------------------- Keras' mnist.npz
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """``array`` (uint8) as a gzipped IDX file, header and all, like the published MNIST."""
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def fake_mnist(n_train: int, n_test: int, ink: int) -> dict[str, np.ndarray]:
+    """MNIST-shaped arrays whose every pixel is ``ink``, so their source is recognisable."""
+    return {
+        "x_train": np.full((n_train, 28, 28), ink, np.uint8),
+        "y_train": (np.arange(n_train) % 10).astype(np.uint8),
+        "x_test": np.full((n_test, 28, 28), ink, np.uint8),
+        "y_test": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+
+
+def write_mnist_idx(home: Path, arrays: dict[str, np.ndarray]) -> None:
+    folder = home / "datasets" / "mnist"
+    for fname, key in zip(datasets.IDX_FILES, ("x_train", "y_train", "x_test", "y_test"),
+                          strict=True):
+        write_idx(folder / fname, arrays[key])
+
+
+class Recorder:
+    """A progress callback that keeps every (fraction, text) it hears."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    def __call__(self, fraction: float, text: str) -> None:
+        self.calls.append((fraction, text))
+
+    def check(self, min_calls: int = 2) -> None:
+        """Fractions rise (never fall), stay in [0, 1], end at exactly 1.0; texts are short."""
+        fractions = [f for f, _ in self.calls]
+        assert len(fractions) >= min_calls, self.calls
+        assert all(0.0 <= f <= 1.0 for f in fractions)
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+        assert all(text and len(text) < 100 for _, text in self.calls)
+
+
+def test_mnist_npz_in_the_keras_cache_is_preferred_over_idx(tmp_path, monkeypatch):
+    """A Keras user's cache (what keras.datasets.mnist.load_data() writes) comes first."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(datasets, "_online", lambda host: False)
+    assert not datasets.available()["mnist"] and datasets.default_name() == "mnist_sample"
+
+    npz = tmp_path / "datasets" / "mnist.npz"
+    npz.parent.mkdir(parents=True)
+    np.savez_compressed(npz, **fake_mnist(30, 10, ink=7))
+    assert datasets.mnist_npz_path() == npz
+    assert datasets.available()["mnist"] and datasets.default_name() == "mnist"
+
+    write_mnist_idx(tmp_path, fake_mnist(20, 5, ink=200))
+    progress = Recorder()
+    ds = datasets.load("mnist", progress=progress)
+    assert ds.x_train.shape == (30, 28, 28, 1) and ds.x_test.shape == (10, 28, 28, 1)
+    assert ds.x_train.dtype == np.uint8 and (ds.x_train == 7).all()  # the npz, not the IDX
+    assert ds.y_train[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert ds.info is datasets.REGISTRY["mnist"]
+    progress.check(min_calls=4)
+
+    npz.unlink()  # without it, the IDX files
+    progress = Recorder()
+    ds = datasets.load("mnist", progress=progress)
+    assert ds.x_train.shape == (20, 28, 28, 1) and (ds.x_train == 200).all()
+    assert ds.y_test.tolist() == [0, 1, 2, 3, 4]
+    progress.check(min_calls=4)
+    assert any("train-images-idx3-ubyte.gz" in text for _, text in progress.calls)
+
+
+def test_pickled_npz_is_refused_without_unpickling(tmp_path, monkeypatch):
+    """allow_pickle=False: an object array in mnist.npz is never unpickled, only refused."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    ran = tmp_path / "pickle-ran"
+    arrays = fake_mnist(4, 2, ink=1)
+    arrays["x_train"] = np.array([Boom(str(ran))], dtype=object)
+    npz = tmp_path / "datasets" / "mnist.npz"
+    npz.parent.mkdir(parents=True)
+    np.savez(npz, **arrays)
+    with pytest.raises(DatasetUnavailable, match="is not a usable MNIST file: Object arrays"):
+        datasets.load("mnist")
+    assert not ran.exists()
+
+
+class Boom:
+    """Unpickling this touches a file: proof that a loader ran pickled code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def _bad_npz_cases() -> dict[str, tuple[object, str]]:
+    good = fake_mnist(4, 2, ink=1)
+    return {
+        "not a zip": (b"not an npz at all", "not an .npz (zip) archive"),
+        "missing key": ({k: v for k, v in good.items() if k != "y_test"}, "it has no y_test"),
+        "float pixels": ({**good, "x_train": good["x_train"].astype(np.float32)},
+                         "x_train is float32 and y_train is uint8, not uint8"),
+        "wrong size": ({**good, "x_test": np.zeros((2, 32, 32), np.uint8)},
+                       "x_test has shape (2, 32, 32)"),
+        "label count": ({**good, "y_train": np.zeros(3, np.uint8)}, "y_train (3,)"),
+        "label 10": ({**good, "y_test": np.array([1, 10], np.uint8)}, "y_test has the label 10"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_npz_cases()))
+def test_malformed_mnist_npz_names_the_problem(case, tmp_path, monkeypatch):
+    given, expected = _bad_npz_cases()[case]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    npz = tmp_path / "datasets" / "mnist.npz"
+    npz.parent.mkdir(parents=True)
+    if isinstance(given, bytes):
+        npz.write_bytes(given)
+    else:
+        np.savez(npz, **given)
+    with pytest.raises(DatasetUnavailable) as err:
+        datasets.load("mnist")
+    msg = str(err.value)
+    assert expected in msg and str(npz) in msg
+    assert "keras.datasets.mnist.load_data()" in msg and "delete it" in msg
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+def test_zip_progress_rises_to_one(quiet_dir):
+    files = {f"c{k}/{i}.png": png() for k in range(2) for i in range(150)}
+    progress = Recorder()
+    ds = datasets.load_zip(make_zip(files), (16, 16), True, progress=progress)
+    assert len(ds.y_train) + len(ds.y_test) == 300
+    progress.check(min_calls=50)  # every few images, not once at the end
+    assert progress.calls[-1][1] == "Decoded 300 images in 2 classes"
+
+
+def test_cifar_and_sample_progress_rise_to_one(tmp_path, monkeypatch):
+    folder = tmp_path.joinpath(*datasets.CIFAR10_DIR)
+    folder.mkdir(parents=True)
+    for name, batch in cifar_batches().items():
+        (folder / name).write_bytes(pickle.dumps(batch))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    progress = Recorder()
+    datasets.load("cifar10", progress=progress)
+    progress.check(min_calls=6)
+    progress = Recorder()
+    datasets.load("mnist_sample", progress=progress)
+    progress.check(min_calls=1)

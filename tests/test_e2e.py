@@ -18,12 +18,12 @@ import pytest
 from conftest import TEST_OUTPUT
 from test_browser import SEVEN, draw_stroke
 from test_predict_page import make_run
+from ui_steps import SLOW, load_explore, open_selectbox, pick, set_number, settle
 
 pytestmark = pytest.mark.browser
 
 RUN_ID = re.compile(r"\b\d{8}-\d{6}(?:-\d+)?-[a-z0-9][a-z0-9_-]*\b")
 EXCEPTION = '[data-testid="stException"]'
-SLOW = 90_000  # ms: the first visit of a page that imports Keras
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +75,6 @@ def go(page, label: str, path: str, heading: str) -> None:
     page.wait_for_url(re.compile(f"/{path}(\\?.*)?$"))
 
 
-def settle(page) -> None:
-    """Wait for the script run that the last interaction started to finish."""
-    page.wait_for_timeout(250)
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        timeout=SLOW)
-
-
 def metric_value(page, label: str, timeout: float = SLOW) -> str:
     metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
     metric.wait_for(timeout=timeout)
@@ -98,23 +91,6 @@ def wait_for_metric_change(page, label: str, old: str, timeout: float = 30.0) ->
     raise AssertionError(f"metric {label!r} stayed {old!r}")
 
 
-def open_selectbox(page, label: str) -> None:
-    """Open the dropdown of the selectbox labelled ``label`` (scrolled into view first: a
-    scroll after opening would close it again)."""
-    field = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.locator(
-        "input")
-    field.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    field.click()
-    page.get_by_role("option").first.wait_for()
-
-
-def pick(page, label: str, option: str) -> None:
-    """Choose ``option`` in the selectbox labelled ``label``."""
-    open_selectbox(page, label)
-    page.get_by_role("option", name=option).first.click()
-
-
 def options_of(page, label: str) -> list[str]:
     """Every option of the selectbox labelled ``label`` (opens and closes it)."""
     texts: list[str] = []
@@ -126,15 +102,6 @@ def options_of(page, label: str) -> list[str]:
         if texts:
             break
     return texts
-
-
-def set_number(page, label: str, value: int) -> None:
-    box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).first
-    field = box.locator("input")
-    field.fill(str(value))
-    field.press("Enter")
-    settle(page)
-    assert field.input_value() == str(value), (label, field.input_value())
 
 
 def chart_points(page) -> int:
@@ -259,16 +226,6 @@ def test_run_files_are_not_served(streamlit_server: str, server_runs_dir: Path) 
             assert exc.code == 404, (path, exc.code)
             continue
         assert '"model"' not in body and secret not in body.replace("<", " "), path
-
-
-def load_explore(page, url: str) -> float:
-    """Seconds from opening Explore to its last chart drawn."""
-    t0 = time.perf_counter()
-    page.goto(f"{url}/explore")
-    page.get_by_role("heading", name="Pixel intensities").wait_for(timeout=SLOW)
-    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(3).wait_for(
-        timeout=SLOW)
-    return time.perf_counter() - t0
 
 
 def test_two_sessions_at_once(streamlit_server: str, server_runs_dir: Path, pages,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, has_real_mnist
 from streamlit.testing.v1 import AppTest
 
 from cnnlab import datasets
+from pages import state
 
 
-def explore(name: str | None = None, **state) -> AppTest:
+def explore(name: str | None = None, upload: datasets.Dataset | None = None) -> AppTest:
+    """The Explore page with ``name`` as the current data set and ``upload`` kept."""
     at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=APPTEST_TIMEOUT)
     if name:
-        at.session_state["dataset_name"] = name
-    for key, value in state.items():
-        at.session_state[key] = value
+        at.session_state[state.DATASET_KEY] = name
+    if upload is not None:
+        at.session_state[state.UPLOAD_KEY] = upload
     return at.run()
 
 
@@ -44,7 +48,7 @@ def test_explore_sample():
 def test_explore_full_mnist_is_the_default():
     at = explore()
     assert not at.exception and not at.error
-    assert at.session_state["dataset_name"] == "mnist"
+    assert at.session_state[state.DATASET_KEY] == "mnist"
     assert [m.value for m in at.metric] == ["54,001", "5,999", "10,000", "10"]
     assert charts(at) == 4
 
@@ -54,7 +58,7 @@ def test_explore_switching_data_set_updates_the_shared_choice():
     at.selectbox(key="explore_dataset").select("fashion_mnist" if has_real_mnist()
                                                else "mnist_sample").run()
     assert not at.exception
-    assert at.session_state["dataset_name"] == at.selectbox(key="explore_dataset").value
+    assert at.session_state[state.DATASET_KEY] == at.selectbox(key="explore_dataset").value
 
 
 def test_explore_shows_an_upload_kept_in_the_session():
@@ -63,7 +67,7 @@ def test_explore_shows_an_upload_kept_in_the_session():
     info = datasets.DatasetInfo("folder:pets.zip", "Your images", up.info.class_names,
                                 up.info.image_shape)
     ds = datasets.Dataset(info, up.x_train, up.y_train, up.x_test[:20], up.y_test[:20])
-    at = explore("folder:pets.zip", uploaded_dataset=ds)
+    at = explore("folder:pets.zip", upload=ds)
     assert not at.exception and not at.error
     assert at.selectbox(key="explore_dataset").value == "folder:pets.zip"
     assert at.metric[2].value == "20"
@@ -87,9 +91,90 @@ def test_an_upload_shows_its_augmented_samples():
 
     ds = datasets.load_zip(shapes_zip(per_class=6, size=32), (32, 32), False,
                            name="folder:shapes.zip")
-    at = explore("folder:shapes.zip", uploaded_dataset=ds)
+    at = explore("folder:shapes.zip", upload=ds)
     assert not at.exception
     assert any("What the model trains on" in h.value for h in at.subheader)
     assert charts(at) == 4  # the preview is computed only when asked for
     at.toggle(key="explore_augment").set_value(True).run()
     assert not at.exception and charts(at) == 5
+
+
+def test_a_first_load_draws_a_progress_bar_and_no_run_leaves_one(monkeypatch):
+    """The bar is drawn while a data set loads, then emptied; cached replays draw none."""
+    import streamlit as st
+    from streamlit.elements.progress import ProgressMixin
+
+    drawn: list[tuple[float, str | None]] = []
+    real = ProgressMixin.progress
+
+    def spy(self, value, text=None, **kwargs):
+        drawn.append((value, text))
+        return real(self, value, text=text, **kwargs)
+
+    monkeypatch.setattr(ProgressMixin, "progress", spy)
+    st.cache_resource.clear()  # a first load in this server process
+    at = explore("mnist_sample")
+    assert not at.exception and not at.error and charts(at) == 4
+    assert drawn[0] == (0.0, "Loading the data set…")
+    assert drawn[-1] == (1.0, f"{datasets.REGISTRY['mnist_sample'].title} loaded")
+    assert not at.get("progress")  # removed when done
+
+    drawn.clear()
+    at.run()  # a rerun: the cached set, its recorded drawing replayed, no bar left
+    assert not at.exception and charts(at) == 4
+    assert drawn == [] and not at.get("progress")
+    fresh = explore("mnist_sample")  # another session, same server cache
+    assert not fresh.exception and charts(fresh) == 4 and not fresh.get("progress")
+
+
+# --------------------------------------------------------------------------- the address
+
+
+def address(at: AppTest, param: str) -> str | None:
+    """``?param=`` after the last run (AppTest keeps lists before Streamlit 1.6x)."""
+    value = at.query_params.get(param)
+    return value[-1] if isinstance(value, list) else value
+
+
+def open_at(**params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=APPTEST_TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def test_the_address_opens_a_data_set_and_follows_the_picker(tmp_path, monkeypatch):
+    at = open_at(dataset="mnist_sample")
+    assert not at.exception and not at.warning and not at.error
+    assert at.selectbox(key="explore_dataset").value == "mnist_sample"
+    assert at.session_state[state.DATASET_KEY] == "mnist_sample"
+    assert [m.value for m in at.metric][-1] == "10" and charts(at) == 4
+    assert address(at, "dataset") == "mnist_sample"
+
+    # The user's pick wins over the address it came from, and goes into the address.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # CIFAR-10 missing: a quick error
+    monkeypatch.setattr(datasets, "_online", lambda host: False)
+    at.selectbox(key="explore_dataset").select("cifar10").run()
+    assert not at.exception
+    assert at.selectbox(key="explore_dataset").value == "cifar10"
+    assert address(at, "dataset") == "cifar10"
+    at.run()
+    assert at.selectbox(key="explore_dataset").value == "cifar10"
+
+
+def test_an_unknown_data_set_in_the_address_is_a_warning():
+    at = open_at(dataset="[evil](http://evil.example)")
+    assert not at.exception
+    assert len(at.warning) == 1 and "does not have" in at.warning[0].value
+    assert not re.search(r"(?<!\\)[\[\]<]", at.warning[0].value)  # text, not a link
+    shown = at.selectbox(key="explore_dataset").value
+    assert shown in datasets.REGISTRY and address(at, "dataset") == shown
+    at.run()  # reported once: the address now names what is shown
+    assert not at.warning
+
+
+def test_someone_elses_upload_in_the_address_is_a_warning():
+    at = open_at(dataset="folder:ann.zip")
+    assert not at.exception
+    assert "not in this browser session" in at.warning[0].value
+    assert at.selectbox(key="explore_dataset").value in datasets.REGISTRY

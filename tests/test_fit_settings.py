@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,7 +29,7 @@ def test_the_batch_default_fits_every_split(per_class: int, n_classes: int) -> N
     for preset in config.PRESETS:
         request = training.default_request(ds, preset)
         n_fit = fit_settings.n_fit(len(y), request.val_fraction)
-        assert 1 <= request.batch_size <= n_fit, (preset, request.batch_size, n_fit)
+        assert 1 <= request.fit.batch_size <= n_fit, (preset, request.fit.batch_size, n_fit)
         assert not [e for e in training.request_errors(request, ds) if "Batch size" in e]
     big = fit_settings.batch_size_for(128, 86)
     assert big == 16  # the largest power of two ≤ a quarter of 86
@@ -38,8 +39,8 @@ def test_the_batch_default_fits_every_split(per_class: int, n_classes: int) -> N
 def test_an_explicit_batch_too_large_is_still_explained() -> None:
     ds = datasets.load_zip(shapes_zip(per_class=10, size=16), (16, 16), False, name="folder:s")
     request = training.default_request(ds)
-    errors = training.request_errors(training.TrainRequest(
-        **{**request.__dict__, "batch_size": 128}), ds)
+    errors = training.request_errors(dataclasses.replace(
+        request, fit=dataclasses.replace(request.fit, batch_size=128)), ds)
     text = " ".join(errors)
     assert "Batch size 128 does not fit" in text and "between 1 and 14" in text
     assert "(2 suits this data set)" in text  # a power of two ≤ 14 / 4
@@ -58,8 +59,7 @@ def test_a_tiny_data_set_is_not_stopped_after_a_dozen_steps(runs_root: Path) -> 
     ds = datasets.load_zip(shapes_zip(per_class=20, size=16), (16, 16), False, name="folder:s")
     quick = training.default_request(ds, "quick")
     request = training.with_epochs(quick, 12)
-    run_dir = runs.create_run(runs_root, "tiny", training.run_config(request, ds),
-                              {"status": "queued"})
+    run_dir = runs.create_run(runs_root, training.run_config(request, ds))
     result = training.train_run(request, ds, run_dir, evaluate=False)
     assert result.status == "finished" and "Early stopping" not in result.message
     assert len(runs.load_history(run_dir)) == 12  # patience 2 alone would have cut it
@@ -73,7 +73,7 @@ def test_uploads_get_the_own_images_model() -> None:
     assert own.augmentation.flip and own.augmentation.translate > 0
     ds = datasets.load_zip(shapes_zip(), (64, 64), False, name="folder:shapes.zip")
     request = training.default_request(ds)
-    assert request.preset == config.OWN_IMAGES and request.epochs == 60
+    assert request.preset == config.OWN_IMAGES and request.fit.epochs == 60
     assert training.request_errors(request, ds) == []
 
 
@@ -102,7 +102,8 @@ def test_cli_trains_a_zip_exactly_like_the_upload(tmp_path: Path, runs_root: Pat
     upload = datasets.load_zip(data, (32, 32), False, name="folder:shapes.zip")
     offered = training.default_request(upload)
     assert cfg["dataset"] == "folder:shapes.zip" and cfg["preset"] == config.OWN_IMAGES
-    assert cfg["batch_size"] == offered.batch_size and cfg["input_shape"] == [32, 32, 3]
+    assert cfg["fit"] == offered.fit.to_dict() | {"epochs": 2}
+    assert cfg["input_shape"] == [32, 32, 3]
     assert cfg["class_names"] == ["circle", "square"] and out["test_accuracy"] is not None
 
     bad = subprocess.run(

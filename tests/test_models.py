@@ -107,7 +107,8 @@ def test_memory() -> None:
 def test_exported_script_builds_the_same_model(name: str) -> None:
     preset = PRESETS[name]
     shape = input_shape_for(preset.dataset)
-    source = to_keras_script(preset.config, shape, 10, preset.dataset)
+    source = to_keras_script(preset.config, preset.fit, shape, 10, preset.dataset)
+    assert f"EPOCHS = {preset.fit.epochs}" in source
     compile(source, "script.py", "exec")
     namespace: dict = {"__name__": "cnnlab_script"}
     exec(source, namespace)  # noqa: S102 - our own generated code
@@ -120,7 +121,8 @@ def test_exported_script_builds_the_same_model(name: str) -> None:
 def test_exported_script_runs_standalone_in_build_only_mode(tmp_path) -> None:
     preset = PRESETS["seed003-fashion"]
     script = tmp_path / "model.py"
-    script.write_text(to_keras_script(preset.config, (28, 28, 1), 10, preset.dataset))
+    script.write_text(to_keras_script(preset.config, preset.fit, (28, 28, 1), 10,
+                                      preset.dataset))
     env = {**os.environ, "CNNLAB_BUILD_ONLY": "1"}
     out = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
@@ -131,7 +133,8 @@ def test_exported_script_runs_standalone_in_build_only_mode(tmp_path) -> None:
 
 
 def test_script_for_unknown_dataset_says_where_to_load() -> None:
-    source = to_keras_script(PRESETS["quick"].config, (64, 64, 3), 5, "my_photos")
+    source = to_keras_script(PRESETS["quick"].config, PRESETS["quick"].fit, (64, 64, 3), 5,
+                             "my_photos")
     assert "DATASET = 'my_photos'" in source
     assert 'put code that loads {DATASET} here' in source
     assert "INPUT_SHAPE = (64, 64, 3)" in source
@@ -185,7 +188,7 @@ def test_cli_summary_invalid_config_exits_2_with_messages(tmp_path) -> None:
     out = _cli("summary", "--config", str(tmp_path / "junk.json"), "--json")
     assert out.returncode == 2 and "not valid JSON" in out.stderr
     out = _cli("summary", "--preset", "nope", "--json")
-    assert out.returncode == 2 and "unknown preset" in out.stderr
+    assert out.returncode == 2 and "invalid choice: 'nope'" in out.stderr
 
 
 def test_architecture_diagram_and_param_chart() -> None:

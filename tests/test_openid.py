@@ -34,7 +34,7 @@ import pytest
 from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT, _free_port, served_app
 
 # st.login needs streamlit[auth] (Authlib, which verifies with joserfc, and httpx), which
-# requirements.txt installs: a missing one is a failure here, not a skip.
+# cnnlab's dependencies install: a missing one is a failure here, not a skip.
 from joserfc import jwk
 from joserfc import jwt as jose_jwt
 

@@ -12,23 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import APPTEST_TIMEOUT, ROOT
+from conftest import APPTEST_TIMEOUT, ROOT, plain
 from PIL import Image, ImageDraw
 
 from cnnlab import inference, runs
 from cnnlab.inference import ModelRejected, Predictor
+from pages import state
 
 
 def make_run(root: Path, limit: int = 600, epochs: int = 1) -> Path:
     """A real finished run (quick preset on the bundled MNIST sample) under ``root``."""
     from cnnlab import datasets, training
     from cnnlab.config import PRESETS
+    from cnnlab.fit_settings import FitSettings
 
     ds = datasets.load("mnist_sample")
     request = training.TrainRequest(dataset="mnist_sample", config=PRESETS["quick"].config,
-                                    epochs=epochs, limit=limit, preset="quick")
-    run_dir = runs.create_run(root, request.run_name(), training.run_config(request, ds),
-                              {"status": "queued", "dataset": "mnist_sample", "preset": "quick"})
+                                    fit=FitSettings(epochs=epochs), limit=limit,
+                                    preset="quick")
+    run_dir = runs.create_run(root, training.run_config(request, ds))
     result = training.train_run(request, ds, run_dir)
     assert result.status == "finished", result.message
     return run_dir
@@ -126,7 +128,8 @@ def test_predictor_probabilities_feature_maps_and_filters(trained_run: Path) -> 
 def test_predictable_runs_put_the_best_finished_digit_run_first(tmp_path: Path,
                                                                trained_run: Path) -> None:
     def fake(name: str, status: str, dataset: str, acc: float | None) -> Path:
-        d = runs.create_run(tmp_path, name, {}, {"status": status, "dataset": dataset})
+        d = runs.create_run(tmp_path, {"name": name, "dataset": dataset})
+        runs.update_status(d, status=status)
         shutil.copy(runs.best_model_path(trained_run), runs.best_model_path(d))
         if acc is not None:
             runs.save_metrics(d, {"test_accuracy": acc})
@@ -136,7 +139,8 @@ def test_predictable_runs_put_the_best_finished_digit_run_first(tmp_path: Path,
     good = fake("good", "finished", "mnist", 0.97)
     fake("worse", "finished", "mnist", 0.90)
     fake("stopped", "stopped", "mnist", None)
-    runs.create_run(tmp_path, "no-model", {}, {"status": "running", "dataset": "mnist"})
+    runs.update_status(runs.create_run(tmp_path, {"name": "no-model", "dataset": "mnist"}),
+                       status="running")
     order = [r.run_dir for r in inference.predictable_runs(tmp_path)]
     assert order[0] == good.resolve() and len(order) == 4
     assert runs.load_status(order[-1])["status"] == "stopped"
@@ -206,7 +210,7 @@ def test_page_without_runs_trains_the_quick_preset_in_one_click(
     at.run()
     assert not at.exception
     assert at.selectbox(key="predict_model").value == str(done[0].run_dir)
-    assert done[0].status["dataset"] == "mnist_sample" and done[0].status["preset"] == "quick"
+    assert done[0].dataset == "mnist_sample" and done[0].config["preset"] == "quick"
 
 
 def test_page_with_a_run_predicts_an_uploaded_picture(runs_with_model: Path) -> None:
@@ -260,3 +264,45 @@ def test_predictor_input_is_scaled_for_models_without_rescaling(tmp_path: Path) 
     x = np.full((28, 28, 1), 0.5, np.float32)
     direct = keras.ops.convert_to_numpy(model(x[None], training=False))[0]
     assert np.allclose(p.probabilities(x), direct, atol=1e-6)
+
+
+def address(at, param: str) -> str | None:
+    """``?param=`` after the last run (AppTest keeps lists before Streamlit 1.6x)."""
+    value = at.query_params.get(param)
+    return value[-1] if isinstance(value, list) else value
+
+
+def test_the_address_opens_a_run_and_follows_the_pick(trained_run: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "runs"
+    shutil.copytree(trained_run, root / trained_run.name)
+    shutil.copytree(trained_run, root / "20200101-000000-copy")
+    monkeypatch.setenv("CNNLAB_RUNS_DIR", str(root))
+    default = page().run().selectbox(key="predict_model").value
+    other = next(p for p in (root / trained_run.name, root / "20200101-000000-copy")
+                 if str(p.resolve()) != default)
+
+    at = page()
+    at.query_params["run"] = other.name
+    at.run()
+    assert not at.exception and not at.warning, at.exception
+    assert at.selectbox(key="predict_model").value == str(other.resolve())
+    assert at.session_state[state.SELECTED_RUN_KEY] == str(other.resolve())
+    assert address(at, "run") == other.name
+
+    at.selectbox(key="predict_model").set_value(default).run()
+    assert address(at, "run") == Path(default).name  # the user's pick goes into the address
+    at.selectbox(key="predict_model").set_value("__own__").run()
+    assert not at.exception and address(at, "run") is None
+
+
+def test_an_unknown_or_unsafe_run_in_the_address_is_a_warning(runs_with_model: Path) -> None:
+    for wanted, says in (("20200101-000000-nothing", "no run '20200101-000000-nothing'"),
+                         ("../../etc", "not valid")):
+        at = page()
+        at.query_params["run"] = wanted
+        at.run()
+        assert not at.exception, at.exception
+        assert says in plain(at.warning[0].value)
+        assert at.selectbox(key="predict_model").value == str(runs_with_model.resolve())
+        assert address(at, "run") == runs_with_model.name

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_fit
 
 ray = pytest.importorskip("ray")
 
@@ -18,7 +19,7 @@ from cnnlab import callbacks, config, datasets, jobs, runs, training  # noqa: E4
 from cnnlab.executors.ray import RayExecutor  # noqa: E402
 
 TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
-                          learning_rate=3e-3, batch_size=32, epochs=1, patience=2)
+                          learning_rate=3e-3)
 WAIT = 300
 
 
@@ -41,8 +42,8 @@ def sample() -> datasets.Dataset:
 
 def request(**kw) -> training.TrainRequest:
     base = {"dataset": "mnist_sample", "config": TINY, "epochs": 2, "batch_size": 32,
-            "limit": 400, "name": "ray-tiny"}
-    return training.TrainRequest(**{**base, **kw})
+            "patience": 2, "limit": 400, "name": "ray-tiny"}
+    return training.TrainRequest(**with_fit({**base, **kw}))
 
 
 def test_quick_trains_end_to_end_on_ray(ray_engine, sample) -> None:

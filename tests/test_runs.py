@@ -11,17 +11,38 @@ from cnnlab import runs
 
 
 def make_run(root: Path, name: str = "demo", status: str = "queued") -> Path:
-    return runs.create_run(root, name, {"model": {}}, {"status": status, "dataset": "mnist"})
+    run_dir = runs.create_run(root, {"name": name, "model": {}, "dataset": "mnist"})
+    runs.update_status(run_dir, status=status)
+    return run_dir
 
 
 def test_create_run_writes_config_and_status(runs_root: Path) -> None:
     run_dir = make_run(runs_root, "My Run: quick/../evil")
     assert run_dir.parent == runs_root.resolve()
     assert run_dir.name.endswith("-my-run-quick-evil")
-    assert json.loads((run_dir / "config.json").read_text()) == {"model": {}}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config.keys() == {"name", "model", "dataset", "created"}  # fixed facts only here
+    assert config["name"] == "My Run: quick/../evil"
     status = runs.load_status(run_dir)
-    assert status["status"] == "queued" and status["name"] == "My Run: quick/../evil"
-    assert {"created", "updated", "epochs_done", "message", "dataset"} <= status.keys()
+    assert status["status"] == runs.RunStatus.QUEUED  # changing facts only here
+    assert status.keys() == {"status", "epochs_done", "message", "updated"}
+
+
+def test_a_run_saved_before_fit_settings_had_one_home_reads_in_todays_layout(
+        runs_root: Path) -> None:
+    run_dir = runs_root / "20250101-000000-old"
+    run_dir.mkdir()
+    runs.write_json(run_dir / runs.CONFIG_FILE, {
+        "model": {"optimizer": "adam", "batch_size": 64, "epochs": 10, "patience": 2},
+        "epochs": 3, "batch_size": 32, "dataset": "mnist"})
+    runs.write_json(run_dir / runs.STATUS_FILE, {"status": "finished", "name": "old one",
+                                                 "created": "2025-01-01T00:00:00"})
+    config = runs.load_config(run_dir)
+    assert config["model"] == {"optimizer": "adam"}
+    assert config["fit"] == {"batch_size": 32, "epochs": 3, "patience": 2}
+    assert (config["name"], config["created"]) == ("old one", "2025-01-01T00:00:00")
+    [info] = runs.list_runs(runs_root)
+    assert (info.name, info.dataset) == ("old one", "mnist")
 
 
 def test_ids_are_unique_within_one_second(runs_root: Path) -> None:
@@ -82,7 +103,8 @@ def test_missing_status_reads_as_failed(tmp_path: Path) -> None:
 
 
 def test_list_runs_newest_first_and_ignores_strays(runs_root: Path) -> None:
-    a = runs.create_run(runs_root, "a", {}, {"status": "finished"})
+    a = runs.create_run(runs_root, {"name": "a"})
+    runs.update_status(a, status="finished")
     (runs_root / "not-a-run").mkdir()
     (runs_root / "20990101-000000-x").mkdir()  # no status.json
     listed = runs.list_runs(runs_root)

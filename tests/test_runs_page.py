@@ -12,6 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cnnlab import compare, runs
+from cnnlab.fit_settings import FitSettings
+from pages import state
 from tests.conftest import APPTEST_TIMEOUT, ROOT
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "runs.py")
@@ -47,9 +49,9 @@ def test_config_diff_keeps_only_differing_fields() -> None:
                                          "c": 64}
 
 
-def test_run_settings_lets_the_run_override_the_model() -> None:
-    cfg = {"model": {"epochs": 10, "batch_size": 64, "optimizer": "adam"}, "epochs": 1,
-           "batch_size": 128, "dataset": "mnist_sample", "name": "x", "class_names": ["0"]}
+def test_run_settings_puts_model_and_fit_fields_beside_the_run_settings() -> None:
+    cfg = {"model": {"optimizer": "adam"}, "fit": {"epochs": 1, "batch_size": 128},
+           "dataset": "mnist_sample", "name": "x", "class_names": ["0"], "created": "t"}
     assert compare.run_settings(cfg) == {"epochs": 1, "batch_size": 128, "optimizer": "adam",
                                          "dataset": "mnist_sample"}
 
@@ -128,11 +130,10 @@ def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dropout = dataclasses.replace(
         base, dense=(dataclasses.replace(base.dense[0], dropout=0.25),))
     for name, cfg in (("base", base), ("wider", wider), ("dropout", dropout)):
-        request = training.TrainRequest(dataset="mnist_sample", config=cfg, epochs=1,
-                                        batch_size=64, limit=300, preset="quick", name=name)
-        run_dir = runs.create_run(root, name, training.run_config(request, ds),
-                                  {"status": "queued", "dataset": "mnist_sample",
-                                   "preset": "quick", "epochs": 1})
+        request = training.TrainRequest(dataset="mnist_sample", config=cfg,
+                                        fit=FitSettings(batch_size=64, epochs=1), limit=300,
+                                        preset="quick", name=name)
+        run_dir = runs.create_run(root, training.run_config(request, ds))
         result = training.train_run(request, ds, run_dir)
         assert result.status == "finished", result.message
     return root
@@ -225,7 +226,7 @@ def test_unsafe_names_and_ids_are_refused(root: Path) -> None:
 
     at.text_input(key=f"runs_rename_{ids['base']}").set_value("base, bigger batch").run()
     at.button(key="runs_rename").click().run()
-    assert runs.load_status(root / ids["base"])["name"] == "base, bigger batch"
+    assert runs.load_config(root / ids["base"])["name"] == "base, bigger batch"
 
     at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
     at.query_params["run"] = "../../etc"
@@ -264,7 +265,7 @@ def test_address_opens_a_run_and_follows_the_pick(root: Path) -> None:
     at.run()
     assert not at.exception and not at.error
     assert at.selectbox(key="runs_pick").value == ids["wider"]
-    assert at.session_state["selected_run"] == str((root / ids["wider"]).resolve())
+    assert at.session_state[state.SELECTED_RUN_KEY] == str((root / ids["wider"]).resolve())
     at.selectbox(key="runs_pick").set_value(ids["base"]).run()
     shown = at.query_params["run"]  # a list in AppTest before Streamlit 1.6x
     assert (shown[-1] if isinstance(shown, list) else shown) == ids["base"]
@@ -296,3 +297,56 @@ def test_fine_tune_from_best_starts_a_child_run_and_resume_needs_a_checkpoint(
     at.selectbox(key="runs_pick").set_value(ids["base"]).run()
     resume = at.button(key="runs_resume")
     assert resume.disabled == (callbacks.read_checkpoint(base) is None)
+
+
+def test_the_keras_script_download_carries_the_runs_own_fit_settings(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run trained 1 epoch at batch 64; its quick preset says 3 epochs at 128. The script
+    offered for download must reproduce the run, not the preset."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    offered: dict[str | None, bytes] = {}
+    real = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, data, mimetype, kind, filename=None):  # what the page hands the browser
+        offered[filename] = data
+        return real(self, data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    run_id = run_ids(root)["base"]
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    script = offered[f"{run_id}.py"].decode()
+    assert "EPOCHS = 1\n" in script and "BATCH_SIZE = 64\n" in script
+    assert runs.load_config(root / run_id)["fit"] == {"batch_size": 64, "epochs": 1,
+                                                      "patience": 3}
+
+
+def test_links_to_other_pages_carry_the_run_and_its_data_set(root: Path) -> None:
+    ids = run_ids(root)
+    # Through app.py's navigation, so the buttons' switch to another page can happen.
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=APPTEST_TIMEOUT).run()
+    at.switch_page("pages/runs.py").run()
+    at.selectbox(key="runs_pick").set_value(ids["wider"]).run()
+    at.button(key="runs_to_configure").click().run()
+    assert not at.exception, at.exception
+    assert any("Configure" in t.value for t in at.title)
+    assert at.selectbox(key="configure_dataset").value == "mnist_sample"
+    assert at.session_state[state.MODEL_CONFIG_KEY].blocks[1].filters == 24  # the run's model
+    assert address(at, "dataset") == "mnist_sample" and address(at, "preset") == "quick"
+
+    at.switch_page("pages/runs.py").run()
+    at.selectbox(key="runs_pick").set_value(ids["dropout"]).run()
+    at.button(key="runs_to_predict").click().run()
+    assert not at.exception, at.exception
+    assert any("Draw & predict" in t.value for t in at.title)
+    assert at.selectbox(key="predict_model").value == str((root / ids["dropout"]).resolve())
+    assert address(at, "run") == ids["dropout"]
+
+
+def address(at: AppTest, param: str) -> str | None:
+    """``?param=`` after the last run (AppTest keeps lists before Streamlit 1.6x)."""
+    value = at.query_params.get(param)
+    return value[-1] if isinstance(value, list) else value

@@ -8,6 +8,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from cnnlab import runs
+from pages import state
 from tests.conftest import APPTEST_TIMEOUT
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "train.py")
@@ -55,7 +56,7 @@ def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> N
     manager = engine()  # the same Engine the page uses
     assert manager.root == runs_root.resolve()
     job = manager.latest()
-    assert job is not None and at.session_state["train_run_id"] == job.run_id
+    assert job is not None and at.session_state[state.TRAIN_RUN_KEY] == job.run_id
     assert job.owner == "local"  # personal mode: one local user owns every run
     at.run()  # a rerun must neither kill nor duplicate the job
     assert engine() is manager and manager.latest() is job
@@ -65,7 +66,7 @@ def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> N
     assert job.done() and job.result.status == "finished"
     assert metric(at, "Test accuracy").value.endswith("%")
     assert any("Finished 1 epoch" in s.value for s in at.success)
-    assert at.session_state["selected_run"] == str(job.run_dir)
+    assert at.session_state[state.SELECTED_RUN_KEY] == str(job.run_dir)
     assert len(runs.list_runs(runs_root)) == 1
 
     # A second tab (a fresh session, sharing nothing) of the same local user sees the run.
@@ -117,11 +118,13 @@ def test_over_budget_model_is_refused_with_the_limit(runs_root: Path, monkeypatc
 
 def test_uses_the_configure_page_model(runs_root: Path) -> None:
     from cnnlab import config
+    from cnnlab.fit_settings import FitSettings
 
     at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
-    at.session_state["model_config"] = config.ModelConfig(
-        blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(8),), epochs=7)
-    at.session_state["preset_name"] = "custom"
+    at.session_state[state.MODEL_CONFIG_KEY] = config.ModelConfig(
+        blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(8),))
+    at.session_state[state.FIT_SETTINGS_KEY] = FitSettings(epochs=7)
+    at.session_state[state.PRESET_NAME_KEY] = "custom"
     at.run()
     assert not at.exception
     assert at.selectbox(key="train_model").value == "configure"
@@ -137,16 +140,48 @@ def test_an_upload_trains_with_every_default(runs_root: Path) -> None:
 
     ds = datasets.load_zip(shapes_zip(size=16), (16, 16), False, name="folder:shapes.zip")
     at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
-    at.session_state["uploaded_dataset"] = ds
-    at.session_state["dataset_name"] = ds.info.name
+    at.session_state[state.UPLOAD_KEY] = ds
+    at.session_state[state.DATASET_KEY] = ds.info.name
     at.run()
     assert not at.exception and not at.error
     assert at.selectbox(key="train_model").value == "own-images"
     offered = training.default_request(ds)
     batch = next(n for n in at.number_input if n.key.startswith("train_batch_own-images"))
     epochs = next(n for n in at.number_input if n.key.startswith("train_epochs_own-images"))
-    assert (batch.value, epochs.value) == (offered.batch_size, offered.epochs) == (32, 60)
+    assert (batch.value, epochs.value) == (offered.fit.batch_size, offered.fit.epochs) == (32, 60)
     at.button(key="train_start").click().run()  # nothing changed: every default
     assert not at.exception and not at.error
     poll_until(at, lambda a: metric(a, "Test accuracy") is not None, seconds=240)
     assert float(metric(at, "Test accuracy").value.rstrip("%")) >= 75
+
+
+def address(at: AppTest, param: str) -> str | None:
+    """``?param=`` after the last run (AppTest keeps lists before Streamlit 1.6x)."""
+    value = at.query_params.get(param)
+    return value[-1] if isinstance(value, list) else value
+
+
+def test_the_address_opens_a_data_set_and_follows_the_picker(runs_root: Path, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from cnnlab import datasets
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # CIFAR-10 missing: a quick error
+    monkeypatch.setattr(datasets, "_online", lambda host: False)
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.query_params["dataset"] = "mnist_sample"
+    at.run()
+    assert not at.exception and not at.warning
+    assert at.selectbox(key="train_dataset").value == "mnist_sample"
+    assert at.session_state[state.DATASET_KEY] == "mnist_sample"
+    at.selectbox(key="train_dataset").set_value("cifar10").run()
+    assert not at.exception
+    assert address(at, "dataset") == "cifar10"
+
+
+def test_an_unknown_data_set_in_the_address_is_a_warning(runs_root: Path) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.query_params["dataset"] = "../../etc/passwd"
+    at.run()
+    assert not at.exception
+    assert "does not have" in at.warning[0].value
+    assert address(at, "dataset") == at.selectbox(key="train_dataset").value

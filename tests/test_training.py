@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_fit
 
 from cnnlab import budgets, callbacks, config, datasets, health, models, runs, training
 from cnnlab.events import EventLog
@@ -22,9 +23,6 @@ TINY = config.ModelConfig(
     blocks=(config.ConvBlock(filters=4),),
     dense=(config.DenseLayer(16),),
     learning_rate=3e-3,
-    batch_size=32,
-    epochs=1,
-    patience=2,
 )
 
 
@@ -37,13 +35,12 @@ def sample() -> datasets.Dataset:
 
 def request(**kw) -> training.TrainRequest:
     base = {"dataset": "mnist_sample", "config": TINY, "epochs": 1, "batch_size": 32,
-            "limit": 320, "val_fraction": 0.1, "name": "tiny"}
-    return training.TrainRequest(**{**base, **kw})
+            "patience": 2, "limit": 320, "val_fraction": 0.1, "name": "tiny"}
+    return training.TrainRequest(**with_fit({**base, **kw}))
 
 
 def new_run(root: Path, req: training.TrainRequest, ds) -> Path:
-    return runs.create_run(root, req.run_name(), training.run_config(req, ds),
-                           {"status": "queued", "dataset": req.dataset})
+    return runs.create_run(root, training.run_config(req, ds))
 
 
 def test_one_epoch_writes_every_file(runs_root: Path, sample) -> None:

@@ -1,7 +1,8 @@
-"""Dependency floors: what requirements*.txt documents is what is installed and what is pinned.
+"""Dependency floors: what pyproject.toml documents is what is installed and what is pinned.
 
-The floors in requirements*.txt are the contract (the oldest versions that work and carry the
-security fixes named above each one); constraints.txt pins the exact set the suite passed on.
+The floors in pyproject.toml's [project] table (dependencies and every extra) are the contract
+(the oldest versions that work and carry the security fixes named above each one);
+constraints.txt pins the exact set the suite passed on.
 These tests fail when an installed version is below its floor, when a pin and a floor drift
 apart, or when Keras's security floor is lowered.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +21,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
-# The two files the README installs; requirements-ray.txt comes in through requirements-dev.txt.
-ENTRY_FILES = ("requirements.txt", "requirements-dev.txt")
+PYPROJECT = ROOT / "pyproject.toml"
 CONSTRAINTS = ROOT / "constraints.txt"
-INSTALL = "pip install -r requirements.txt -r requirements-dev.txt -c constraints.txt"
+INSTALL = 'pip install -e ".[dev]" -c constraints.txt'
 
 # Keras before 3.14 loads an uploaded .keras file through published safe_mode bypasses and an
 # archive path traversal (CVE-2026-1462, GHSA-hqp4-2352-xf5r and earlier): an upload runs code.
@@ -31,15 +32,16 @@ KERAS_SECURITY_FLOOR = Version("3.14")
 
 @dataclass(frozen=True)
 class Floor:
-    """One requirement line: where it is written and the comment that says why."""
+    """One requirement: where it is written (dependencies or an extra) and the comment
+    that says why."""
 
     requirement: Requirement
-    file: str
+    where: str
     why: str
 
     def describe(self) -> str:
         because = f" ({self.why})" if self.why else ""
-        return f"{self.requirement} in {self.file}{because}"
+        return f"{self.requirement} in pyproject.toml {self.where}{because}"
 
 
 def _without_comment(line: str) -> tuple[str, str]:
@@ -50,24 +52,38 @@ def _without_comment(line: str) -> tuple[str, str]:
     return line[: match.start()].strip(), line[match.end():].strip()
 
 
-def read_floors(name: str, seen: set[str] | None = None) -> list[Floor]:
-    """Every requirement in ``name`` and the files it includes with ``-r``."""
-    seen = set() if seen is None else seen
-    if name in seen:
-        return []
-    seen.add(name)
+def _why(text: str, requirement: str) -> str:
+    """The comment beside ``requirement``'s line in pyproject.toml, else the one above it."""
+    lines = text.splitlines()
+    quoted = f'"{requirement}"'
+    for i, raw in enumerate(lines):
+        if raw.strip().startswith(quoted):
+            _, comment = _without_comment(raw)
+            above = []
+            for prev in reversed(lines[:i]):
+                if not prev.strip().startswith("#"):
+                    break
+                above.insert(0, prev.strip().lstrip("#").strip())
+            return comment or " ".join(above)
+    return ""
+
+
+def read_floors() -> list[Floor]:
+    """Every requirement in pyproject.toml's [project]: dependencies and every extra.
+
+    An extra that names this project (``cnnlab[ray,tensorboard]``) adds no floor of its own.
+    """
+    text = PYPROJECT.read_text()
+    project = tomllib.loads(text)["project"]
+    groups = {"dependencies": project["dependencies"],
+              **{f"[{extra}]": reqs
+                 for extra, reqs in project.get("optional-dependencies", {}).items()}}
     floors: list[Floor] = []
-    comment_above = ""
-    for raw in (ROOT / name).read_text().splitlines():
-        line, comment = _without_comment(raw)
-        if not line:
-            comment_above = comment if raw.lstrip().startswith("#") else ""
-            continue
-        if line.startswith(("-r ", "--requirement ")):
-            floors += read_floors(line.split(maxsplit=1)[1], seen)
-        elif not line.startswith("-"):  # other pip options (-c, --index-url …) hold no floor
-            floors.append(Floor(Requirement(line), name, comment or comment_above))
-        comment_above = ""
+    for where, lines in groups.items():
+        for line in lines:
+            requirement = Requirement(line)
+            if canonicalize_name(requirement.name) != canonicalize_name(project["name"]):
+                floors.append(Floor(requirement, where, _why(text, line)))
     return floors
 
 
@@ -86,7 +102,7 @@ def read_pins() -> dict[str, tuple[str, Version]]:
     return pins
 
 
-FLOORS = [floor for entry in ENTRY_FILES for floor in read_floors(entry)]
+FLOORS = read_floors()
 BY_NAME: dict[str, list[Floor]] = {}
 for _floor in FLOORS:
     BY_NAME.setdefault(canonicalize_name(_floor.requirement.name), []).append(_floor)
@@ -114,7 +130,7 @@ def test_every_pin_is_inside_the_floors() -> None:
               for name, floors in BY_NAME.items() if name in pins
               for floor in floors
               if not floor.requirement.specifier.contains(pins[name][1], prereleases=True)]
-    assert not broken, ("constraints.txt and requirements*.txt have drifted apart; raise the "
+    assert not broken, ("constraints.txt and pyproject.toml have drifted apart; raise the "
                         "pin or fix the floor:\n" + "\n".join(broken))
 
 
@@ -134,8 +150,9 @@ def lowest_allowed(requirement: Requirement) -> Version | None:
 
 
 def test_keras_floor_carries_the_security_fixes() -> None:
-    keras = [f for f in BY_NAME.get("keras", []) if f.file == "requirements.txt"]
-    assert keras, "requirements.txt must list keras with a floor (the app loads uploaded models)"
+    keras = [f for f in BY_NAME.get("keras", []) if f.where == "dependencies"]
+    assert keras, ("pyproject.toml's dependencies must list keras with a floor (the app loads "
+                   "uploaded models)")
     for floor in keras:
         lowest = lowest_allowed(floor.requirement)
         assert lowest is not None and lowest >= KERAS_SECURITY_FLOOR, (

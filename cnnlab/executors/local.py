@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cnnlab import events as ev
 from cnnlab.executors import RunSpec, gpu_ids
+from cnnlab.runs import RunStatus
 
 STOP = "stop"
 
@@ -171,7 +172,7 @@ class LocalHandle:
         exitcode = self.process.wait()
         self.conn.close()
         if done is None:
-            done = ev.make("done", status="failed", message=exit_message(exitcode),
+            done = ev.make("done", status=RunStatus.FAILED, message=exit_message(exitcode),
                            exitcode=exitcode)
         on_event(done)
 

@@ -10,7 +10,7 @@ gets the files it needs (the resumable checkpoint, a fine-tune's starting model)
 uploaded data set through Ray's object store, and sends its events through a Ray queue,
 with every new or changed model file as a ``file`` event before the epoch it belongs to.
 The cnnlab package itself reaches the workers as a Ray ``py_modules`` runtime environment;
-TensorFlow/Keras must be installed on every worker node (requirements.txt).
+TensorFlow/Keras must be installed on every worker node (``pip install ".[ray]"``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab import events as ev
 from cnnlab.executors import ExecutorUnavailable, RunSpec
+from cnnlab.runs import RunStatus
+
+if TYPE_CHECKING:
+    from ray.util.queue import Queue
 
 POLL_S = 0.2
 
@@ -70,7 +74,9 @@ class FileShipper:
 def _actor_class() -> Any:
     import ray
 
-    @ray.remote(max_concurrency=2)  # stop() must run while run() trains
+    # stop() must run while run() trains. Ray's typed overloads of remote() leave out the
+    # actor option max_concurrency that it accepts.
+    @ray.remote(max_concurrency=2)  # type: ignore[call-overload]
     class RunActor:
         """One run on a Ray worker."""
 
@@ -80,7 +86,7 @@ def _actor_class() -> Any:
             self.stop_flag = callbacks.StopFlag()
 
         def run(self, spec: RunSpec, files: dict[str, bytes], dataset_npz: bytes | None,
-                queue: Any) -> None:
+                queue: Queue) -> None:
             from cnnlab import datasets
             from cnnlab.executors import worker
 
@@ -148,11 +154,11 @@ class RayHandle:
                 why = f"the Ray worker died ({type(exc).__name__}: {str(exc)[:300]})"
             if self._killed:
                 why = "the server ended the Ray worker"
-            done = ev.make("done", status="failed", message=(
+            done = ev.make("done", status=RunStatus.FAILED, message=(
                 f"Training failed: {why}. The epochs done so far and the best model are "
                 "kept; resume the run to continue from its last epoch."))
-        for actor in (self.actor, self.queue.actor):
-            ray.kill(actor)
+        ray.kill(self.actor)
+        self.queue.shutdown(force=True)  # ray.kill of the queue's actor (no restart)
         on_event(done)
 
     def stop(self) -> None:
@@ -178,20 +184,22 @@ class RayExecutor:
         except ImportError as exc:
             raise ExecutorUnavailable(
                 "CNNLAB_EXECUTOR=ray but the ray package is not installed here: run "
-                "`pip install -r requirements-ray.txt`, or unset CNNLAB_EXECUTOR to train in "
-                "local worker processes.") from exc
+                "`pip install -e \".[ray]\"` in the lab's folder, or unset CNNLAB_EXECUTOR to "
+                "train in local worker processes.") from exc
         import cnnlab
 
         self.cpus, self.gpus = _resources()
         self._started_ray = False
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS") or None
+            # Only a local Ray instance is sized here; joining a cluster passes no num_cpus.
+            local: dict[str, Any] = {} if address else {"num_cpus": os.cpu_count()}
             try:
                 # py_modules ships this cnnlab to every worker (job level only, in Ray).
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          runtime_env={"py_modules": [cnnlab],
                                       "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}},
-                         **({} if address else {"num_cpus": os.cpu_count()}))
+                         **local)
             except Exception as exc:  # no cluster at that address, a version mismatch
                 raise ExecutorUnavailable(
                     f"Could not start or join Ray (RAY_ADDRESS={address!r}): "

@@ -16,6 +16,7 @@ from cnnlab import budgets as budgets_mod
 from cnnlab import callbacks, datasets, training
 from cnnlab import events as ev
 from cnnlab.executors import DatasetRef, RunSpec
+from cnnlab.runs import RunStatus
 
 MEMORY_POLL_S = 0.25
 MEMORY_GRACE_S = 20.0  # after a memory stop, how long the run may take to end cleanly
@@ -50,7 +51,7 @@ class MemoryWatch(threading.Thread):
             self.peak = max(self.peak, rss)
             if rss <= self.limit or over_since is not None:
                 if over_since is not None and time.monotonic() - over_since > MEMORY_GRACE_S:
-                    self.emit(ev.make("done", status="failed", message=self.stop.detail))
+                    self.emit(ev.make("done", status=RunStatus.FAILED, message=self.stop.detail))
                     os._exit(EXIT_OVER_MEMORY)
                 continue
             over_since = time.monotonic()
@@ -85,6 +86,6 @@ def execute(spec: RunSpec, work_dir: Path, emit: ev.Emit, stop: callbacks.StopFl
         training.train_run(request, dataset, work_dir, emit, stop, resume=spec.mode == "resume",
                            init_from=init, budgets=budgets, record=False)
     except Exception as exc:  # before train_run's own guard: bad spec, unloadable data
-        emit(ev.make("done", status="failed", message=training.failure_message(exc)))
+        emit(ev.make("done", status=RunStatus.FAILED, message=training.failure_message(exc)))
     finally:
         watch.finished.set()

@@ -1,0 +1,54 @@
+"""Steps that drive a served CNN Lab page in Chromium (playwright's sync API).
+
+Shared by the browser tests and ``bench/engine.py`` (as ``tests.ui_steps``), so it imports
+nothing from the test modules or conftest.
+"""
+
+from __future__ import annotations
+
+import time
+
+SLOW = 90_000  # ms: the first visit of a page that imports Keras
+
+
+def settle(page) -> None:
+    """Wait for the script run that the last interaction started to finish."""
+    page.wait_for_timeout(250)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        timeout=SLOW)
+
+
+def open_selectbox(page, label: str) -> None:
+    """Open the dropdown of the selectbox labelled ``label`` (scrolled into view first: a
+    scroll after opening would close it again)."""
+    field = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.locator(
+        "input")
+    field.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    field.click()
+    page.get_by_role("option").first.wait_for()
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the selectbox labelled ``label``."""
+    open_selectbox(page, label)
+    page.get_by_role("option", name=option).first.click()
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).first
+    field = box.locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+    settle(page)
+    assert field.input_value() == str(value), (label, field.input_value())
+
+
+def load_explore(page, url: str) -> float:
+    """Seconds from opening Explore to its last chart drawn."""
+    t0 = time.perf_counter()
+    page.goto(f"{url}/explore")
+    page.get_by_role("heading", name="Pixel intensities").wait_for(timeout=SLOW)
+    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(3).wait_for(
+        timeout=SLOW)
+    return time.perf_counter() - t0
