@@ -99,11 +99,16 @@ def check_cifar(ds, n: int = 4) -> None:
     assert ds.info.class_names[0] == "airplane"
 
 
-def test_cifar10_reads_the_extracted_keras_cache(tmp_path, monkeypatch):
-    folder = tmp_path.joinpath(*datasets.CIFAR10_DIR)
+def write_cifar_cache(keras_home: Path) -> None:
+    """The tiny CIFAR-10 batches where Keras extracts its download under ``keras_home``."""
+    folder = keras_home.joinpath(*datasets.CIFAR10_DIR)
     folder.mkdir(parents=True)
     for name, batch in cifar_batches().items():
         (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def test_cifar10_reads_the_extracted_keras_cache(tmp_path, monkeypatch):
+    write_cifar_cache(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(datasets, "_online", lambda host: False)
     assert datasets.available()["cifar10"]
@@ -473,10 +478,7 @@ def test_zip_progress_rises_to_one(quiet_dir):
 
 
 def test_cifar_and_sample_progress_rise_to_one(tmp_path, monkeypatch):
-    folder = tmp_path.joinpath(*datasets.CIFAR10_DIR)
-    folder.mkdir(parents=True)
-    for name, batch in cifar_batches().items():
-        (folder / name).write_bytes(pickle.dumps(batch))
+    write_cifar_cache(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     progress = Recorder()
     datasets.load("cifar10", progress=progress)
