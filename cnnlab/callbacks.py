@@ -109,6 +109,8 @@ def classes() -> dict[str, type]:
             work_dir: where last.keras and checkpoint.json go (None: no checkpoint).
             history: rows of the epochs already done (a resumed run), kept in the checkpoint.
             deadline: time.monotonic() at which the run's wall-clock budget ends, or None.
+            samples: (test indices, their uint8 images) predicted after every epoch; the
+                epoch event carries ``samples`` = {"index", "predicted", "confidence"}.
         """
 
         def __init__(
@@ -121,8 +123,10 @@ def classes() -> dict[str, type]:
             history: list[dict[str, Any]] | None = None,
             deadline: float | None = None,
             min_interval: float = ev.BATCH_EVENT_INTERVAL_S,
+            samples: tuple[np.ndarray, np.ndarray] | None = None,
         ) -> None:
             super().__init__()
+            self.samples = samples
             self.emit, self.stop, self.work_dir = emit, stop, work_dir
             self.n_samples, self.batch_size = n_samples, batch_size
             self.rows: list[dict[str, Any]] = list(history or [])
@@ -202,7 +206,20 @@ def classes() -> dict[str, type]:
                 save_model_atomically(self.model, self.work_dir / LAST_FILE)
                 _write_json(self.work_dir / CHECKPOINT_FILE,
                             {"epoch": epoch + 1, "history": self.rows})
-            self.emit(ev.make("epoch", epochs=self.epochs, **row))
+            extra = {"samples": self._predict_samples()} if self.samples is not None else {}
+            self.emit(ev.make("epoch", epochs=self.epochs, **row, **extra))
+
+        def _predict_samples(self) -> dict[str, list] | None:
+            # One forward pass on ~10 images: milliseconds, not an evaluation.
+            if self.samples is None or self.nan_at is not None or not len(self.samples[0]):
+                return None
+            index, x = self.samples
+            probs = keras.ops.convert_to_numpy(
+                self.model(x.astype("float32"), training=False)).astype(float)
+            predicted = probs.argmax(axis=1)
+            return {"index": [int(i) for i in index],
+                    "predicted": [int(p) for p in predicted],
+                    "confidence": [float(c) for c in probs[np.arange(len(index)), predicted]]}
 
     class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         """ModelCheckpoint(save_best_only) that ignores an epoch cut short by Stop and can

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -309,6 +311,24 @@ def filter_grid_figure(kernels: np.ndarray, cols: int = 8, tile_px: int = 48) ->
     return fig
 
 
+def saliency_overlay(x: np.ndarray, heat: np.ndarray, scale: int = 6) -> np.ndarray:
+    """A saliency map over its input as one ``(h·scale, w·scale, 3)`` uint8 picture.
+
+    ``x``: the model input ``(h, w, c)`` in [0, 1]; ``heat``: ``(h, w)`` in [0, 1]. The
+    input is shown dimmed grey (colour photos too: heat colours on colours would blur) and
+    the heat laid over it from transparent through red to yellow, so cold pixels keep the
+    plain input. Pixels are repeated ``scale`` times (crisp, like "What the model sees").
+    """
+    x = np.asarray(x, np.float32)
+    heat = np.clip(np.nan_to_num(np.asarray(heat, np.float32)), 0.0, 1.0)[..., None]
+    grey = x.mean(axis=-1, keepdims=True) if x.shape[-1] == 3 else x[..., :1]
+    base = np.repeat(np.clip(grey, 0.0, 1.0) * 0.6, 3, axis=-1)  # dimmed: heat stands out
+    hot = np.concatenate([np.ones_like(heat), heat, np.zeros_like(heat)], axis=-1)
+    alpha = 0.85 * heat
+    rgb = np.rint((base * (1 - alpha) + hot * alpha) * 255).astype(np.uint8)
+    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+
+
 # ---------------------------------------------------------------------------- train (runs)
 
 _TRAIN_COLOR, _VAL_COLOR = "#4f46e5", "#f59e0b"
@@ -337,16 +357,31 @@ def training_curve_figure(history: pd.DataFrame, metric: str, height: int = 300)
 
 
 def confusion_figure(confusion: list[list[int]] | np.ndarray, class_names: list[str]) -> go.Figure:
-    """Confusion-matrix heatmap: rows true class, columns predicted; counts in the cells."""
+    """Confusion-matrix heatmap: rows true class, columns predicted; counts in the cells.
+
+    Clickable: an invisible marker sits on each cell centre with ``customdata`` [true,
+    predicted], because Streamlit's point selection ignores heatmap clicks (1.67);
+    ``clicked_cell`` reads the selection back.
+    """
     cm = np.asarray(confusion)
     names = [text_mod.chart_label(n) for n in class_names]
     # Colour by the row share so small classes are as readable as big ones.
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig = go.Figure(go.Heatmap(
         z=share, x=names, y=names, text=cm, texttemplate="%{text}", colorscale="Blues",
-        zmin=0, zmax=1, showscale=False,
-        hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>",
+        zmin=0, zmax=1, showscale=False, hoverinfo="skip",
     ))
+    n = len(names)
+    true, pred = np.divmod(np.arange(n * n), n)
+    fig.add_scatter(
+        x=[names[j] for j in pred], y=[names[i] for i in true], mode="markers",
+        # A list, not an array: plotly sends arrays as typed buffers, which reach Streamlit's
+        # selection as {"0": …, "1": …} objects.
+        customdata=np.stack([true, pred, cm.reshape(-1)], axis=1).tolist(), showlegend=False,
+        marker=dict(symbol="square", size=34, opacity=0),
+        hovertemplate="true %{y}, predicted %{x}: %{customdata[2]}<br>click to see them"
+                      "<extra></extra>",
+    )
     side = max(320, 36 * len(names) + 90)
     fig.update_layout(
         height=side, margin=dict(l=10, r=10, t=10, b=10),
@@ -354,6 +389,17 @@ def confusion_figure(confusion: list[list[int]] | np.ndarray, class_names: list[
         yaxis=dict(title="true", type="category", autorange="reversed"),
     )
     return fig
+
+
+def clicked_cell(points: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """The (true, predicted) cell of a ``confusion_figure`` selection's points, or None."""
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, dict):  # a typed-array row, as some plotly versions send it
+            data = [data.get("0"), data.get("1")]
+        if isinstance(data, list | tuple) and len(data) >= 2 and None not in data[:2]:
+            return int(data[0]), int(data[1])
+    return None
 
 
 def mistakes_figure(

@@ -92,5 +92,9 @@ def evaluate(
 
     The model rescales inside, so ``x_test`` is passed as raw uint8 pixels.
     """
-    probs = model.predict(x_test, batch_size=batch_size, verbose=0)
-    return metrics_from_probs(probs, y_test, class_names)
+    return metrics_from_probs(probabilities(model, x_test, batch_size), y_test, class_names)
+
+
+def probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's (n, classes) class probabilities for uint8 images ``x``."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))

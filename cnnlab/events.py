@@ -4,7 +4,8 @@ A run emits plain, picklable dicts, each with a ``kind``:
 
 - ``status``: the run's state changed (``running`` with device/params/sizes, ``evaluating``);
 - ``batch``: throttled progress inside an epoch (loss, accuracy, samples/s, ETAs);
-- ``epoch``: one finished epoch, exactly one history.csv row;
+- ``epoch``: one finished epoch, exactly one history.csv row, and ``samples``: the model's
+  label and confidence for a few fixed test images (indices only, no pixels);
 - ``metrics``: the test-set evaluation (metrics.json);
 - ``file``: a file of the run directory sent back by a remote worker (name, bytes);
 - ``done``: the run ended (final status, message, seconds).
@@ -38,7 +39,8 @@ class EventLog:
     Writers call ``append``; any number of readers poll ``since(seq)``. Each stored event
     gets ``seq`` (1, 2, ...). Old batch events fall off the end; epoch rows are also on
     disk in history.csv. ``compact`` drops the batch events of a finished run, so a server
-    that ran many runs keeps only a few small dicts per run.
+    that ran many runs keeps only a few small dicts per run. ``latest_batch`` and
+    ``latest_samples`` (the last epoch's sample predictions) outlive ``compact``.
     """
 
     def __init__(self, maxlen: int = 5000, listener: Emit | None = None) -> None:
@@ -47,6 +49,7 @@ class EventLog:
         self._seq = 0
         self._listener = listener
         self.latest_batch: Event | None = None
+        self.latest_samples: dict[str, list[Any]] | None = None
 
     def append(self, kind: str, **data: Any) -> Event:
         """Add a new event of ``kind``; returns it with its sequence number."""
@@ -61,6 +64,8 @@ class EventLog:
                 self._events.append(event)
             if event["kind"] == "batch":
                 self.latest_batch = event
+            elif event["kind"] == "epoch" and event.get("samples"):
+                self.latest_samples = event["samples"]
         if self._listener is not None:
             self._listener(event)
         return event

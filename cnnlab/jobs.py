@@ -259,10 +259,14 @@ class Engine:
                                  tuple(f for f in inputs if (run_dir / f).exists()))
 
     def fine_tune(self, parent_dir: Path | str, dataset: Dataset, epochs: int,
-                  user: User = LOCAL_USER, name: str = "") -> Job:
+                  user: User = LOCAL_USER, name: str = "", corrections: int = 0) -> Job:
         """Start a new run, owned by ``user``, from ``parent_dir``'s best model (fresh
         optimizer, epoch 0). The new run records its parent in config.json. Only the
         parent's owner or a teacher may.
+
+        ``corrections`` > 0 says ``dataset`` is a derived set holding that many of the
+        user's corrections (cnnlab.teaching): config.json records the count, and the
+        parent's sample limit is dropped, since the derived set is already the sample.
         """
         parent_dir = runs.check_inside(self.root, parent_dir)
         access.check_manage(user, access.owner_of(runs.load_config(parent_dir)),
@@ -274,19 +278,23 @@ class Engine:
         parent = training.request_from_run(parent_dir)
         request = replace(training.with_epochs(parent, epochs),
                           name=name or f"{parent.run_name()}-finetune")
+        facts: dict[str, Any] = {"parent": parent_dir.name}
+        if corrections:
+            request = replace(request, limit=None)
+            facts["corrections"] = corrections
         self._check_same_shape(parent_dir, dataset, request)
         errors = self.request_errors(request, dataset)
         if errors:
             raise EngineRefused(" ".join(errors))
         with self._lock:
             self._check_can_queue(owner)
-            run_dir = self._new_run(request, dataset, owner, parent=parent_dir.name)
+            run_dir = self._new_run(request, dataset, owner, **facts)
             shutil.copyfile(best, run_dir / training.INIT_FILE)
             return self._enqueue(run_dir, request, dataset, owner, "fine-tune",
                                  (training.INIT_FILE,))
 
     def _new_run(self, request: training.TrainRequest, dataset: Dataset, owner: str,
-                 **facts: str) -> Path:
+                 **facts: Any) -> Path:
         """A new run folder, queued, with config.json's fixed facts (owner, parent…)."""
         return runs.create_run(self.root,
                                training.run_config(request, dataset, owner=owner, **facts))

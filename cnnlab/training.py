@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab import budgets as budgets_mod
-from cnnlab import callbacks, fit_settings, runs
+from cnnlab import callbacks, fit_settings, predictions, runs
 from cnnlab import events as ev
 from cnnlab.fit_settings import FitSettings
 from cnnlab.runs import RunStatus
@@ -370,8 +370,11 @@ def _train_run(
     ))
 
     cls = callbacks.classes()
+    # The same few test images every epoch: the Train page's live strip of predictions.
+    sample_idx = predictions.sample_indices(dataset.y_test)
     progress = cls["ProgressCallback"](send, len(y_tr), fit.batch_size, stop, run_dir,
-                                       previous, deadline, min_interval)
+                                       previous, deadline, min_interval,
+                                       samples=(sample_idx, dataset.x_test[sample_idx]))
     callbacks_ = [
         keras.callbacks.TerminateOnNaN(),
         cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None),
@@ -432,7 +435,10 @@ def _train_run(
         from cnnlab import evaluate as evaluate_mod
 
         best = keras.models.load_model(best_path, safe_mode=True)
-        metrics = evaluate_mod.evaluate(best, dataset.x_test, dataset.y_test, info.class_names)
+        probs = evaluate_mod.probabilities(best, dataset.x_test)
+        metrics = evaluate_mod.metrics_from_probs(probs, dataset.y_test, info.class_names)
+        # Written before the metrics event: a remote worker ships new files ahead of it.
+        predictions.save(run_dir, predictions.Predictions.from_probs(probs, dataset.y_test))
         send(ev.make("metrics", metrics=metrics))
         msg += f" Test accuracy {metrics['test_accuracy']:.2%}."
     return TrainResult(status, msg, history, metrics=metrics)

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from cnnlab import access, callbacks, charts, compare, runs
+from cnnlab import access, callbacks, charts, compare, export, runs
 from cnnlab.config import PRESETS, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.fit_settings import FitSettings
+from cnnlab.inference import ModelRejected
 from cnnlab.models import to_keras_script
 from cnnlab.runs import RESUMABLE, RunStatus
 from cnnlab.training import tensorboard_dir
-from pages import state
-from pages.common import cached_dataset, engine, fmt_seconds
+from pages import insight, state
+from pages.boundary import report
+from pages.common import cached_dataset, engine, fmt_seconds, progress_bar
 from pages.signin import current_user, md
 
 if TYPE_CHECKING:
@@ -259,8 +261,10 @@ def run_overview(row: dict, status: dict) -> None:
     m4.metric("Time", fmt_seconds(row["seconds"]))
 
 
-def evaluation_tab(user: User, row: dict, history: pd.DataFrame, metrics: dict | None) -> None:
-    """Curves, confusion matrix, per-class scores and the most confident mistakes."""
+def evaluation_tab(user: User, row: dict, run_dir: Path, history: pd.DataFrame,
+                   metrics: dict | None) -> None:
+    """Curves, confusion matrix (a click opens a cell's test images), per-class scores,
+    the hardest examples and the most confident mistakes."""
     if not history.empty:
         g1, g2 = st.columns(2)
         g1.plotly_chart(charts.training_curve_figure(history, "loss", height=260),
@@ -274,9 +278,8 @@ def evaluation_tab(user: User, row: dict, history: pd.DataFrame, metrics: dict |
     names = [str(n) for n in metrics.get("class_names", [])]
     e1, e2 = st.columns([3, 2], gap="large")
     with e1:
-        st.markdown("**Confusion matrix** (rows: true class)")
-        st.plotly_chart(charts.confusion_figure(metrics["confusion"], names),
-                        width="stretch", key="runs_confusion")
+        st.markdown("**Confusion matrix** (rows: true class; click a cell)")
+        insight.confusion_chart("runs", row["run_id"], metrics)
     with e2:
         st.markdown("**Per class**")
         per_class = pd.DataFrame(metrics.get("per_class", [])).drop(columns="class",
@@ -295,6 +298,8 @@ def evaluation_tab(user: User, row: dict, history: pd.DataFrame, metrics: dict |
                 "support": st.column_config.NumberColumn("Test images"),
             },
         )
+    insight.cell_examples_section(user, "runs", row["run_id"], run_dir, row["dataset"],
+                                  row["owner"], metrics)
     mistakes = metrics.get("mistakes", [])
     st.markdown(f"**Most confident mistakes** ({len(mistakes)})")
     if not mistakes:
@@ -319,7 +324,8 @@ def evaluation_tab(user: User, row: dict, history: pd.DataFrame, metrics: dict |
 
 
 def downloads_tab(user: User, row: dict, run_dir: Path, config: dict) -> None:
-    """The run's files, a standalone Keras script and (teachers) its TensorBoard logs."""
+    """The run's files, a standalone Keras script, (teachers) its TensorBoard logs and the
+    SavedModel and TFLite exports."""
     run_id = row["run_id"]
     files = [
         ("best.keras", runs.best_model_path(run_dir), "application/octet-stream",
@@ -358,6 +364,63 @@ def downloads_tab(user: User, row: dict, run_dir: Path, config: dict) -> None:
     if logs.is_dir() and user.is_teacher:  # a server path: not for students
         st.caption("TensorBoard logs of this run (ticked on Train): view them with")
         st.code(f"tensorboard --logdir {logs}", language="bash")
+    exports_section(row, run_dir)
+
+
+def exports_section(row: dict, run_dir: Path) -> None:
+    """best.keras as SavedModel and TFLite: made on request, then kept in the run's folder."""
+    st.markdown("**Export**")
+    best = runs.best_model_path(run_dir)
+    if not best.is_file():
+        st.caption(f"{runs.BEST_FILE} is missing in this run's folder, so there is nothing "
+                   "to export.")
+        return
+    prepared = export.load_exports(run_dir)
+    if prepared is None:
+        st.caption("A TensorFlow SavedModel (zip) and TFLite models (float32, and int8 "
+                   "weights), each checked against the Keras model on "
+                   f"{export.CHECK_IMAGES} test images. Made once on request (seconds), then "
+                   "kept with the run. Needs the TensorFlow backend of Keras.")
+        if not st.button("Prepare exports", icon=":material/build:",
+                         key="runs_export_prepare"):
+            return
+        prepared = prepare_exports(row, run_dir)
+        if prepared is None:
+            return
+    run_id = row["run_id"]
+    cols = st.columns(1 + len(prepared))
+    cols[0].download_button(
+        f".keras · {export.size_text(best.stat().st_size)}", icon=":material/download:",
+        data=lambda: best.read_bytes(), file_name=f"{run_id}-{runs.BEST_FILE}",
+        mime="application/octet-stream", key="runs_export_keras", width="stretch",
+        help="Keras 3: keras.saving.load_model(path)")
+    for col, item in zip(cols[1:], prepared, strict=True):
+        path = export.export_path(run_dir, item.file_name)
+        # Deferred read, as above: bytes are loaded only when the button is clicked.
+        col.download_button(
+            f"{item.label} · {export.size_text(item.size)}", icon=":material/download:",
+            data=lambda p=path: p.read_bytes(), file_name=f"{run_id}-{item.file_name}",
+            mime=item.mime, key=f"runs_export_{item.file_name}", width="stretch")
+        if item.agreement:
+            col.caption(f"agrees on {item.agreement[0]}/{item.agreement[1]} test images")
+
+
+def prepare_exports(row: dict, run_dir: Path) -> list[export.ExportFile] | None:
+    """Run the conversions under a progress bar; None (with a message shown) on failure."""
+    try:  # the check images: the run's own test set, when this viewer can load it
+        x_check = cached_dataset(row["dataset"]).x_test[:export.CHECK_IMAGES]
+    except (DatasetUnavailable, KeyError) as exc:
+        st.info(f"The test images are not available here, so the TFLite models are not "
+                f"checked: {md(exc)}")
+        x_check = None
+    try:
+        with progress_bar("Preparing exports…") as progress:
+            return export.prepare_exports(run_dir, x_check, progress)
+    except (export.ExportUnavailable, ModelRejected) as exc:
+        st.error(md(exc))
+    except Exception as exc:  # a converter failure is unexpected: logged with an id
+        report(exc, "Runs: prepare exports")
+    return None
 
 
 def manage_tab(user: User, root: Path, manager: Engine, row: dict, run_dir: Path,
@@ -495,7 +558,7 @@ def run_detail(user: User, root: Path, manager: Engine, row: dict, info: runs.Ru
     run_overview(row, status)
     tab_eval, tab_files, tab_manage = st.tabs(["Evaluation", "Downloads", "Manage"])
     with tab_eval:
-        evaluation_tab(user, row, history, metrics)
+        evaluation_tab(user, row, run_dir, history, metrics)
     with tab_files:
         downloads_tab(user, row, run_dir, config)
     with tab_manage:

@@ -15,7 +15,7 @@ from cnnlab.config import OWN_IMAGES, PRESETS, ModelConfig, default_preset
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.fit_settings import FitSettings
 from cnnlab.runs import RESUMABLE, RunStatus
-from pages import state
+from pages import insight, state
 from pages.boundary import guarded
 from pages.common import (
     cached_dataset,
@@ -217,6 +217,8 @@ if not history.empty:
     g2.plotly_chart(charts.training_curve_figure(history, "accuracy"), key="train_acc")
 elif active:
     st.caption("The loss and accuracy curves appear when the first epoch ends.")
+insight.sample_strip(user, job.request.dataset, job.owner, job.events.latest_samples,
+                     runs.load_config(job.run_dir).get("class_names", []), active)
 
 # ---------------------------------------------------------------- results
 metrics = runs.load_metrics(job.run_dir) if job.done() else None
@@ -232,8 +234,9 @@ if metrics:
     names = metrics["class_names"]
     t1, t2 = st.tabs(["Confusion matrix", f"Most confident mistakes ({len(metrics['mistakes'])})"])
     with t1:
-        st.plotly_chart(charts.confusion_figure(metrics["confusion"], names),
-                        key="train_confusion")
+        insight.confusion_chart("train", job.run_id, metrics)
+        insight.cell_examples_section(user, "train", job.run_id, job.run_dir,
+                                      job.request.dataset, job.owner, metrics)
     with t2:
         if metrics["mistakes"]:
             st.caption("true → predicted (confidence): the errors the model was surest about.")
