@@ -9,6 +9,8 @@ Everything here returns float32 in [0, 1]; the caller scales to what the model e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -103,7 +105,26 @@ def _resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize((size[1], size[0]), Image.Resampling.LANCZOS), np.float32)
 
 
-def _mnist_frame(ink: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Framing:
+    """What MNIST-style framing made of an ink map, step by step (see ``_mnist_frame``).
+
+    Args:
+        box: (top, bottom, left, right) of the ink on the canvas: the crop.
+        scaled: the crop with its longest side DIGIT_BOX px (scaled to the frame), (h, w).
+        mass_centre: (y, x) of ``scaled``'s centre of mass, in its own pixels.
+        offset: (y, x) where ``scaled``'s top-left corner sits in the frame.
+        frame: the size×size frame, the centre of mass at its middle.
+    """
+
+    box: tuple[int, int, int, int]
+    scaled: np.ndarray
+    mass_centre: tuple[float, float]
+    offset: tuple[int, int]
+    frame: np.ndarray
+
+
+def _mnist_frame(ink: np.ndarray, box: tuple[int, int, int, int], size: int) -> Framing:
     """Crop to the ink, scale the longest side to DIGIT_BOX, centre by mass in size×size."""
     top, bottom, left, right = box
     crop = ink[top:bottom, left:right]
@@ -123,12 +144,46 @@ def _mnist_frame(ink: np.ndarray, box: tuple[int, int, int, int], size: int) -> 
     y0 = int(np.clip(round(size / 2 - cy), 0, size - h))
     x0 = int(np.clip(round(size / 2 - cx), 0, size - w))
     frame[y0 : y0 + h, x0 : x0 + w] = small
-    return frame
+    return Framing(box, small, (float(cy), float(cx)), (y0, x0), frame)
 
 
 def _fit_channels(gray: np.ndarray, channels: int) -> np.ndarray:
     """(h, w) → (h, w, channels) by repeating the grey level."""
     return np.repeat(gray[..., None], channels, axis=-1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CanvasTrace:
+    """Every intermediate result of ``canvas_to_input``, kept so that pictures of the steps
+    (cnnlab.input_steps) show exactly what the model gets.
+
+    Args:
+        ink: the ink map of the whole canvas, (h, w) in [0, 1].
+        framing: crop, scale and centring; None when there is no digit to frame.
+        input: the model input of the target shape; None when there is no digit.
+    """
+
+    ink: np.ndarray
+    framing: Framing | None
+    input: np.ndarray | None
+
+
+def trace_canvas(rgba: np.ndarray, target: tuple[int, int, int] = (28, 28, 1)) -> CanvasTrace:
+    """A canvas drawing made MNIST-like for a model of input shape `target`, every step kept.
+
+    ``input`` (and ``framing``) are None when the canvas is empty or holds too little ink to
+    be a digit (a dot), so the caller shows "draw a digit" instead of a meaningless guess.
+    """
+    ink = ink_map(rgba)
+    box = _ink_box(ink)
+    if box is None or _too_little_ink(ink, box):
+        return CanvasTrace(ink, None, None)
+    height, width, channels = target
+    framing = _mnist_frame(ink, box, max(height, width))
+    frame = framing.frame
+    if frame.shape != (height, width):
+        frame = np.clip(_resize(frame, (height, width)), 0.0, 1.0)
+    return CanvasTrace(ink, framing, _fit_channels(frame, channels))
 
 
 def canvas_to_input(
@@ -139,15 +194,17 @@ def canvas_to_input(
     Returns None when the canvas is empty or holds too little ink to be a digit (a dot),
     so the caller shows "draw a digit" instead of a meaningless prediction.
     """
-    ink = ink_map(rgba)
-    box = _ink_box(ink)
-    if box is None or _too_little_ink(ink, box):
-        return None
+    return trace_canvas(rgba, target).input
+
+
+def naive_input(rgba: np.ndarray, target: tuple[int, int, int] = (28, 28, 1)) -> np.ndarray:
+    """The whole canvas's ink map resized to `target`, float32 in [0, 1]: no crop, no scaling
+    of the digit, no centring. Only for comparison: it shows why ``canvas_to_input`` frames
+    the digit like MNIST (a small digit in a corner stays small and in the corner here).
+    """
     height, width, channels = target
-    frame = _mnist_frame(ink, box, max(height, width))
-    if frame.shape != (height, width):
-        frame = np.clip(_resize(frame, (height, width)), 0.0, 1.0)
-    return _fit_channels(frame, channels)
+    small = np.clip(_resize(ink_map(rgba), (height, width)), 0.0, 1.0)
+    return _fit_channels(small, channels)
 
 
 def image_to_input(
@@ -189,7 +246,7 @@ def image_to_input(
             f"The picture ({pil.width}×{pil.height}) is one flat colour; upload a picture "
             "with a visible object or digit on a plain background."
         )
-    frame = _mnist_frame(ink, box, max(height, width))
+    frame = _mnist_frame(ink, box, max(height, width)).frame
     if frame.shape != (height, width):
         frame = np.clip(_resize(frame, (height, width)), 0.0, 1.0)
     return _fit_channels(frame, channels)

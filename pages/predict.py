@@ -13,17 +13,20 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from cnnlab import charts, datasets, inference, runs
+from cnnlab import charts, datasets, drawn_digits, inference, input_steps, runs
 from cnnlab.inference import ModelRejected, Predictor
-from cnnlab.preprocess import canvas_to_input, image_to_input, open_image
+from cnnlab.preprocess import CanvasTrace, image_to_input, naive_input, open_image, trace_canvas
 from cnnlab.runs import RunStatus
 from pages import state
 from pages.boundary import guarded
 from pages.common import cached_dataset, engine
+from pages.corrections import corrections_panel
 from pages.signin import current_user, md
+from pages.why import why_panel
 
-CANVAS_PX = 280
+CANVAS_PX = drawn_digits.CANVAS_SIDE  # the canvas the accuracy caption was measured on
 PREVIEW_PX = 168  # the 28×28 input shown 6× bigger, pixel for pixel
+STEP_PX = 150  # each preprocessing step's picture, pixel for pixel
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]
 OWN_MODEL = "__own__"
 
@@ -214,13 +217,13 @@ def input_hint(predictor: Predictor, dataset: str | None) -> str:
 
 
 def show_prediction(predictor: Predictor, names: tuple[str, ...], x: np.ndarray,
-                    key: str) -> None:
+                    key: str, seen_as: str = "What the model sees") -> None:
     """The input the model sees, the predicted class and all class probabilities."""
     probs = predictor.probabilities(x)
     top = int(np.argmax(probs))
     seen, result = st.columns([1, 2])
     with seen:
-        st.caption("What the model sees")
+        st.caption(seen_as)
         tile = np.clip(x * 255, 0, 255).astype(np.uint8)
         tile = tile[..., 0] if tile.shape[-1] == 1 else tile
         big = Image.fromarray(tile).resize(
@@ -234,9 +237,16 @@ def show_prediction(predictor: Predictor, names: tuple[str, ...], x: np.ndarray,
 
 
 def look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
-    """Every conv layer's activations for this input, and the first layer's filters."""
-    with st.expander("Look inside: feature maps and filters", icon=":material/biotech:"):
-        _look_inside(predictor, x, key)
+    """Every conv layer's activations for this input, and the first layer's filters.
+
+    Computed only while the expander is open (its state reruns the page or the drawing
+    fragment), so a stroke with it closed pays nothing for it.
+    """
+    box = st.expander("Look inside: feature maps and filters", icon=":material/biotech:",
+                      key=f"look_inside_{key}", on_change="rerun")
+    if box.open:
+        with box:
+            _look_inside(predictor, x, key)
 
 
 def _look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
@@ -258,6 +268,49 @@ def _look_inside(predictor: Predictor, x: np.ndarray, key: str) -> None:
                         config={"displayModeBar": False})
 
 
+def measured_caption() -> str:
+    """What the bench measured for both inputs, or that nothing is measured yet."""
+    m = drawn_digits.load_measured()
+    if m is None:
+        return ("Not measured yet: `python -m bench.preprocess_accuracy` measures both ways on "
+                "drawn digits.")
+    return (f"Measured on {m.n:,} drawn digits (MNIST test digits pasted at random sizes and "
+            f"places on a {CANVAS_PX}×{CANVAS_PX} canvas) with {m.model}: MNIST-style "
+            f"**{m.mnist_style:.1%}**, naive resize **{m.naive:.1%}** (the same digits as "
+            f"MNIST has them: {m.original:.1%}).")
+
+
+def preprocessing_steps(predictor: Predictor, names: tuple[str, ...], trace: CanvasTrace,
+                        rgba: np.ndarray) -> None:
+    """The drawing's way to the model input, one picture per step, and on request the naive
+    resize's input and prediction beside it. Computed only while the expander is open."""
+    box = st.expander("How your drawing becomes the model's input", icon=":material/transform:",
+                      key="input_steps", on_change="rerun")
+    if not box.open or trace.input is None:
+        return
+    with box:
+        steps = input_steps.canvas_steps(trace)
+        for col, (n, step) in zip(st.columns(len(steps)), enumerate(steps, 1), strict=True):
+            with col:
+                st.markdown(f"**{n}. {step.title}**")
+                st.image(input_steps.enlarged(step.image, round(STEP_PX * step.extent)))
+                st.caption(step.caption)
+        naive = st.toggle("Naive resize", key="naive_resize",
+                          help="Compare with the whole canvas resized to the input size: no "
+                               "crop, no scaling of the digit, no centring.")
+        if naive:
+            ours, plain = st.columns(2, gap="large")
+            with ours:
+                show_prediction(predictor, names, trace.input, "steps_mnist",
+                                seen_as="MNIST-style")
+            with plain:
+                show_prediction(predictor, names, naive_input(rgba, predictor.input_shape),
+                                "steps_naive", seen_as="Naive resize")
+        st.caption(measured_caption())
+
+
+@st.fragment  # a stroke reruns this section only, not the model picker above it
+@guarded  # fragment reruns skip app.py's boundary
 def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
     """Canvas on the left, live prediction on the right: every stroke re-predicts."""
     from streamlit_drawable_canvas import st_canvas  # raises outside a running app
@@ -278,13 +331,18 @@ def draw_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
         st.button("Clear", icon=":material/ink_eraser:", on_click=clear)
     with board:
         rgba = canvas.image_data
-        x = None if rgba is None else canvas_to_input(rgba, predictor.input_shape)
-        if x is None:
+        trace = None if rgba is None else trace_canvas(rgba, predictor.input_shape)
+        x = None if trace is None else trace.input
+        if rgba is None or trace is None or x is None:
             st.info("Draw a digit on the black square: the prediction follows every stroke."
                     if rgba is None or not rgba[..., :3].any()
                     else "That is too little ink for a digit: draw a whole digit.")
             return
         show_prediction(predictor, names, x, "draw")
+        # Panels about this prediction go here, right under the bars, one call each.
+        why_panel(predictor, x, names, "draw")
+        corrections_panel(x, names, st.session_state.get("predict_model"))
+    preprocessing_steps(predictor, names, trace, rgba)
     look_inside(predictor, x, "draw")
 
 
@@ -323,6 +381,7 @@ def upload_tab(predictor: Predictor, names: tuple[str, ...]) -> None:
         st.error(f"**{md(upload.name)}**: {md(exc)}")
         return
     show_prediction(predictor, names, x, "upload")
+    why_panel(predictor, x, names, "upload")
     look_inside(predictor, x, "upload")
 
 

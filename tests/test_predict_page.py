@@ -222,8 +222,102 @@ def test_page_with_a_run_predicts_an_uploaded_picture(runs_with_model: Path) -> 
     assert not at.exception and not at.error, (at.exception, at.error)
     metric = next(m for m in at.metric if m.label == "Prediction")
     assert metric.value in [str(i) for i in range(10)] and "sure" in metric.delta
-    kinds = [e.type for e in at.get("plotly_chart")]
-    assert len(kinds) >= 3  # probability bars, feature maps, filters
+    closed = len(at.get("plotly_chart"))
+    at.session_state["look_inside_upload"] = True  # what opening "Look inside" sets
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) >= closed + 2  # feature maps, filters
+
+
+def drawn_seven() -> np.ndarray:
+    """A '7' as st_canvas returns it: 280×280 RGBA, white ink on black."""
+    img = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(img).line([(60, 50), (200, 50), (110, 230)], fill=(255, 255, 255, 255),
+                             width=18, joint="curve")
+    return np.asarray(img)
+
+
+@pytest.fixture
+def counted(runs_with_model: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """A canvas holding a drawn 7 (AppTest has no browser to draw in), and how often the
+    page computed each optional view."""
+    import types
+
+    from cnnlab import input_steps, preprocess
+
+    calls = {"steps": 0, "naive": 0, "feature_maps": 0}
+
+    def counting(name: str, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    # The page imports st_canvas when it runs; the real module only loads inside a server.
+    canvas = types.SimpleNamespace(image_data=drawn_seven())
+    monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas",
+                        types.SimpleNamespace(st_canvas=lambda **_: canvas))
+    monkeypatch.setattr(input_steps, "canvas_steps", counting("steps", input_steps.canvas_steps))
+    monkeypatch.setattr(preprocess, "naive_input", counting("naive", preprocess.naive_input))
+    monkeypatch.setattr(Predictor, "feature_maps", counting("feature_maps",
+                                                            Predictor.feature_maps))
+    return calls
+
+
+STEPS_LABEL = "How your drawing becomes the model's input"
+
+
+def test_drawing_steps_and_naive_resize_compute_only_when_open(counted: dict[str, int]) -> None:
+    at = page().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert [m.label for m in at.metric].count("Prediction") == 1  # the drawing is predicted
+    labels = [e.label for e in at.expander]
+    assert STEPS_LABEL in labels and "Look inside: feature maps and filters" in labels
+    assert counted == {"steps": 0, "naive": 0, "feature_maps": 0}  # closed: nothing computed
+    assert not at.toggle  # the naive resize toggle sits inside the closed expander
+
+    at.session_state["input_steps"] = True  # what opening the expander sets
+    at.run()
+    assert not at.exception
+    assert counted["steps"] == 1 and counted["naive"] == 0
+    titles = [m.value for m in at.markdown]
+    for title in ("**1. Ink map**", "**2. Crop box**", "**3. Longest side 20 px**",
+                  "**4. Centre of mass → (14, 14)**", "**5. The 28×28 input**"):
+        assert title in titles
+    steps = next(e for e in at.expander if e.label == STEPS_LABEL)
+    assert len(steps.image) == 5  # one picture per step
+    assert any(c.value.startswith(("Measured on", "Not measured yet")) for c in steps.caption)
+
+    at.toggle(key="naive_resize").set_value(True).run()
+    assert not at.exception
+    assert counted["naive"] == 1
+    assert [m.label for m in at.metric].count("Prediction") == 3  # drawing, MNIST-style, naive
+    assert {"MNIST-style", "Naive resize"} <= {c.value for c in at.caption}
+    assert counted["feature_maps"] == 0
+
+    at.session_state["look_inside_draw"] = True
+    at.run()
+    assert not at.exception and counted["feature_maps"] == 1
+
+
+def test_the_caption_quotes_the_stored_measurement(counted: dict[str, int], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnlab import drawn_digits
+
+    stored = tmp_path / "preprocess_accuracy.json"
+    stored.write_text(json.dumps({"n": 1234, "model": "a test model",
+                                  "mnist_style_accuracy": 0.9712, "naive_accuracy": 0.4321,
+                                  "original_accuracy": 0.99}))
+    monkeypatch.setattr(drawn_digits, "MEASURED_PATH", stored)
+    at = page()
+    at.session_state["input_steps"] = True
+    at.run()
+    caption = next(c.value for c in at.caption if c.value.startswith("Measured on"))
+    assert "1,234 drawn digits" in caption and "a test model" in caption
+    assert "**97.1%**" in caption and "**43.2%**" in caption
+    stored.unlink()
+    at.run()
+    assert any(c.value.startswith("Not measured yet") for c in at.caption)
 
 
 def test_page_refuses_a_bad_picture(runs_with_model: Path) -> None:

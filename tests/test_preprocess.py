@@ -11,7 +11,18 @@ import pytest
 from conftest import has_real_mnist
 from PIL import Image, ImageDraw
 
-from cnnlab.preprocess import canvas_to_input, image_to_input, ink_map
+from cnnlab import drawn_digits
+from cnnlab.drawn_digits import paste_on_canvas
+from cnnlab.input_steps import MARK, canvas_steps, enlarged
+from cnnlab.preprocess import (
+    DIGIT_BOX,
+    INK_THRESHOLD,
+    canvas_to_input,
+    image_to_input,
+    ink_map,
+    naive_input,
+    trace_canvas,
+)
 
 CANVAS = 280
 
@@ -127,6 +138,117 @@ def test_image_to_input_flat_picture_is_refused() -> None:
         image_to_input(Image.new("RGB", (100, 100), (128, 128, 128)), (28, 28, 1))
 
 
+# --- the steps' pictures (Draw & predict) and the naive resize beside them ---
+
+
+def as_rgb(gray: np.ndarray) -> np.ndarray:
+    """A float picture in [0, 1] as the uint8 RGB the step pictures hold."""
+    tile = np.clip(np.round(gray.reshape(gray.shape[:2]) * 255), 0, 255).astype(np.uint8)
+    return np.repeat(tile[..., None], 3, axis=-1)
+
+
+def test_each_step_picture_is_what_canvas_to_input_computed() -> None:
+    rgba = draw_seven("white_on_black", offset=(-40, 20), size=0.6)
+    trace = trace_canvas(rgba)
+    assert np.array_equal(trace.input, canvas_to_input(rgba))  # one code path
+    steps = canvas_steps(trace)
+    assert [s.title for s in steps] == ["Ink map", "Crop box", f"Longest side {DIGIT_BOX} px",
+                                       "Centre of mass → (14, 14)", "The 28×28 input"]
+    ink = ink_map(rgba)
+    assert np.array_equal(steps[0].image, as_rgb(ink))
+
+    # The crop box: the ink's bounds, outlined on the ink map, the rest untouched.
+    ys, xs = np.nonzero(ink > INK_THRESHOLD)
+    top, bottom, left, right = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    assert trace.framing.box == (top, bottom, left, right)
+    boxed = steps[1].image
+    assert (boxed[top, left:right] == MARK).all() and (boxed[bottom - 1, left:right] == MARK).all()
+    assert (boxed[top:bottom, left] == MARK).all() and (boxed[top:bottom, right - 1] == MARK).all()
+    outline = np.zeros(ink.shape, bool)
+    outline[top:bottom, left:right] = True
+    outline[top + 3 : bottom - 3, left + 3 : right - 3] = False
+    assert np.array_equal(boxed[~outline], steps[0].image[~outline])
+    assert f"{right - left}×{bottom - top} px" in steps[1].caption
+
+    # Longest side 20 px: the scaled crop, pasted unchanged into the centred frame.
+    scaled, frame = trace.framing.scaled, trace.framing.frame
+    assert max(scaled.shape) == DIGIT_BOX and np.array_equal(steps[2].image, as_rgb(scaled))
+    assert steps[2].extent == scaled.shape[1] / 28  # shown at the frame's scale
+    y0, x0 = trace.framing.offset
+    assert np.array_equal(frame[y0 : y0 + scaled.shape[0], x0 : x0 + scaled.shape[1]], scaled)
+    assert frame.sum() == pytest.approx(scaled.sum())
+
+    # Centre of mass at (14, 14), marked in red; every other pixel is the frame.
+    ys, xs = np.indices(frame.shape)
+    cy, cx = (ys * frame).sum() / frame.sum(), (xs * frame).sum() / frame.sum()
+    assert (cy, cx) == pytest.approx((14, 14), abs=0.5)
+    centred = steps[3].image
+    assert (centred[round(cy), round(cx)] == MARK).all()
+    rest = np.ones(frame.shape, bool)
+    rest[round(cy), round(cx)] = False
+    assert np.array_equal(centred[rest], as_rgb(frame)[rest])
+
+    assert np.array_equal(steps[4].image, as_rgb(trace.input))
+    assert np.array_equal(trace.input[..., 0], frame)  # a 28×28 model takes the frame as is
+
+
+def test_no_digit_has_only_the_ink_map_step() -> None:
+    trace = trace_canvas(np.asarray(blank("white_on_black")))
+    assert trace.framing is None and trace.input is None
+    assert [s.title for s in canvas_steps(trace)] == ["Ink map"]
+
+
+def test_steps_follow_other_targets() -> None:
+    steps = canvas_steps(trace_canvas(draw_seven("white_on_black"), target=(32, 32, 3)))
+    assert steps[2].title == "Longest side 23 px" and steps[3].title.endswith("(16, 16)")
+    assert steps[4].image.shape == (32, 32, 3)
+
+
+def test_enlarged_keeps_square_pixels() -> None:
+    tile = np.zeros((20, 10, 3), np.uint8)
+    tile[0, 0] = 255
+    big = enlarged(tile, 150)
+    assert big.shape == (300, 150, 3)
+    assert (big[:15, :15] == 255).all() and (big[15:, 15:] == 0).all()
+
+
+def test_naive_input_is_the_whole_canvas_resized() -> None:
+    rgba = draw_seven("black_on_white", offset=(-50, -40), size=0.5)  # small, top left
+    x = naive_input(rgba)
+    assert x.shape == (28, 28, 1) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    expected = np.asarray(Image.fromarray(ink_map(rgba), mode="F").resize(
+        (28, 28), Image.Resampling.LANCZOS))
+    assert np.allclose(x[..., 0], np.clip(expected, 0, 1), atol=1e-6)
+    assert np.abs(x - canvas_to_input(rgba)).mean() > 0.05  # not the MNIST-style input
+    ys, xs = np.indices((28, 28))
+    g = x[..., 0]
+    assert (ys * g).sum() / g.sum() < 10 and (xs * g).sum() / g.sum() < 10  # not centred
+    assert naive_input(rgba, (32, 32, 3)).shape == (32, 32, 3)
+
+
+def test_drawn_digits_are_reproducible() -> None:
+    digits = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    a = list(drawn_digits.drawn_digits(digits, seed=5))
+    b = list(drawn_digits.drawn_digits(digits, seed=5))
+    assert len(a) == 3 and all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+    assert a[0].shape == (280, 280, 4) and a[0].dtype == np.uint8
+    assert not np.array_equal(a[0], next(drawn_digits.drawn_digits(digits, seed=6)))
+    with pytest.raises(ValueError, match="mode='sepia' is not a canvas convention"):
+        paste_on_canvas(digits[0, ..., 0], np.random.default_rng(0), "sepia")
+
+
+def test_the_stored_measurement_is_read_or_none(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    assert drawn_digits.load_measured(path) is None
+    path.write_text('{"n": 10, "model": "m", "mnist_style_accuracy": 0.9, '
+                    '"naive_accuracy": 0.4, "original_accuracy": 0.95}')
+    m = drawn_digits.load_measured(path)
+    assert m is not None and (m.n, m.mnist_style, m.naive) == (10, 0.9, 0.4)
+    path.write_text('{"n": 10}')
+    assert drawn_digits.load_measured(path) is None
+
+
 # --- real MNIST: pasting digits onto a big canvas and preprocessing back keeps accuracy ---
 
 
@@ -144,26 +266,6 @@ def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             _read_idx(folder / "train-labels-idx1-ubyte.gz"),
             _read_idx(folder / "t10k-images-idx3-ubyte.gz"),
             _read_idx(folder / "t10k-labels-idx1-ubyte.gz"))
-
-
-def paste_on_canvas(digit: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
-    """One 28×28 MNIST digit at a random scale and position on a 280×280 RGBA canvas."""
-    side = int(rng.integers(110, 270))
-    big = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
-    y, x = (int(v) for v in rng.integers(0, CANVAS - side + 1, size=2))
-    ink = np.zeros((CANVAS, CANVAS), np.uint8)
-    ink[y : y + side, x : x + side] = big
-    canvas = np.zeros((CANVAS, CANVAS, 4), np.uint8)
-    if mode == "white_on_black":
-        canvas[..., :3] = ink[..., None]
-        canvas[..., 3] = 255
-    elif mode == "black_on_white":
-        canvas[..., :3] = 255 - ink[..., None]
-        canvas[..., 3] = 255
-    else:  # coloured strokes on a transparent background
-        canvas[..., :3] = (30, 120, 220)
-        canvas[..., 3] = ink
-    return canvas
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +303,7 @@ def test_pasted_mnist_digits_keep_accuracy(mnist_model) -> None:
     raw = accuracy(x_test[..., None].astype(np.float32) / 255.0)
     drops = {}
     for mode in MODES:
-        inputs = [canvas_to_input(paste_on_canvas(d, mode, rng)) for d in x_test]
+        inputs = [canvas_to_input(paste_on_canvas(d, rng, mode)) for d in x_test]
         assert sum(x is None for x in inputs) == 0, "a real digit was taken for a dot"
         drops[mode] = raw - accuracy(np.stack(inputs))
     print(f"\nraw accuracy {raw:.3f}; drop after paste+preprocess: "
