@@ -44,6 +44,7 @@ MNIST_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IDX_CHUNK = 4 << 20  # bytes decompressed between two progress reports
 
 Progress = Callable[[float, str], None]
+DOWNLOAD_CHUNK = 1 << 18  # bytes per read of a download: a progress step every 256 KB
 """A loader's progress callback: ``progress(fraction, text)``, fraction rising to 1.0."""
 
 # Limits for uploaded zips: the server caps uploads at 200 MB; these bound what we unpack.
@@ -167,15 +168,49 @@ def _tell(progress: Progress | None, fraction: float, text: str) -> None:
         progress(min(max(fraction, 0.0), 1.0), text)
 
 
-def _cached_file(fname: str, origin: str, subdir: str, progress: Progress | None = None) -> Path:
-    """Path of a Keras-cached data file, downloading it with keras.utils.get_file if online.
+def download(url: str, dest: Path, progress: Progress | None = None) -> Path:
+    """Fetch ``url`` into ``dest``, telling ``progress`` the share of bytes received.
 
-    The cache is checked first: get_file() would return the same path without
-    downloading, but it silently swaps a read-only KERAS_HOME for /tmp/.keras and then
-    downloads, and offline that can hang. So get_file runs only for a real download.
-    A download's own progress cannot be hooked (Keras prints it); ``progress`` only
-    hears that it started.
+    Our own loop rather than keras.utils.get_file, whose progress only reaches stdout: a
+    first download of a data set shows its progress in the page. The file appears at
+    ``dest`` only when complete (temp file, then rename), so a cut download never looks
+    cached. Any failure is a DatasetUnavailable saying what to do.
     """
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise DatasetUnavailable(
+            f"Cannot save {dest.name} into {dest.parent} ({exc.strerror or exc}); set "
+            "KERAS_HOME to a folder you can write to.") from exc
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+            total, got = int(resp.headers.get("Content-Length") or 0), 0
+            size = f" of {total / 1e6:.1f} MB" if total else " MB"
+            while chunk := resp.read(DOWNLOAD_CHUNK):
+                out.write(chunk)
+                got += len(chunk)
+                _tell(progress, got / total if total else 0.0,
+                      f"Downloading {dest.name}: {got / 1e6:.1f}{size}")
+        os.replace(tmp, dest)
+    except (OSError, urllib.error.URLError) as exc:  # HTTPError and timeouts included
+        Path(tmp).unlink(missing_ok=True)
+        raise DatasetUnavailable(
+            f"Downloading {url} failed ({exc}); try again, or download it yourself and put "
+            f"it in {dest.parent}.") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _cached_file(fname: str, origin: str, subdir: str, progress: Progress | None = None) -> Path:
+    """Path of a data file in the Keras cache (where keras.datasets keeps it), downloaded
+    from ``origin`` with its progress when it is not there and the internet is reachable."""
     local = keras_home() / subdir / fname
     if local.is_file():
         return local
@@ -185,11 +220,7 @@ def _cached_file(fname: str, origin: str, subdir: str, progress: Progress | None
             f"download it from {origin}{fname} and put it there (or set KERAS_HOME to a "
             f"folder whose {subdir} has it)."
         )
-    import keras
-
-    _tell(progress, 0.0, f"Downloading {fname} with Keras…")
-    return Path(keras.utils.get_file(fname, origin=origin + fname, cache_subdir=subdir,
-                                     cache_dir=str(keras_home())))
+    return download(origin + fname, local, progress)
 
 
 def _read_idx(path: Path, offset: int, read: Callable[[int], None] | None = None) -> np.ndarray:
@@ -320,8 +351,11 @@ def _load_cifar10(progress: Progress | None) -> tuple[np.ndarray, ...]:
             )
         import keras
 
-        _tell(progress, 0.0, "Downloading and extracting CIFAR-10 (170 MB) with Keras…")
-        # Exactly the download / sha256 check / extraction of keras.datasets.cifar10.load_data.
+        if not archive.is_file():  # our download shows its progress; Keras' prints it
+            download(CIFAR10_ORIGIN, archive, progress)
+        _tell(progress, 0.0, "Checking and extracting CIFAR-10 with Keras…")
+        # Exactly the sha256 check / extraction of keras.datasets.cifar10.load_data, which
+        # finds the archive in place and does not download it again.
         # We read the batches ourselves afterwards: load_data builds a (50000, 3, 32, 32) array
         # and returns a transposed view (a second 150 MB copy to make it contiguous), and on
         # every later call it re-hashes the 170 MB archive and extracts it again.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -21,6 +22,9 @@ from cnnlab.config import UPLOAD_PREFIX
 from cnnlab.datasets import Dataset, DatasetUnavailable
 from pages import state
 from pages.signin import md
+
+if TYPE_CHECKING:
+    from cnnlab.inference import Predictor
 
 
 def _keep_keras_state() -> None:
@@ -186,3 +190,11 @@ def fmt_seconds(s: float | None) -> str:
     s = int(round(s))
     h, rem = divmod(s, 3600)
     return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def run_predictor(run_dir: str, mtime: float) -> Predictor:
+    """A run's best model, loaded once per server; a new checkpoint (mtime) reloads it."""
+    from cnnlab import inference  # Keras: only for the pages that show a model
+
+    return inference.load_run_predictor(run_dir)

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cnnlab import access, charts, predictions
+from cnnlab import access, charts, predictions, runs
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.evaluate import N_MISTAKES
-from pages.common import cached_dataset
+from pages.common import cached_dataset, run_predictor
 from pages.signin import md
+from pages.why import why_panel
 
 if TYPE_CHECKING:
     from cnnlab.accounts import User
@@ -85,6 +86,21 @@ def _show(x_test: np.ndarray | None, idx: np.ndarray, captions: list[str],
                      hide_index=True, key=f"{key}_numbers")
 
 
+def why_test_image(run_dir: Path | str, x_test: np.ndarray, shown: np.ndarray,
+                   names: tuple[str, ...], key: str) -> None:
+    """Pick one of the ``shown`` test images and see why the run's model decided what it
+    did (the saliency panel); the model loads only once an image is picked."""
+    pick = st.selectbox("Why? Explain one of them", range(len(shown)), index=None,
+                        format_func=lambda k: f"image {k + 1} (test image {shown[k]})",
+                        placeholder="pick an image to see what the model looked at",
+                        key=f"{key}_why_pick")
+    best = runs.best_model_path(run_dir)
+    if pick is None or not best.is_file():
+        return
+    x = x_test[shown[pick]].astype(np.float32) / 255.0  # the panel takes inputs in [0, 1]
+    why_panel(run_predictor(str(run_dir), best.stat().st_mtime), x, names, key=f"{key}_test")
+
+
 def cell_examples_section(user: User, prefix: str, run_id: str, run_dir: Path | str,
                           dataset: str, owner: str, metrics: dict[str, Any]) -> None:
     """The test images of the picked confusion cell, and a class's hardest examples."""
@@ -122,6 +138,8 @@ def cell_examples_section(user: User, prefix: str, run_id: str, run_dir: Path | 
                        + (f" (first {N_MISTAKES} shown)." if len(idx) > N_MISTAKES else "."))
             _show(x_test, shown, [f"{c:.0%}" for c in conf],
                   {"confidence": [round(float(c), 4) for c in conf]}, f"{prefix}_cell_grid")
+            if x_test is not None:
+                why_test_image(run_dir, x_test, shown, tuple(names), f"{prefix}_{run_id}")
 
     st.markdown("**Hardest examples of a class** — lowest probability for the true class")
     cm = np.asarray(metrics["confusion"])

@@ -19,7 +19,7 @@ from cnnlab.preprocess import CanvasTrace, image_to_input, naive_input, open_ima
 from cnnlab.runs import RunStatus
 from pages import state
 from pages.boundary import guarded
-from pages.common import cached_dataset, engine
+from pages.common import cached_dataset, engine, run_predictor
 from pages.corrections import corrections_panel
 from pages.signin import current_user, md
 from pages.why import why_panel
@@ -29,12 +29,6 @@ PREVIEW_PX = 168  # the 28×28 input shown 6× bigger, pixel for pixel
 STEP_PX = 150  # each preprocessing step's picture, pixel for pixel
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp"]
 OWN_MODEL = "__own__"
-
-
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def run_predictor(run_dir: str, mtime: float) -> Predictor:
-    """A run's best model, loaded once per server; a new checkpoint (mtime) reloads it."""
-    return inference.load_run_predictor(run_dir)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Checking your model…")

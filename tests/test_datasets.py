@@ -486,3 +486,60 @@ def test_cifar_and_sample_progress_rise_to_one(tmp_path, monkeypatch):
     progress = Recorder()
     datasets.load("mnist_sample", progress=progress)
     progress.check(min_calls=1)
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A local HTTP server over ``tmp_path / "served"``: its base URL (ending in /)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # no request lines in the test output
+            pass
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_first_download_shows_its_progress_and_lands_in_the_keras_cache(
+        tmp_path, monkeypatch, file_server):
+    served, url = file_server
+    arrays = fake_mnist(3000, 500, ink=9)
+    write_mnist_idx(served.parent / "origin", arrays)
+    for fname in datasets.IDX_FILES:  # the published file names, at the origin's root
+        (served / fname).write_bytes((served.parent / "origin/datasets/mnist" / fname)
+                                     .read_bytes())
+    home = tmp_path / "home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(datasets, "MNIST_ORIGIN", url)
+    monkeypatch.setattr(datasets, "_online", lambda host: True)
+    monkeypatch.setattr(datasets, "DOWNLOAD_CHUNK", 256)  # many steps from small files
+    progress = Recorder()
+    ds = datasets.load("mnist", progress=progress)
+    assert len(ds.y_train) == 3000 and int(ds.x_test.max()) == 9
+    assert all((home / "datasets" / "mnist" / f).is_file() for f in datasets.IDX_FILES)
+    downloads = [(f, t) for f, t in progress.calls if t.startswith("Downloading ")]
+    first = [f for f, t in downloads if datasets.IDX_FILES[0] in t]
+    assert len(first) > 3 and first == sorted(first) and first[-1] == 1.0
+    assert " MB" in downloads[0][1]
+    assert not list(home.rglob("*.part"))  # nothing half-written is left
+
+
+def test_a_failed_download_leaves_no_file_and_says_what_to_do(tmp_path, monkeypatch,
+                                                              file_server):
+    _, url = file_server  # serves nothing: every file is a 404
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(datasets, "MNIST_ORIGIN", url)
+    monkeypatch.setattr(datasets, "_online", lambda host: True)
+    with pytest.raises(datasets.DatasetUnavailable, match="failed .*404.*put it in"):
+        datasets.load("mnist")
+    assert not [p for p in (tmp_path / "home").rglob("*") if p.is_file()]

@@ -83,6 +83,16 @@ def test_runs_page_shows_the_images_of_a_chosen_cell(trained: Path, monkeypatch)
     assert any(f"{len(predictions.cell_examples(preds, i, j))} test image(s)" in c.value
                for c in at.caption)
 
+    # Why? One of the cell's images in the saliency panel: nothing until it is opened.
+    at.selectbox(key=f"runs_{run_id}_why_pick").set_value(0).run()
+    why = [e for e in at.expander if e.label == "Why did it decide this?"]
+    assert not at.exception and len(why) == 1 and not len(why[0].image)
+    at.session_state[f"why_runs_{run_id}_test"] = True  # the user opens it
+    at.run()
+    why = next(e for e in at.expander if e.label == "Why did it decide this?")
+    assert not at.exception and len(why.image) == 1  # the map over that test image
+    assert any("Grad-CAM on layer" in c.value for c in why.caption)
+
     # The diagonal: least confident right answers first.
     k = int(np.diag(metrics["confusion"]).argmax())
     at.selectbox(key=f"runs_cell_true_{run_id}").set_value(k).run()
