@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cnnlab.config import ModelConfig
     from cnnlab.datasets import Dataset
+    from cnnlab.fit_settings import FitSettings
 
 # Exit statuses (DESIGN: CLI exit codes).
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -159,6 +161,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             model_and_fit = config.from_file(Path(args.config).read_bytes())
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read config {args.config}: {exc}") from exc
+    model_and_fit = _with_backbone(args, *model_and_fit)
     # The same defaults as the Train page: a batch that fits the data, epochs sized to it.
     offered = training.default_request(dataset, args.preset, args.limit, model_and_fit)
     fit = dataclasses.replace(
@@ -166,7 +169,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs if args.epochs is not None else offered.fit.epochs,
         batch_size=args.batch_size if args.batch_size is not None else offered.fit.batch_size,
     )
-    request = dataclasses.replace(offered, fit=fit)
+    if args.fine_tune_epochs is not None:
+        fit = dataclasses.replace(fit, fine_tune_epochs=args.fine_tune_epochs)
+    weights = args.weights
+    if weights not in (None, "imagenet"):  # config.json records where the file was
+        weights = str(Path(weights).resolve())
+    request = dataclasses.replace(offered, fit=fit, weights=weights)
     try:
         errors = training.request_errors(request, dataset)  # budgets included
     except ValueError as exc:  # a bad budget setting
@@ -200,6 +208,23 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _with_backbone(args: argparse.Namespace, model: ModelConfig, fit: FitSettings
+                   ) -> tuple[ModelConfig, FitSettings]:
+    """The model with ``--backbone`` in place of its conv blocks (the head, optimizer and
+    augmentation stay the preset's or config file's) and ``--unfreeze``."""
+    import dataclasses
+
+    if args.backbone:
+        model = dataclasses.replace(model, backbone=args.backbone, blocks=())
+    if args.unfreeze is not None:
+        model = dataclasses.replace(model, unfreeze=args.unfreeze)
+    epochs = fit.fine_tune_epochs if args.fine_tune_epochs is None else args.fine_tune_epochs
+    if args.unfreeze and not epochs:
+        raise CliError(f"--unfreeze {args.unfreeze} needs --fine-tune-epochs N (the epochs "
+                       "of phase 2, which trains those layers); or leave out --unfreeze.")
+    return model, fit
 
 
 def _mark_interrupted(run_dir: Path) -> None:
@@ -244,10 +269,11 @@ def _zip_dataset(args: argparse.Namespace) -> Dataset:
 def _print_progress(event: dict[str, Any]) -> None:
     """One stderr line per epoch (and a live batch line on a terminal)."""
     if event["kind"] == "epoch":
+        phase = f"  (phase {event['phase']})" if "phase" in event else ""
         print(
             f"\repoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  "
             f"acc {event['accuracy']:.4f}  val_loss {event['val_loss']:.4f}  "
-            f"val_acc {event['val_accuracy']:.4f}  {event['seconds']:.1f}s",
+            f"val_acc {event['val_accuracy']:.4f}  {event['seconds']:.1f}s{phase}",
             file=sys.stderr,
         )
     elif event["kind"] == "batch" and sys.stderr.isatty():
@@ -312,10 +338,11 @@ def cmd_users(args: argparse.Namespace) -> dict[str, Any]:
 def parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-parser per command."""
     from cnnlab import __version__
+    from cnnlab.backbones import BACKBONES
     from cnnlab.config import PRESETS
     from cnnlab.datasets import REGISTRY
 
-    presets, names = list(PRESETS), list(REGISTRY)
+    presets, names, backbone_names = list(PRESETS), list(REGISTRY), list(BACKBONES)
     p = argparse.ArgumentParser(prog="cnnlab", description=__doc__, formatter_class=_Help,
                                 epilog="`cnnlab` and `python -m cnnlab` are the same command.")
     p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
@@ -352,6 +379,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
     s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--backbone", choices=backbone_names, metavar="NAME",
+                   help=f"a pretrained network in place of the conv blocks: one of "
+                        f"{', '.join(backbone_names)} (the head stays the preset's)")
+    s.add_argument("--weights", metavar="imagenet|PATH", default=None,
+                   help="the backbone's starting weights: imagenet (downloaded into "
+                        "KERAS_HOME/models when online) or a weights file (.weights.h5 or a "
+                        "Keras *_notop.h5); default: random")
+    s.add_argument("--unfreeze", type=int, default=None, metavar="N",
+                   help="phase 2 trains the backbone's top N layers (BatchNorm stays frozen)")
+    s.add_argument("--fine-tune-epochs", type=int, default=None, metavar="N",
+                   help="epochs of phase 2, after --epochs of phase 1 (head only)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("predict", help="classify one image with a trained run")

@@ -98,7 +98,8 @@ def load(secrets_file: Path | str = SECRETS_FILE) -> Budgets:
 
 def activation_bytes(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
                      batch_size: int) -> int:
-    """Forward activation memory of one batch in bytes (float32, every layer's output)."""
+    """Forward activation memory of one batch in bytes (float32, every layer's output; a
+    backbone's every inner layer at its own input size, from backbones.BACKBONES)."""
     from cnnlab import models
 
     per_sample = models.memory_bytes(config, input_shape, n_classes)["activations_per_sample"]
@@ -107,9 +108,14 @@ def activation_bytes(config: ModelConfig, input_shape: tuple[int, ...], n_classe
 
 def problems(budgets: Budgets, config: ModelConfig, input_shape: tuple[int, ...],
              n_classes: int, epochs: int, batch_size: int) -> list[str]:
-    """Every way this run would exceed ``budgets``, one sentence each (empty: within them)."""
+    """Every way this run would exceed ``budgets``, one sentence each (empty: within them).
+
+    A backbone counts in full: its frozen parameters are still loaded and its activations
+    are computed at its input size (e.g. 224×224) whatever the images' size.
+    """
     from cnnlab import config as config_mod
     from cnnlab import models
+    from cnnlab.backbones import BACKBONES
 
     out: list[str] = []
     if epochs > budgets.max_epochs:
@@ -117,16 +123,24 @@ def problems(budgets: Budgets, config: ModelConfig, input_shape: tuple[int, ...]
                    "per run. Use fewer epochs (early stopping usually ends sooner anyway).")
     if config_mod.validate(config, tuple(input_shape)):
         return out  # an impossible model has no size to check; validate() says why
+    row = BACKBONES.get(config.backbone)
     params = models.total_params(config, input_shape, n_classes)
     if params > budgets.max_params:
+        fix = ("Use fewer filters or dense units, or more pooling before the dense layers."
+               if row is None else
+               f"{row.name} alone has {row.params:,}: choose a smaller backbone "
+               f"(MobileNetV3Small has {BACKBONES['MobileNetV3Small'].params:,}) or fewer "
+               "dense units.")
         out.append(f"The model has {params:,} parameters; this server allows at most "
-                   f"{budgets.max_params:,}. Use fewer filters or dense units, or more pooling "
-                   "before the dense layers.")
+                   f"{budgets.max_params:,}. {fix}")
     act = activation_bytes(config, input_shape, n_classes, batch_size)
     if act > budgets.max_activation_mb * MB:
+        fix = ("batch size or fewer filters in the first blocks." if row is None else
+               f"batch size or a smaller backbone ({row.name} works on "
+               f"{row.input_size}×{row.input_size} images).")
         out.append(f"One batch of {batch_size} needs {act / MB:,.0f} MB of activations; this "
                    f"server allows at most {budgets.max_activation_mb:,} MB. Use a smaller "
-                   "batch size or fewer filters in the first blocks.")
+                   f"{fix}")
     return out
 
 

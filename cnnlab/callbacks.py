@@ -66,7 +66,8 @@ class StopFlag:
 
 
 def read_checkpoint(run_dir: Path | str) -> dict[str, Any] | None:
-    """The resumable checkpoint's facts (``epoch``, ``history`` rows), or None."""
+    """The resumable checkpoint's facts (``epoch``, ``history`` rows, and a backbone run's
+    ``phase``: the one its last.keras is in), or None."""
     try:
         data = json.loads((Path(run_dir) / CHECKPOINT_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -111,6 +112,10 @@ def classes() -> dict[str, type]:
             deadline: time.monotonic() at which the run's wall-clock budget ends, or None.
             samples: (test indices, their uint8 images) predicted after every epoch; the
                 epoch event carries ``samples`` = {"index", "predicted", "confidence"}.
+            total_epochs: the run's epochs when it fits in more than one ``fit`` call (a
+                backbone's two phases); None: the ``fit`` call's own.
+            phase: the training phase (1 head only, 2 fine-tuning) of a backbone run, set
+                before each ``fit``; it goes into events, history rows and the checkpoint.
         """
 
         def __init__(
@@ -124,8 +129,11 @@ def classes() -> dict[str, type]:
             deadline: float | None = None,
             min_interval: float = ev.BATCH_EVENT_INTERVAL_S,
             samples: tuple[np.ndarray, np.ndarray] | None = None,
+            total_epochs: int | None = None,
+            phase: int | None = None,
         ) -> None:
             super().__init__()
+            self.total_epochs, self.phase = total_epochs, phase
             self.samples = samples
             self.emit, self.stop, self.work_dir = emit, stop, work_dir
             self.n_samples, self.batch_size = n_samples, batch_size
@@ -138,7 +146,7 @@ def classes() -> dict[str, type]:
         def on_train_begin(self, logs=None):
             steps = self.params.get("steps") or math.ceil(self.n_samples / self.batch_size)
             self.steps = int(steps)
-            self.epochs = int(self.params["epochs"])
+            self.epochs = self.total_epochs or int(self.params["epochs"])
             self.t_train = time.perf_counter()
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -178,8 +186,11 @@ def classes() -> dict[str, type]:
                 epoch=self.epoch + 1, epochs=self.epochs, batch=done, batches=self.steps,
                 loss=ev.num(loss), accuracy=ev.num((logs or {}).get("accuracy")),
                 samples_per_s=rate, eta_epoch_s=eta_epoch, eta_run_s=eta_run,
-                elapsed_s=now - self.t_train,
+                elapsed_s=now - self.t_train, **self._phase(),
             ))
+
+        def _phase(self) -> dict[str, int]:
+            return {} if self.phase is None else {"phase": self.phase}
 
         def on_test_batch_end(self, batch, logs=None):
             if self.stop.is_set():  # skip the rest of validation after Stop
@@ -200,12 +211,13 @@ def classes() -> dict[str, type]:
                 "val_accuracy": ev.num(logs.get("val_accuracy")),
                 "learning_rate": current_lr(self.model),
                 "seconds": round(seconds, 3),
+                **self._phase(),
             }
             self.rows.append(row)
             if self.work_dir is not None and self.nan_at is None:
                 save_model_atomically(self.model, self.work_dir / LAST_FILE)
                 _write_json(self.work_dir / CHECKPOINT_FILE,
-                            {"epoch": epoch + 1, "history": self.rows})
+                            {"epoch": epoch + 1, "history": self.rows, **self._phase()})
             extra = {"samples": self._predict_samples()} if self.samples is not None else {}
             self.emit(ev.make("epoch", epochs=self.epochs, **row, **extra))
 
@@ -244,14 +256,20 @@ def classes() -> dict[str, type]:
 
     class StopAwareEarlyStopping(keras.callbacks.EarlyStopping):
         """EarlyStopping that ignores an epoch cut short by Stop and, on a resumed run,
-        carries on counting from the history so far (best loss and epochs since it)."""
+        carries on counting from the history so far (best loss and epochs since it).
 
-        def __init__(self, progress, patience, history=None, start_from_epoch=0):
+        ``phase_start`` (0-based epoch) begins a new phase: earlier epochs still set the
+        best loss to beat, but the wait for an improvement starts again there.
+        """
+
+        def __init__(self, progress, patience, history=None, start_from_epoch=0,
+                     phase_start=0):
             super().__init__(monitor="val_loss", patience=patience,
                              restore_best_weights=True, verbose=0,
                              start_from_epoch=start_from_epoch)
             self.progress = progress
             self.previous = [r.get("val_loss") for r in history or []]
+            self.phase_start = phase_start
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
@@ -259,7 +277,8 @@ def classes() -> dict[str, type]:
             if losses:
                 best_at = max(i for i, v in enumerate(self.previous) if v == min(losses))
                 self.best = min(losses)
-                self.wait = len(self.previous) - 1 - best_at
+                # A new phase trains at another learning rate: its epochs get the full patience.
+                self.wait = len(self.previous) - 1 - max(best_at, self.phase_start - 1)
 
         def on_epoch_end(self, epoch, logs=None):
             if not self.progress.partial_epoch:

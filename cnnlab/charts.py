@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from cnnlab import text as text_mod
+
+if TYPE_CHECKING:
+    from cnnlab.backbone_stages import Stage
 
 # ---------------------------------------------------------------------------- explore (datasets)
 
@@ -124,7 +127,8 @@ def pixel_histogram_figure(counts: np.ndarray) -> go.Figure:
 
 # ---------------------------------------------------------------------------- configure (models)
 
-_GROUP_COLORS = {"augment": "#fde68a", "block": "#c7d2fe", "dense": "#bbf7d0", "output": "#fecaca"}
+_GROUP_COLORS = {"augment": "#fde68a", "block": "#c7d2fe", "dense": "#bbf7d0", "output": "#fecaca",
+                 "backbone": "#bfdbfe"}
 
 
 def _shape_text(shape: tuple[int, ...] | list[int]) -> str:
@@ -141,7 +145,8 @@ _SHORT = {"Conv2D": "conv", "BatchNormalization": "BN", "MaxPooling2D": "pool",
           "Dropout": "dropout", "Dense": "dense", "Flatten": "flatten",
           "GlobalAveragePooling2D": "global avg pool", "Rescaling": "rescale 1/255",
           "RandomFlip": "random flip", "RandomTranslation": "random shift",
-          "RandomRotation": "random rotation", "Input": "input"}
+          "RandomRotation": "random rotation", "Input": "input",
+          "ImagenetPreprocess": "resize + ImageNet preprocessing"}
 
 
 def _group_lines(members: list[dict]) -> list[str]:
@@ -166,9 +171,36 @@ def _group_lines(members: list[dict]) -> list[str]:
     return out
 
 
-def architecture_dot(rows: list[dict]) -> str:
+def _backbone_cluster(i: int, row: dict, inside: list[Stage]) -> list[str]:
+    """A pretrained backbone opened: one box per stage inside a dashed frame (nodes
+    ``n{i}_0`` … ``n{i}_{k}``, chained)."""
+    frozen = row["params"] - row.get("trainable", row["params"])
+    state = "frozen in phase 1" if frozen else "trained"
+    lines = [f"  subgraph cluster_n{i} {{",
+             f'    label="{row["type"]} backbone, {row["params"]:,} params, {state}";',
+             '    style="rounded,dashed"; color="#6b7280"; fontname="Helvetica"; fontsize=11;']
+    for j, stage in enumerate(inside):
+        parts = [f"{stage.name} · {stage.layers} layers → {_shape_text(stage.output_shape)}"]
+        if stage.params:
+            parts.append(f"{stage.params:,} params")
+        if stage.unfrozen:
+            parts.append(f"{stage.unfrozen} trained in phase 2")
+        label = "\\n".join(parts).replace('"', "'")
+        lines.append(f'    n{i}_{j} [label="{label}", fillcolor="{_GROUP_COLORS["backbone"]}"];')
+        if j:
+            lines.append(f"    n{i}_{j - 1} -> n{i}_{j};")
+    lines.append("  }")
+    return lines
+
+
+def architecture_dot(rows: list[dict], inside: list[Stage] | None = None) -> str:
     """Graphviz DOT of a layer table (``models.layer_table`` rows), one box per conv block or
-    dense layer listing its layers and output shapes, top to bottom."""
+    dense layer listing its layers and output shapes, top to bottom.
+
+    A pretrained backbone (the row named "backbone") is one box saying how much of it is
+    frozen; with ``inside`` (its stages, ``backbone_stages.stages``) it opens into a frame of
+    one box per stage.
+    """
     groups: list[tuple[str, list[dict]]] = []
     for row in rows:
         key = _layer_group(row["name"])
@@ -183,19 +215,30 @@ def architecture_dot(rows: list[dict]) -> str:
         ' fillcolor="#e5e7eb", color="#6b7280"];',
         '  edge [color="#6b7280"];',
     ]
+    ends: list[tuple[str, str]] = []  # (first, last) node of each group, for the edges
     for i, (key, members) in enumerate(groups):
-        parts = [key] if key.startswith(("block", "dense", "augment")) else []
-        parts += _group_lines(members)
-        if key == "output":
-            parts = [f"softmax output → {_shape_text(members[-1]['output_shape'])}"]
-        params = sum(r["params"] for r in members)
-        if params:
-            parts.append(f"{params:,} params")
-        color = next((c for k, c in _GROUP_COLORS.items() if key.startswith(k)), "#e5e7eb")
-        label = "\\n".join(parts).replace('"', "'")
-        lines.append(f'  n{i} [label="{label}", fillcolor="{color}"];')
+        if key == "backbone" and inside:
+            lines += _backbone_cluster(i, members[0], inside)
+            ends.append((f"n{i}_0", f"n{i}_{len(inside) - 1}"))
+        else:
+            parts = [key] if key.startswith(("block", "dense", "augment")) else []
+            parts += _group_lines(members)
+            if key == "output":
+                parts = [f"softmax output → {_shape_text(members[-1]['output_shape'])}"]
+            params = sum(r["params"] for r in members)
+            if params:
+                parts.append(f"{params:,} params")
+            frozen = params - sum(r.get("trainable", r["params"]) for r in members)
+            if key == "backbone":
+                parts.insert(0, "pretrained backbone")
+                if frozen:
+                    parts.append("frozen in phase 1")
+            color = next((c for k, c in _GROUP_COLORS.items() if key.startswith(k)), "#e5e7eb")
+            label = "\\n".join(parts).replace('"', "'")
+            lines.append(f'  n{i} [label="{label}", fillcolor="{color}"];')
+            ends.append((f"n{i}", f"n{i}"))
         if i:
-            lines.append(f"  n{i - 1} -> n{i};")
+            lines.append(f"  {ends[i - 1][1]} -> {ends[i][0]};")
     lines.append("}")
     return "\n".join(lines)
 

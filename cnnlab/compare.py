@@ -88,6 +88,16 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _planned_epochs(config: dict[str, Any]) -> int | None:
+    """Epochs a run plans in all (both phases of a pretrained backbone), None if unreadable."""
+    from cnnlab import training
+
+    try:
+        return training.total_epochs(training.request_from_config(config))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def run_row(run: runs.RunInfo) -> dict[str, Any]:
     """One table row for ``run``: name, data set, model, scores, time, device, status.
 
@@ -107,9 +117,7 @@ def run_row(run: runs.RunInfo) -> dict[str, Any]:
     model = raw_model if isinstance(raw_model, dict) else {}
     preset = config.get("preset") or "custom"
     summary = model_summary(model)
-    raw_fit = config.get("fit")
-    fit = raw_fit if isinstance(raw_fit, dict) else {}
-    done, total = status.get("epochs_done"), fit.get("epochs")
+    done, total = status.get("epochs_done"), _planned_epochs(config)
     return {
         "run_id": run.run_id,
         "name": run.name,

@@ -3,6 +3,8 @@
 A ``ModelConfig`` describes a plain CNN the way the reference notebooks build one:
 conv blocks (each: ``convs`` × Conv2D [+ BatchNorm], then optional max-pool and dropout),
 then Flatten (or global average pooling), optional dropout, dense layers and a softmax head.
+Or, with ``backbone`` set, a pretrained keras.applications network (``cnnlab.backbones``)
+instead of the blocks, under the same head, trained frozen and then fine-tuned.
 Everything is hashable (tuples, not lists) so configs can key caches.
 
 No Keras import here: the Configure page validates and traces shapes without TensorFlow.
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cnnlab import datasets
+from cnnlab.backbones import BACKBONES
 from cnnlab.fit_settings import FIELDS as FIT_FIELDS
 from cnnlab.fit_settings import FitSettings
 
@@ -92,6 +95,11 @@ class ModelConfig:
     lr_decay_steps: int = 1000
     augmentation: Augmentation = field(default_factory=Augmentation)
     batch_norm_momentum: float = 0.99  # Keras' default; 0.9 suits a few hundred steps
+    # "" = the CNN of ``blocks``; else a key of backbones.BACKBONES (then ``blocks`` is empty
+    # and the head always pools globally).
+    backbone: str = ""
+    unfreeze: int = 0  # phase 2 trains the backbone's top N layers (BatchNorm stays frozen)
+    fine_tune_lr_factor: float = 0.1  # phase 2's learning rate = learning_rate × this
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (lists instead of tuples)."""
@@ -109,6 +117,8 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a model config must be a JSON object, got {type(data).__name__}")
         kwargs = _convert(cls, data, "config", skip=("blocks", "dense", "augmentation"))
+        if kwargs.get("backbone") and "blocks" not in data:
+            kwargs["blocks"] = ()  # a backbone replaces the blocks; none is the default
         if "blocks" in data:
             kwargs["blocks"] = tuple(
                 ConvBlock(**_convert(ConvBlock, b, f"block {i}"))
@@ -261,6 +271,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "convs": (1, 4), "stride": (1, 4), "dropout": (0.0, 0.9), "flatten_dropout": (0.0, 0.9),
     "epochs": (1, 100), "patience": (0, 20), "lr_decay_rate": (0.1, 1.0),
     "lr_decay_steps": (1, 1_000_000), "translate": (0.0, 0.3), "rotate": (0.0, 0.25),
+    # The deepest backbone's layers; validate() checks each backbone's own count.
+    "unfreeze": (0, max(b.layers for b in BACKBONES.values())),
+    "fine_tune_lr_factor": (0.001, 1.0), "fine_tune_epochs": (0, 100),
 }
 
 
@@ -312,7 +325,8 @@ def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
             problems.append(f"{where}: unknown {what} '{value}'; choose one of {choices}")
 
     h, w = int(input_shape[0]), int(input_shape[1])
-    if not config.blocks:
+    problems += _backbone_problems(config, input_shape)
+    if not config.blocks and not config.backbone:
         problems.append("no conv blocks: add at least one block")
     for i, b in enumerate(config.blocks, start=1):
         where = f"block {i}"
@@ -386,6 +400,34 @@ def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
         problems.append(
             f"augmentation: rotate {aug.rotate:g} must be in [0, 0.5] (a fraction of a turn)"
         )
+    return problems
+
+
+def _backbone_problems(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
+    """What is wrong with the backbone settings of ``config``, one sentence each."""
+    problems: list[str] = []
+    if not 0 < config.fine_tune_lr_factor <= 1:
+        problems.append(f"Fine-tune learning-rate factor {config.fine_tune_lr_factor:g} is "
+                        "outside (0, 1]; use 0.1 (phase 2 then learns 10× slower).")
+    if not config.backbone:
+        if config.unfreeze:
+            problems.append(f"Unfreeze is {config.unfreeze} but there is no backbone to "
+                            "unfreeze; choose a backbone or set unfreeze to 0.")
+        return problems
+    row = BACKBONES.get(config.backbone)
+    if row is None:
+        return [*problems, f"Unknown backbone '{config.backbone}'; choose one of "
+                           f"{', '.join(BACKBONES)}, or none for conv blocks."]
+    if config.blocks:
+        problems.append(f"A {row.name} model has no conv blocks of its own, but this config "
+                        f"has {len(config.blocks)}; remove them or choose no backbone.")
+    if not 0 <= config.unfreeze <= row.layers:
+        problems.append(f"Unfreeze is {config.unfreeze}; {row.name} has {row.layers} layers, "
+                        f"so use 0 to {row.layers}.")
+    channels = int(input_shape[-1]) if len(input_shape) == 3 else 0
+    if channels not in (1, 3):
+        problems.append(f"A backbone takes grey or colour images (1 or 3 channels); these "
+                        f"have shape {tuple(input_shape)}.")
     return problems
 
 
@@ -564,6 +606,27 @@ PRESETS: dict[str, Preset] = {
             ),
             # The Train page sizes the epochs to the data (fit_settings.epochs_for).
             FitSettings(batch_size=32, epochs=40, patience=8),
+        ),
+        Preset(
+            "mobilenet-transfer",
+            "Transfer learning: ImageNet's MobileNetV3Small (frozen), global pooling, dropout "
+            ".2 and a softmax head; then its top 20 layers fine-tuned at a tenth of the "
+            "learning rate. Images are resized to 224×224 (a GPU helps).",
+            "cifar10",
+            ModelConfig(
+                blocks=(),
+                backbone="MobileNetV3Small",
+                dense=(),
+                # The Keras transfer-learning guide's head: pool, dropout .2, classifier.
+                flatten_dropout=0.2,
+                global_pool=True,
+                optimizer="adam",
+                learning_rate=1e-3,
+                augmentation=Augmentation(flip=True, translate=0.1),
+                unfreeze=20,
+                fine_tune_lr_factor=0.1,
+            ),
+            FitSettings(batch_size=32, epochs=5, patience=3, fine_tune_epochs=5),
         ),
     )
 }

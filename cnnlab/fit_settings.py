@@ -22,17 +22,19 @@ PATIENCE_STEPS = 60  # early stopping waits at least this many steps without imp
 MIN_STEPS = 200  # and never stops a run before this many steps
 TARGET_STEPS = 1500  # a default run on the user's own images takes about this many steps
 MIN_EPOCHS, MAX_EPOCHS = 15, 60
-FIELDS = ("batch_size", "epochs", "patience")
+FIELDS = ("batch_size", "epochs", "patience", "fine_tune_epochs")
 
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How a model is fitted: batch size, epochs, and early-stopping patience in epochs
-    (0 = no early stopping)."""
+    """How a model is fitted: batch size, epochs, early-stopping patience in epochs
+    (0 = no early stopping), and for a backbone model the epochs of phase 2 (fine-tuning
+    its top layers, run after ``epochs``; 0 = none)."""
 
     batch_size: int = 64
     epochs: int = 10
     patience: int = 3
+    fine_tune_epochs: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """Plain JSON-able dict."""
@@ -64,6 +66,9 @@ class FitSettings:
             out.append(f"epochs is {self.epochs}; it must be at least 1")
         if self.patience < 0:
             out.append(f"patience is {self.patience}; use 0 or more epochs")
+        if self.fine_tune_epochs < 0:
+            out.append(f"fine-tune epochs is {self.fine_tune_epochs}; use 0 (no fine-tuning) "
+                       "or more epochs")
         return out
 
 
@@ -110,4 +115,5 @@ def defaults_for(preferred: FitSettings, own_images: bool, n_images: int) -> Fit
     batch size made to fit, and for the own-images preset epochs sized to the data."""
     batch = batch_size_for(preferred.batch_size, max(n_images, 1))
     epochs = epochs_for(n_images, batch) if own_images else preferred.epochs
-    return FitSettings(batch_size=batch, epochs=epochs, patience=preferred.patience)
+    return FitSettings(batch_size=batch, epochs=epochs, patience=preferred.patience,
+                       fine_tune_epochs=preferred.fine_tune_epochs)

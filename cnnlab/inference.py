@@ -100,6 +100,9 @@ def load_model_file(path: Path | str, budgets: budgets_mod.Budgets | None = None
 
 def load_run_model(path: Path | str) -> keras.Model:
     """Load a checkpoint this lab wrote into its runs folder (trusted: no child check)."""
+    from cnnlab import backbones
+
+    backbones.register()  # a pretrained-backbone run's input layer is a cnnlab class
     return read_model(path)
 
 

@@ -231,12 +231,14 @@ class Engine:
             raise EngineRefused(
                 f"Run {run_dir.name} has no resumable checkpoint (last.keras): fine-tune from "
                 "its best model instead, which starts a new run from those weights.")
-        request = training.request_from_run(run_dir)
+        # The weights come from the checkpoint: a backbone's starting file is not needed.
+        request = replace(training.request_from_run(run_dir), weights=None)
         if epochs is not None:
             request = training.with_epochs(request, epochs)
-        if state["epoch"] >= request.fit.epochs:
+        total = training.total_epochs(request)
+        if state["epoch"] >= total:
             raise EngineRefused(
-                f"Run {run_dir.name} has done {state['epoch']} of {request.fit.epochs} epochs: "
+                f"Run {run_dir.name} has done {state['epoch']} of {total} epochs: "
                 "resume it with more epochs, or fine-tune from its best model.")
         self._check_same_shape(run_dir, dataset, request)
         errors = self.request_errors(request, dataset)
@@ -276,7 +278,8 @@ class Engine:
         if not best.is_file():
             raise EngineRefused(f"Run {parent_dir.name} has no best.keras to fine-tune from.")
         parent = training.request_from_run(parent_dir)
-        request = replace(training.with_epochs(parent, epochs),
+        # weights=None: the starting weights are the parent's best, not its backbone's file.
+        request = replace(training.with_epochs(parent, epochs), weights=None,
                           name=name or f"{parent.run_name()}-finetune")
         facts: dict[str, Any] = {"parent": parent_dir.name}
         if corrections:

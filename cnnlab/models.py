@@ -4,6 +4,8 @@ One plan (``layer_plan``) lists every layer with its Keras class, arguments, out
 parameter count. ``build_model`` turns the plan into a Keras functional model, ``layer_table``
 shows it without importing TensorFlow (so the Configure page stays instant), and
 ``to_keras_script`` writes it out as plain Keras code. One plan for all three keeps them equal.
+A pretrained backbone (``config.backbone``) is one row of the plan: its numbers come from
+``backbones.BACKBONES``, and ``build_model`` builds it with keras.applications.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab import datasets
+from cnnlab import backbones, datasets
 from cnnlab.config import ModelConfig, conv_out, pool_out
 from cnnlab.fit_settings import FitSettings
 
@@ -33,13 +35,16 @@ KERAS_DATASETS = {name: info.keras_module for name, info in datasets.REGISTRY.it
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer of the plan: Keras class name, constructor arguments, output shape, params."""
+    """One layer of the plan: Keras class name, constructor arguments, output shape, params
+    (all of them, as Keras' ``count_params``) and ``trainable`` ones in phase 1 (without
+    BatchNorm's moving statistics and a frozen backbone's weights)."""
 
     name: str
     kind: str
     args: dict[str, Any]
     output_shape: tuple[int, ...]
     params: int
+    trainable: int
 
 
 def layer_plan(
@@ -50,11 +55,12 @@ def layer_plan(
     Shapes of an invalid config may contain zeros; call ``config.validate`` first.
     """
     h, w, c = (int(v) for v in input_shape)
-    plan = [LayerSpec("input", "Input", {"shape": (h, w, c)}, (h, w, c), 0)]
+    plan = [LayerSpec("input", "Input", {"shape": (h, w, c)}, (h, w, c), 0, 0)]
 
     def add(name: str, kind: str, args: dict[str, Any], shape: tuple[int, ...],
-            params: int = 0) -> None:
-        plan.append(LayerSpec(name, kind, args, shape, params))
+            params: int = 0, trainable: int | None = None) -> None:
+        plan.append(LayerSpec(name, kind, args, shape, params,
+                              params if trainable is None else trainable))
 
     aug = config.augmentation
     if aug.flip:
@@ -68,7 +74,16 @@ def layer_plan(
     if aug.rotate > 0:
         add("augment_rotate", "RandomRotation", {"factor": aug.rotate, "fill_mode": "nearest"},
             (h, w, c))
-    add("rescale", "Rescaling", {"scale": RESCALE}, (h, w, c))
+    row = backbones.BACKBONES.get(config.backbone)
+    if row is not None:
+        # The backbone takes raw 0..255 pixels through its own preprocessing, not Rescaling.
+        size = row.input_size
+        add("imagenet_preprocess", "ImagenetPreprocess",
+            {"size": size, "mode": row.preprocess}, (size, size, 3))
+        h, w, c = row.output_shape
+        add("backbone", row.keras_class, {}, (h, w, c), row.params, 0)
+    else:
+        add("rescale", "Rescaling", {"scale": RESCALE}, (h, w, c))
     # Keras' default momentum needs thousands of steps before the inference statistics are
     # right; a config for small data sets asks for a faster one.
     bn_args = ({} if config.batch_norm_momentum == BN_MOMENTUM
@@ -85,15 +100,15 @@ def layer_plan(
                     "padding": b.padding, "activation": b.activation,
                     "kernel_initializer": config.initializer}
             add(f"block{i}_conv{j}", "Conv2D", args, (h, w, c), params)
-            if b.batch_norm:
-                add(f"block{i}_bn{j}", "BatchNormalization", bn_args, (h, w, c), 4 * c)
+            if b.batch_norm:  # moving mean and variance are not trained
+                add(f"block{i}_bn{j}", "BatchNormalization", bn_args, (h, w, c), 4 * c, 2 * c)
         if b.pool > 0:
             h, w = pool_out(h, b.pool), pool_out(w, b.pool)
             add(f"block{i}_pool", "MaxPooling2D", {"pool_size": b.pool}, (h, w, c))
         if b.dropout > 0:
             add(f"block{i}_dropout", "Dropout", {"rate": b.dropout}, (h, w, c))
 
-    if config.global_pool:
+    if config.global_pool or row is not None:  # a backbone's head always pools
         add("global_pool", "GlobalAveragePooling2D", {}, (c,))
         n = c
     else:
@@ -107,7 +122,7 @@ def layer_plan(
         add(f"dense{k}", "Dense", args, (d.units,), n * d.units + d.units)
         n = d.units
         if d.batch_norm:
-            add(f"dense{k}_bn", "BatchNormalization", bn_args, (n,), 4 * n)
+            add(f"dense{k}_bn", "BatchNormalization", bn_args, (n,), 4 * n, 2 * n)
         if d.dropout > 0:
             add(f"dense{k}_dropout", "Dropout", {"rate": d.dropout}, (n,))
     add("output", "Dense", {"units": n_classes, "activation": "softmax"}, (n_classes,),
@@ -118,10 +133,12 @@ def layer_plan(
 def layer_table(
     config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
 ) -> list[dict[str, Any]]:
-    """Rows ``{"name", "type", "output_shape", "params"}`` matching the Keras model exactly
-    (output shapes without the batch axis). Pure Python, no TensorFlow import."""
+    """Rows ``{"name", "type", "output_shape", "params", "trainable"}`` matching the Keras
+    model exactly (output shapes without the batch axis; ``trainable``: in phase 1, a
+    backbone frozen). Pure Python, no TensorFlow import."""
     return [
-        {"name": s.name, "type": s.kind, "output_shape": s.output_shape, "params": s.params}
+        {"name": s.name, "type": s.kind, "output_shape": s.output_shape, "params": s.params,
+         "trainable": s.trainable}
         for s in layer_plan(config, input_shape, n_classes)
     ]
 
@@ -131,29 +148,55 @@ def total_params(config: ModelConfig, input_shape: tuple[int, ...], n_classes: i
     return sum(s.params for s in layer_plan(config, input_shape, n_classes))
 
 
+def trainable_params(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Parameters trained in phase 1 (a backbone frozen), equal to the sizes of Keras'
+    ``model.trainable_weights``; ``total_params`` minus this is the frozen count."""
+    return sum(s.trainable for s in layer_plan(config, input_shape, n_classes))
+
+
 def memory_bytes(
     config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
 ) -> dict[str, int]:
     """Float32 memory: ``weights`` (all parameters) and ``activations_per_sample`` (every
-    layer's output for one image, forward pass only)."""
+    layer's output for one image, forward pass only; a backbone's row counts all its inner
+    layers' outputs at its input size)."""
     plan = layer_plan(config, input_shape, n_classes)
+    row = backbones.BACKBONES.get(config.backbone)
     return {
         "weights": 4 * sum(s.params for s in plan),
-        "activations_per_sample": 4 * sum(math.prod(s.output_shape) for s in plan),
+        "activations_per_sample": 4 * sum(
+            row.activations if row is not None and s.name == "backbone"
+            else math.prod(s.output_shape) for s in plan),
     }
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
-                ) -> keras.Model:
+def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
+                weights: str | None = None) -> keras.Model:
     """Keras functional model (uncompiled): uint8-ready input, optional augmentation
-    (active only in training), Rescaling(1/255), conv blocks, dense head, softmax output."""
+    (active only in training), Rescaling(1/255), conv blocks, dense head, softmax output.
+
+    With ``config.backbone``: ImagenetPreprocess, then the backbone as a nested model named
+    "backbone", frozen and called with ``training=False`` (its BatchNorm stays in inference
+    mode in both phases), its ``weights`` None (random), "imagenet" or a file's path
+    (``backbones.build_backbone``; WeightsError in one sentence when they cannot be had).
+    """
     import keras
 
+    if weights is not None and not config.backbone:
+        raise ValueError(f"Weights {weights!r} are for a backbone, but this config has none; "
+                         "choose a backbone or no weights.")
     plan = layer_plan(config, input_shape, n_classes)
     inputs = keras.Input(shape=plan[0].output_shape, name="input")
     x = inputs
     for spec in plan[1:]:
-        x = getattr(keras.layers, spec.kind)(**spec.args, name=spec.name)(x)
+        if spec.name == "imagenet_preprocess":
+            x = backbones.ImagenetPreprocess(**spec.args, name=spec.name)(x)
+        elif spec.name == "backbone":
+            base = backbones.build_backbone(config.backbone, weights)
+            base.trainable = False  # phase 1: only the head learns
+            x = base(x, training=False)
+        else:
+            x = getattr(keras.layers, spec.kind)(**spec.args, name=spec.name)(x)
     return keras.Model(inputs, x, name="cnnlab")
 
 
@@ -169,14 +212,16 @@ def augmented_images(config: ModelConfig, images: np.ndarray, seed: int = 0) -> 
     return np.clip(np.rint(keras.ops.convert_to_numpy(x)), 0, 255).astype(np.uint8)
 
 
-def make_optimizer(config: ModelConfig) -> keras.optimizers.Optimizer:
-    """The Keras optimizer of ``config``, with its exponential-decay schedule when set."""
+def make_optimizer(config: ModelConfig, lr_factor: float = 1.0) -> keras.optimizers.Optimizer:
+    """The Keras optimizer of ``config``, with its exponential-decay schedule when set;
+    ``lr_factor`` scales the learning rate (phase 2: ``config.fine_tune_lr_factor``)."""
     import keras
 
-    lr: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = (
+        config.learning_rate * lr_factor)
     if config.lr_decay_rate is not None:
         lr = keras.optimizers.schedules.ExponentialDecay(
-            initial_learning_rate=config.learning_rate,
+            initial_learning_rate=config.learning_rate * lr_factor,
             decay_steps=config.lr_decay_steps,
             decay_rate=config.lr_decay_rate,
         )
@@ -186,9 +231,11 @@ def make_optimizer(config: ModelConfig) -> keras.optimizers.Optimizer:
     return cls(learning_rate=lr)
 
 
-def compile_model(model: keras.Model, config: ModelConfig) -> None:
-    """Compile with the config's optimizer, sparse categorical cross-entropy and accuracy."""
-    model.compile(optimizer=make_optimizer(config), loss=LOSS, metrics=["accuracy"])
+def compile_model(model: keras.Model, config: ModelConfig, lr_factor: float = 1.0) -> None:
+    """Compile with the config's optimizer (a fresh one; its learning rate × ``lr_factor``),
+    sparse categorical cross-entropy and accuracy."""
+    model.compile(optimizer=make_optimizer(config, lr_factor), loss=LOSS,
+                  metrics=["accuracy"])
 
 
 # --- standalone script --------------------------------------------------------------------
@@ -201,13 +248,15 @@ def _py(value: Any) -> str:
     return repr(value)
 
 
-def _optimizer_source(config: ModelConfig) -> list[str]:
+def _optimizer_source(config: ModelConfig, scaled: bool = False) -> list[str]:
+    """The script's optimizer lines; ``scaled``: its learning rate × the ``lr_factor``
+    argument (phase 2 of a backbone model)."""
     lines = []
-    lr = repr(config.learning_rate)
+    lr = repr(config.learning_rate) + (" * lr_factor" if scaled else "")
     if config.lr_decay_rate is not None:
         lines += [
             "    lr = keras.optimizers.schedules.ExponentialDecay(",
-            f"        initial_learning_rate={config.learning_rate!r},",
+            f"        initial_learning_rate={lr},",
             f"        decay_steps={config.lr_decay_steps!r},",
             f"        decay_rate={config.lr_decay_rate!r},",
             "    )",
@@ -219,28 +268,97 @@ def _optimizer_source(config: ModelConfig) -> list[str]:
     return lines
 
 
+# The script's copy of cnnlab.imagenet_preprocess.ImagenetPreprocess (a script stands alone;
+# tests/test_backbones.py checks that both build the same model).
+_PREPROCESS_CLASS = '''
+
+@keras.saving.register_keras_serializable(package="cnnlab")
+class ImagenetPreprocess(keras.layers.Layer):
+    """Raw 0..255 pixels -> the backbone's input: grey to 3 channels, resize to size x size,
+    and for mode "caffe" (ResNet50, VGG16) RGB to BGR minus the ImageNet mean."""
+
+    def __init__(self, size, mode="included", **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.mode = int(size), mode
+
+    def call(self, inputs):
+        x = keras.ops.cast(inputs, self.compute_dtype)
+        if x.shape[-1] == 1:
+            x = keras.ops.repeat(x, 3, axis=-1)
+        if tuple(x.shape[1:3]) != (self.size, self.size):
+            x = keras.ops.image.resize(x, (self.size, self.size), interpolation="bilinear")
+        if self.mode == "caffe":
+            mean = keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+            x = keras.ops.flip(x, axis=-1) - mean
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, 3)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "mode": self.mode}
+
+
+def unfreeze_top(base: keras.Model, n: int) -> None:
+    """Phase 2: train the top n layers of the backbone; BatchNormalization stays frozen."""
+    base.trainable = True
+    top = {id(layer) for layer in base.layers[-n:]}
+    for layer in base.layers:
+        layer.trainable = (id(layer) in top
+                           and not isinstance(layer, keras.layers.BatchNormalization))
+'''.splitlines()
+
+
+def _backbone_source(config: ModelConfig) -> list[str]:
+    """The script's lines that build the frozen backbone and call it on ``x``."""
+    row = backbones.info(config.backbone)
+    extra = "".join(f", {k}={v!r}" for k, v in row.keras_args.items())
+    size = row.input_size
+    return [
+        f"    base = keras.applications.{row.keras_class}(",
+        f"        include_top=False, weights=WEIGHTS, input_shape=({size}, {size}, 3){extra}",
+        "    )",
+        '    base.name = "backbone"',
+        "    base.trainable = False  # phase 1: only the head learns",
+        "    # training=False: its BatchNorm stays in inference mode, in phase 2 too.",
+        "    x = base(x, training=False)",
+    ]
+
+
 def to_keras_script(
     config: ModelConfig, fit: FitSettings, input_shape: tuple[int, ...], n_classes: int,
-    dataset_name: str,
+    dataset_name: str, weights: str | None = "imagenet",
 ) -> str:
     """A runnable standalone Python script (plain Keras) that builds, compiles and trains the
     same model with ``fit``'s batch size, epochs and patience on ``dataset_name`` loaded
     with keras.datasets. ``CNNLAB_BUILD_ONLY=1`` makes it stop after building; importing it
-    and calling ``build_model()`` works too."""
+    and calling ``build_model()`` works too.
+
+    A backbone model trains in two phases as CNN Lab does (frozen, then its top
+    ``config.unfreeze`` layers for ``fit.fine_tune_epochs``); ``weights`` ("imagenet" or
+    None) is its starting point (a server's weights file becomes None: its path is not
+    the reader's)."""
     plan = layer_plan(config, input_shape, n_classes)
+    transfer = bool(config.backbone)
+    n_aug = sum(s.name.startswith("augment") for s in plan)
     layers = []
     for spec in plan[1:]:
+        if spec.name == "backbone":
+            layers += _backbone_source(config)
+            continue
         args = ", ".join(f"{k}={_py(v)}" for k, v in spec.args.items())
         if spec.name == "output":  # the class count stays a named constant in the script
             args = 'units=N_CLASSES, activation="softmax"'
         sep = ", " if args else ""
-        layers.append(f'    x = keras.layers.{spec.kind}({args}{sep}name="{spec.name}")(x)')
+        owner = "" if spec.kind == "ImagenetPreprocess" else "keras.layers."  # the script's own
+        layers.append(f'    x = {owner}{spec.kind}({args}{sep}name="{spec.name}")(x)')
     module = KERAS_DATASETS.get(dataset_name)
     if module:
         note = "  # the bundled sample is a slice of MNIST" if module != dataset_name else ""
         load = [
             f"    (x_train, y_train), (x_test, y_test) = keras.datasets.{module}.load_data(){note}",
-            "    # Pixels stay uint8 0..255: the model rescales inside (layer 'rescale').",
+            "    # Pixels stay uint8 0..255: the model rescales inside "
+            f"(layer '{plan[1 + n_aug].name}').",
             "    x_train = x_train.reshape((-1, *INPUT_SHAPE))",
             "    x_test = x_test.reshape((-1, *INPUT_SHAPE))",
             "    return (x_train, y_train.reshape(-1)), (x_test, y_test.reshape(-1))",
@@ -256,11 +374,37 @@ def to_keras_script(
         callbacks.append(
             "        keras.callbacks.EarlyStopping(patience=PATIENCE, restore_best_weights=True),"
         )
+    transfer_constants, phase2 = [], []
+    if transfer:
+        # A server path means nothing on the reader's machine (and is not theirs to see).
+        start = weights if weights in (None, "imagenet") else None
+        transfer_constants = [
+            f"WEIGHTS = {start!r}  # the backbone's start: 'imagenet' or None (random)",
+            f"UNFREEZE = {config.unfreeze}  # phase 2 trains the backbone's top layers",
+            f"FINE_TUNE_EPOCHS = {fit.fine_tune_epochs}",
+            f"FINE_TUNE_LR_FACTOR = {config.fine_tune_lr_factor!r}",
+            "CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)",
+            *_PREPROCESS_CLASS,
+        ]
+        phase2 = [
+            "    # Phase 2: fine-tune the backbone's top layers at a lower learning rate.",
+            "    if UNFREEZE > 0 and FINE_TUNE_EPOCHS > 0:",
+            '        unfreeze_top(model.get_layer("backbone"), UNFREEZE)',
+            "        compile_model(model, lr_factor=FINE_TUNE_LR_FACTOR)  # a fresh optimizer",
+            "        model.fit(",
+            "            x_train, y_train, batch_size=BATCH_SIZE,",
+            "            epochs=EPOCHS + FINE_TUNE_EPOCHS, initial_epoch=len(history.epoch),",
+            "            validation_split=0.1, callbacks=callbacks,",
+            "        )",
+        ]
     src = [
         '"""A CNN from CNN Lab, in plain Keras: build, compile, train.',
         "",
         "Data set: DATASET below.  Run:  python this_file.py",
         "Build only (print the summary):  CNNLAB_BUILD_ONLY=1 python this_file.py",
+        *(["Two phases: the pretrained backbone frozen for EPOCHS, then its top UNFREEZE",
+           "layers fine-tuned for FINE_TUNE_EPOCHS at FINE_TUNE_LR_FACTOR × the learning rate."]
+          if transfer else []),
         '"""',
         "",
         "import os",
@@ -274,6 +418,7 @@ def to_keras_script(
         f"BATCH_SIZE = {fit.batch_size}",
         f"EPOCHS = {fit.epochs}",
         f"PATIENCE = {fit.patience}",
+        *(transfer_constants if transfer else []),
         "",
         "",
         "def build_model() -> keras.Model:",
@@ -284,9 +429,11 @@ def to_keras_script(
         '    return keras.Model(inputs, x, name="cnnlab")',
         "",
         "",
-        "def compile_model(model: keras.Model) -> None:",
-        '    """Optimizer, loss and metric."""',
-        *_optimizer_source(config),
+        *(["def compile_model(model: keras.Model, lr_factor: float = 1.0) -> None:",
+           '    """Optimizer (its learning rate × lr_factor), loss and metric."""']
+          if transfer else ["def compile_model(model: keras.Model) -> None:",
+                            '    """Optimizer, loss and metric."""']),
+        *_optimizer_source(config, scaled=transfer),
         "    model.compile(",
         f'        optimizer=optimizer, loss="{LOSS}", metrics=["accuracy"]',
         "    )",
@@ -307,10 +454,11 @@ def to_keras_script(
         "    callbacks = [",
         *callbacks,
         "    ]",
-        "    model.fit(",
+        f"    {'history = ' if transfer else ''}model.fit(",
         "        x_train, y_train, batch_size=BATCH_SIZE, epochs=EPOCHS,",
         "        validation_split=0.1, callbacks=callbacks,",
         "    )",
+        *(phase2 if transfer else []),
         "    loss, accuracy = model.evaluate(x_test, y_test, verbose=0)",
         '    print(f"test accuracy: {accuracy:.4f}  test loss: {loss:.4f}")',
         "",

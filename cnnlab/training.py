@@ -7,6 +7,11 @@ server turns those into status.json, history.csv and metrics.json (``runs.record
 run store has one writer. In one process (CLI, benches, tests) ``record=True`` applies the
 events to the run directory as they happen.
 
+A backbone model (``config.backbone``) trains in two phases in the same run, with one
+history, best checkpoint and Stop: phase 1 fits the head on the frozen backbone for
+``fit.epochs``; phase 2 (``fine_tunes``) unfreezes its top ``config.unfreeze`` layers and
+recompiles at a lower learning rate for ``fit.fine_tune_epochs`` more.
+
 Data stay uint8: arrays go to ``model.fit`` as they are, batches are sliced per step and the
 model's own Rescaling layer turns them into floats, so no float copy of the set is made.
 Keras is imported inside functions only.
@@ -57,6 +62,8 @@ class TrainRequest:
     name: str = ""
     mixed_precision: bool = False
     tensorboard: bool = False  # also write TensorBoard logs to <run>/tensorboard
+    # A backbone's starting weights: None (random), "imagenet" or a weights file's path.
+    weights: str | None = None
 
     def run_name(self) -> str:
         """The human name of the run (used in its id)."""
@@ -127,10 +134,23 @@ def request_errors(
     if request.tensorboard and importlib.util.find_spec("tensorboard") is None:
         errors.append("TensorBoard logs need the tensorboard package (pip install tensorboard); "
                       "untick TensorBoard logs or install it.")
+    if fit.fine_tune_epochs < 0:
+        errors.append(f"Fine-tuning epochs is {fit.fine_tune_epochs}; use 0 (no phase 2) or "
+                      "more epochs.")
+    if fit.fine_tune_epochs > 0 and not (request.config.backbone and request.config.unfreeze > 0):
+        errors.append(f"Fine-tuning epochs is {fit.fine_tune_epochs} but no backbone layers are "
+                      "unfrozen; choose a backbone and unfreeze 1 or more of its top layers, or "
+                      "set fine-tuning epochs to 0.")
+    if request.weights is not None:
+        from cnnlab import backbones
+
+        problem = backbones.weights_problem(request.config.backbone, request.weights)
+        if problem:
+            errors.append(problem)
     shape = tuple(info.image_shape)
     errors += config_mod.validate(request.config, shape)
     errors += budgets_mod.problems(budgets, request.config, shape, len(info.class_names),
-                                   fit.epochs, max(fit.batch_size, 1))
+                                   total_epochs(request), max(fit.batch_size, 1))
     return errors
 
 
@@ -169,6 +189,7 @@ def run_config(request: TrainRequest, dataset: Dataset, **extra: Any) -> dict[st
         "limit": request.limit,
         "mixed_precision": request.mixed_precision,
         "tensorboard": request.tensorboard,
+        "weights": request.weights,
         "seed": SEED,
         "input_shape": list(info.image_shape),
         "n_classes": len(info.class_names),
@@ -179,9 +200,14 @@ def run_config(request: TrainRequest, dataset: Dataset, **extra: Any) -> dict[st
 
 def request_from_run(run_dir: Path | str) -> TrainRequest:
     """The TrainRequest stored in a run's config.json."""
+    return request_from_config(runs.load_config(run_dir))
+
+
+def request_from_config(cfg: dict[str, Any]) -> TrainRequest:
+    """The TrainRequest of a run's config.json contents (``runs.load_config``); raises
+    KeyError, TypeError or ValueError for a damaged one."""
     from cnnlab import config as config_mod
 
-    cfg = runs.load_config(run_dir)
     return TrainRequest(
         dataset=cfg["dataset"],
         config=config_mod.ModelConfig.from_dict(cfg["model"]),
@@ -192,6 +218,7 @@ def request_from_run(run_dir: Path | str) -> TrainRequest:
         name=cfg.get("name", ""),
         mixed_precision=bool(cfg.get("mixed_precision", False)),
         tensorboard=bool(cfg.get("tensorboard", False)),
+        weights=cfg.get("weights"),
     )
 
 
@@ -200,14 +227,28 @@ def tensorboard_dir(run_dir: Path | str) -> Path:
     return Path(run_dir) / "tensorboard"
 
 
-def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
-                   ) -> keras.Model:
-    """A compiled Keras model for ``config`` (models.build_model + models.compile_model)."""
+def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
+                   weights: str | None = None) -> keras.Model:
+    """A compiled Keras model for ``config`` (models.build_model + models.compile_model);
+    ``weights`` are a backbone's starting weights (its phase 1: the backbone frozen)."""
     from cnnlab import models
 
-    model = models.build_model(config, input_shape, n_classes)
+    model = models.build_model(config, input_shape, n_classes, weights=weights)
     models.compile_model(model, config)
     return model
+
+
+def start_phase2(model: keras.Model, config: ModelConfig) -> int:
+    """Unfreeze the top ``config.unfreeze`` layers of ``model``'s backbone and recompile with
+    a fresh optimizer at learning_rate × fine_tune_lr_factor; returns the backbone's
+    trainable parameters."""
+    from cnnlab import backbones, models
+
+    trainable = backbones.unfreeze_top(model.get_layer("backbone"), config.unfreeze)
+    # A change of `trainable` takes effect only when compiled again; the lower rate keeps
+    # the first large steps from wrecking the pretrained features.
+    models.compile_model(model, config, lr_factor=config.fine_tune_lr_factor)
+    return trainable
 
 
 def prepare_data(
@@ -261,7 +302,7 @@ def train_run(
     are also applied to ``run_dir``'s status.json, history.csv and metrics.json. Every
     whole epoch leaves best.keras (when validation loss improved) and the resumable
     last.keras + checkpoint.json. ``resume`` continues from that checkpoint: same weights,
-    optimizer state (so learning-rate schedules continue) and epoch count. ``init_from``
+    optimizer state (so learning-rate schedules continue), epoch count and phase. ``init_from``
     starts a new run from another model's weights (fine-tuning). Errors end the run as
     "failed" with a message; they are not raised.
     """
@@ -301,11 +342,12 @@ def failure_message(exc: BaseException) -> str:
 def _starting_point(
     request: TrainRequest, run_dir: Path, resume: bool, init_from: Path | str | None,
     input_shape: tuple[int, ...], n_classes: int,
-) -> tuple[Any, list[dict[str, Any]]]:
-    """The model to fit and the history rows already done (a resumed run's)."""
+) -> tuple[Any, list[dict[str, Any]], int]:
+    """The model to fit, the history rows already done (a resumed run's) and the phase its
+    weights are in (1: a backbone frozen or no backbone, 2: fine-tuning)."""
     import keras
 
-    from cnnlab import device
+    from cnnlab import backbones, device
 
     if resume:
         state = callbacks.read_checkpoint(run_dir)
@@ -313,22 +355,30 @@ def _starting_point(
             raise RunRefused(
                 "Nothing to resume from: this run has no resumable checkpoint (last.keras "
                 "and checkpoint.json). Fine-tune from its best model instead.")
-        if state["epoch"] >= request.fit.epochs:
+        total = total_epochs(request)
+        if state["epoch"] >= total:
             raise RunRefused(
-                f"Nothing to resume: {state['epoch']} of {request.fit.epochs} epochs are done. "
+                f"Nothing to resume: {state['epoch']} of {total} epochs are done. "
                 "Resume with more epochs, or fine-tune from its best model.")
-        # compile=True restores the optimizer with its variables (iterations included).
+        if request.config.backbone:
+            backbones.register()  # its input layer is a cnnlab class
+        # compile=True restores the optimizer with its variables (iterations included), and
+        # the layers keep their trainable flags: a phase-2 checkpoint resumes in phase 2.
         model = keras.models.load_model(run_dir / callbacks.LAST_FILE, safe_mode=True)
-        return model, list(state["history"])
+        return model, list(state["history"]), int(state.get("phase", 1))
     device.set_mixed_precision(request.mixed_precision)
     try:
-        model = build_compiled(request.config, input_shape, n_classes)
+        # A fine-tuned run's weights come from init_from: no need to fetch the backbone's.
+        weights = request.weights if init_from is None else None
+        model = build_compiled(request.config, input_shape, n_classes, weights)
     finally:
         device.set_mixed_precision(False)  # layers keep their policy; the global resets
     if init_from is not None:
+        if request.config.backbone:
+            backbones.register()
         start = keras.models.load_model(init_from, safe_mode=True, compile=False)
         model.set_weights(start.get_weights())
-    return model, []
+    return model, [], 1
 
 
 def _train_run(
@@ -350,8 +400,8 @@ def _train_run(
     info = dataset.info
     shape, n_classes = tuple(info.image_shape), len(info.class_names)
     fit = request.fit
-    over = budgets_mod.problems(budgets, request.config, shape, n_classes, fit.epochs,
-                                fit.batch_size)
+    over = budgets_mod.problems(budgets, request.config, shape, n_classes,
+                                total_epochs(request), fit.batch_size)
     if over:  # checked again here: a worker never trusts the server's check alone
         raise RunRefused("Refused by the worker: " + " ".join(over))
     deadline = time.monotonic() + budgets.max_run_minutes * 60
@@ -360,44 +410,77 @@ def _train_run(
     best_path = runs.best_model_path(run_dir)
 
     keras.utils.set_random_seed(SEED)
-    model, previous = _starting_point(request, run_dir, resume, init_from, shape, n_classes)
+    model, previous, phase = _starting_point(request, run_dir, resume, init_from, shape,
+                                             n_classes)
     initial_epoch = len(previous)
     losses = [r["val_loss"] for r in previous if r.get("val_loss") is not None]
+    backbone = request.config.backbone
+    if resume:
+        message = f"Resumed at epoch {initial_epoch + 1}."
+    elif backbone:
+        message = f"Phase 1: training the head; the {backbone} backbone is frozen."
+    else:
+        message = ""
     send(ev.make(
         "status", status=RunStatus.RUNNING, device=dev.label, params=int(model.count_params()),
         n_train=int(len(y_tr)), n_val=int(len(y_val)), epochs_done=initial_epoch,
-        message=f"Resumed at epoch {initial_epoch + 1}." if resume else "",
+        message=message,
     ))
 
     cls = callbacks.classes()
     # The same few test images every epoch: the Train page's live strip of predictions.
     sample_idx = predictions.sample_indices(dataset.y_test)
+    total = total_epochs(request)
     progress = cls["ProgressCallback"](send, len(y_tr), fit.batch_size, stop, run_dir,
                                        previous, deadline, min_interval,
-                                       samples=(sample_idx, dataset.x_test[sample_idx]))
-    callbacks_ = [
-        keras.callbacks.TerminateOnNaN(),
-        cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None),
-    ]
+                                       samples=(sample_idx, dataset.x_test[sample_idx]),
+                                       total_epochs=total, phase=phase if backbone else None)
+    best = cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None)
     # Patience counts epochs; on a small data set an epoch is a few steps, so it is scaled
     # to at least fit_settings.PATIENCE_STEPS steps, and no stop comes before MIN_STEPS.
     steps = fit_settings.steps_per_epoch(len(y_tr), fit.batch_size)
     patience = fit_settings.patience_for(fit.patience, steps)
-    early = None
-    if patience > 0:  # patience 0 means "no early stopping"
-        early = cls["StopAwareEarlyStopping"](progress, patience, previous,
-                                              fit_settings.first_stop_epoch(steps))
-        callbacks_.append(early)
-    if request.tensorboard:
-        callbacks_.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
-    # Last, so an epoch is reported only once its best.keras and checkpoint are on disk.
-    callbacks_.append(progress)
-    if not stop.is_set():
+    board = (keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))
+             if request.tensorboard else None)
+
+    def fit_to(epochs: int, phase_start: int) -> Any:
+        """One ``model.fit`` from the epochs done up to ``epochs``; returns its early
+        stopping callback (None when off). Best checkpoint and progress go on across
+        phases; early stopping starts afresh at ``phase_start``."""
+        early = None
+        callbacks_: list[Any] = [keras.callbacks.TerminateOnNaN(), best]
+        if patience > 0:  # patience 0 means "no early stopping"
+            early = cls["StopAwareEarlyStopping"](
+                progress, patience, progress.rows,
+                phase_start + fit_settings.first_stop_epoch(steps), phase_start)
+            callbacks_.append(early)
+        if board is not None:
+            callbacks_.append(board)
+        # Last, so an epoch is reported only once its best.keras and checkpoint are on disk.
+        callbacks_.append(progress)
         model.fit(
-            x_tr, y_tr, validation_data=(x_val, y_val), epochs=fit.epochs,
-            initial_epoch=initial_epoch, batch_size=fit.batch_size, callbacks=callbacks_,
-            shuffle=True, verbose=0,
+            x_tr, y_tr, validation_data=(x_val, y_val), epochs=epochs,
+            initial_epoch=len(progress.rows), batch_size=fit.batch_size,
+            callbacks=callbacks_, shuffle=True, verbose=0,
         )
+        return early
+
+    early = None
+    if phase == 1 and initial_epoch < fit.epochs and not stop.is_set():
+        early = fit_to(fit.epochs, 0)
+    # Phase 2 follows phase 1's last epoch, or its early stop (the head has settled).
+    if (fine_tunes(request) and len(progress.rows) < total and not stop.is_set()
+            and progress.nan_at is None):
+        if phase == 1:
+            trainable = start_phase2(model, request.config)
+            progress.phase = 2
+            lr = request.config.learning_rate * request.config.fine_tune_lr_factor
+            send(ev.make("status", status=RunStatus.RUNNING, message=(
+                f"Phase 2 from epoch {len(progress.rows) + 1}: fine-tuning the top "
+                f"{request.config.unfreeze} layers of {backbone} ({trainable:,} parameters) "
+                f"at learning rate {lr:g}.")))
+        starts = [i for i, r in enumerate(progress.rows) if r.get("phase") == 2]
+        early = fit_to(total, starts[0] if starts else len(progress.rows))
     done = len(progress.rows)
     history = progress.rows
 
@@ -444,9 +527,24 @@ def _train_run(
     return TrainResult(status, msg, history, metrics=metrics)
 
 
+def fine_tunes(request: TrainRequest) -> bool:
+    """Whether the run has a phase 2 (a backbone with layers to unfreeze and epochs for it)."""
+    cfg = request.config
+    return bool(cfg.backbone) and cfg.unfreeze > 0 and request.fit.fine_tune_epochs > 0
+
+
+def total_epochs(request: TrainRequest) -> int:
+    """The run's epochs: phase 1's, plus phase 2's when it has one."""
+    return request.fit.epochs + (request.fit.fine_tune_epochs if fine_tunes(request) else 0)
+
+
 def with_epochs(request: TrainRequest, epochs: int) -> TrainRequest:
-    """``request`` with a new epoch total."""
-    return replace(request, fit=replace(request.fit, epochs=epochs))
+    """``request`` with a new epoch total. With a backbone that unfreezes layers, epochs
+    beyond phase 1's are phase 2's (fine-tuning); a total within phase 1 drops phase 2."""
+    fit, cfg = request.fit, request.config
+    if cfg.backbone and cfg.unfreeze > 0 and epochs > fit.epochs:
+        return replace(request, fit=replace(fit, fine_tune_epochs=epochs - fit.epochs))
+    return replace(request, fit=replace(fit, epochs=epochs, fine_tune_epochs=0))
 
 
 def history_dict(rows: Sequence[dict[str, Any]]) -> dict[str, list[float | None]]:

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from cnnlab import budgets, charts, datasets
+from cnnlab import backbone_stages, backbones, budgets, charts, datasets
 from cnnlab.config import (
     ACTIVATIONS,
     INITIALIZERS,
@@ -46,6 +46,11 @@ KERNELS = [1, 2, 3, 4, 5, 7, 9, 11]
 UNITS = [8, 16, 32, 64, 100, 128, 192, 256, 300, 384, 512, 1024]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2, 3e-2, 0.1]
 BATCH_SIZES = [8, 16, 32, 64, 128, 256, 512]
+LR_FACTORS = [0.01, 0.03, 0.1, 0.3, 1.0]
+NO_BACKBONE = ""  # ModelConfig.backbone of a CNN built from conv blocks
+# The weights choice's options and how each reads; "file" stands for a path typed below it.
+WEIGHT_SOURCES = {state.IMAGENET: "ImageNet (Keras' download)",
+                  "file": "A weights file on this server", "none": "None (random start)"}
 
 
 def with_value(options: list, value) -> list:
@@ -140,29 +145,112 @@ def dense_widgets(i: int, d: DenseLayer, k) -> DenseLayer:
     return DenseLayer(units, dropout, activation, batch_norm)
 
 
-def config_widgets(cfg: ModelConfig, fit: FitSettings) -> tuple[ModelConfig, FitSettings]:
+def backbone_label(name: str) -> str:
+    """'ResNet50 · 224×224 input · 23.6 M parameters' for the backbone picker."""
+    if name == NO_BACKBONE:
+        return "None: build my own CNN from conv blocks"
+    b = backbones.BACKBONES[name]
+    return f"{name} · {b.input_size}×{b.input_size} input · {b.params / 1e6:.1f} M parameters"
+
+
+def weights_widgets(backbone: str, k) -> tuple[str | None, str | None]:
+    """The backbone's starting weights (as ``TrainRequest.weights``) and why they cannot be
+    used (one sentence, None when they can): checked at once, nothing is downloaded."""
+    chosen = state.weights_choice()
+    source = "none" if chosen is None else chosen if chosen == state.IMAGENET else "file"
+    picked = st.radio("Start from weights", list(WEIGHT_SOURCES),
+                      list(WEIGHT_SOURCES).index(source), format_func=WEIGHT_SOURCES.get,
+                      horizontal=True, key=k("weights_source"))
+    if picked == "none":
+        return None, None
+    if picked == state.IMAGENET:
+        return state.IMAGENET, backbones.weights_problem(backbone, state.IMAGENET)
+    path = st.text_input("Weights file on the server", chosen if source == "file" else "",
+                         key=k("weights_path"), placeholder="/data/weights/resnet50.weights.h5",
+                         help="A Keras 3 .weights.h5 file saved from this backbone, or a "
+                              "Keras applications *_notop.h5 file.").strip()
+    if not path:
+        return "", ("Type the path of a weights file on the server, or start from ImageNet "
+                    "weights or none.")
+    return path, backbones.weights_problem(backbone, path)
+
+
+def pretrained_widgets(cfg: ModelConfig, fit: FitSettings, k) -> tuple[ModelConfig, int,
+                                                                        str | None, str | None]:
+    """The backbone picker and, with a backbone, its two training phases and its weights.
+
+    Returns ``cfg`` with the backbone fields set, the fine-tune epochs, the weights
+    (``TrainRequest.weights``) and why those weights cannot be used (None: they can).
+    """
+    st.subheader("Start from a pretrained network")
+    names = [NO_BACKBONE, *backbones.BACKBONES]
+    backbone = st.selectbox("Backbone", names,
+                            names.index(cfg.backbone) if cfg.backbone in names else 0,
+                            format_func=backbone_label, key=k("backbone"),
+                            help="A keras.applications network without its classifier; your "
+                                 "images are resized to its input size.")
+    if backbone == NO_BACKBONE:
+        return replace(cfg, backbone=NO_BACKBONE, unfreeze=0), 0, None, None
+    info = backbones.BACKBONES[backbone]
+    st.caption(f"Phase 1 trains only the head on top of the frozen {backbone}; phase 2 "
+               "(optional) then unfreezes its top layers and fine-tunes them with a smaller "
+               "learning rate. BatchNorm layers stay frozen.")
+    c1, c2 = st.columns(2)
+    unfreeze = c1.slider("Unfreeze the top layers (phase 2)", 0, info.layers,
+                         int(clamp(cfg.unfreeze, 0, info.layers)), key=k("unfreeze"),
+                         help=f"{backbone} has {info.layers} layers; 0 = no phase 2.")
+    # Without unfrozen layers phase 2 has nothing to train (Train would refuse its epochs).
+    fine_tune_epochs = c2.slider("Fine-tune epochs (phase 2)", 0, 50,
+                                 int(clamp(fit.fine_tune_epochs, 0, 50)),
+                                 key=k("fine_tune_epochs"), disabled=unfreeze == 0)
+    fine_tune_epochs = fine_tune_epochs if unfreeze else 0
+    lr_factor = c1.select_slider(
+        "Fine-tune learning rate factor", with_value(LR_FACTORS, cfg.fine_tune_lr_factor),
+        cfg.fine_tune_lr_factor, key=k("lr_factor"), format_func=lambda v: f"× {v:g}",
+        help="Phase 2's learning rate is the learning rate below times this factor.",
+    )
+    if not (unfreeze and fine_tune_epochs):
+        c2.caption("No phase 2: it needs unfrozen layers and epochs of its own.")
+    weights, problem = weights_widgets(backbone, k)
+    if problem:
+        st.error(md(problem))
+    config = replace(cfg, backbone=backbone, unfreeze=unfreeze, fine_tune_lr_factor=lr_factor,
+                     blocks=(), global_pool=True)
+    return config, fine_tune_epochs, weights, problem
+
+
+def config_widgets(cfg: ModelConfig, fit: FitSettings
+                   ) -> tuple[ModelConfig, FitSettings, str | None, str | None]:
     """Every field of the config and its fit settings as a widget; returns what the
-    widgets describe."""
+    widgets describe, the backbone's weights and why they cannot be used (None: they can)."""
     version = state.config_version()
 
     def k(name: str) -> str:
         return f"cfg{version}_{name}"
 
-    st.subheader("Convolutional blocks")
-    n_blocks = st.number_input("Number of conv blocks", 1, MAX_BLOCKS,
-                               int(clamp(len(cfg.blocks), 1, MAX_BLOCKS)), key=k("n_blocks"))
+    pretrained, fine_tune_epochs, weights, weights_problem = pretrained_widgets(cfg, fit, k)
     blocks = []
-    for i in range(1, n_blocks + 1):
-        # A new block starts as the previous one with twice the filters.
-        base = cfg.blocks[i - 1] if i <= len(cfg.blocks) else replace(
-            blocks[-1], filters=min(2 * blocks[-1].filters, 512)
-        )
-        blocks.append(block_widgets(i, base, k))
+    if not pretrained.backbone:
+        st.subheader("Convolutional blocks")
+        n_blocks = st.number_input("Number of conv blocks", 1, MAX_BLOCKS,
+                                   int(clamp(len(cfg.blocks), 1, MAX_BLOCKS)),
+                                   key=k("n_blocks"))
+        for i in range(1, n_blocks + 1):
+            # A new block starts as the previous one with twice the filters (the first,
+            # after a backbone model, as the default block).
+            base = cfg.blocks[i - 1] if i <= len(cfg.blocks) else replace(
+                blocks[-1], filters=min(2 * blocks[-1].filters, 512)
+            ) if blocks else ConvBlock()
+            blocks.append(block_widgets(i, base, k))
 
     st.subheader("Head")
     c1, c2 = st.columns(2)
-    global_pool = c1.toggle("Global average pooling instead of Flatten", cfg.global_pool,
-                            key=k("global_pool"))
+    if pretrained.backbone:  # the design's head: the feature map is always pooled
+        global_pool = True
+        c1.caption("Global average pooling of the backbone's feature map, then:")
+    else:
+        global_pool = c1.toggle("Global average pooling instead of Flatten", cfg.global_pool,
+                                key=k("global_pool"))
     flatten_dropout = c2.slider("Dropout before the dense layers", 0.0, 0.9,
                                 float(clamp(cfg.flatten_dropout, 0, 0.9)), 0.05,
                                 key=k("flatten_dropout"))
@@ -221,9 +309,19 @@ def config_widgets(cfg: ModelConfig, fit: FitSettings) -> tuple[ModelConfig, Fit
         blocks=tuple(blocks), dense=tuple(dense), flatten_dropout=flatten_dropout,
         global_pool=global_pool, initializer=initializer, optimizer=optimizer,
         learning_rate=learning_rate, lr_decay_rate=lr_decay_rate, lr_decay_steps=lr_decay_steps,
-        augmentation=Augmentation(flip, translate, rotate),
+        augmentation=Augmentation(flip, translate, rotate), backbone=pretrained.backbone,
+        unfreeze=pretrained.unfreeze, fine_tune_lr_factor=pretrained.fine_tune_lr_factor,
     )
-    return config, FitSettings(batch_size=batch_size, epochs=epochs, patience=patience)
+    fit = FitSettings(batch_size=batch_size, epochs=epochs, patience=patience,
+                      fine_tune_epochs=fine_tune_epochs)
+    return config, fit, weights, weights_problem
+
+
+@st.cache_data(show_spinner="Building the backbone with Keras to list its layers…")
+def backbone_layers(name: str) -> list[backbone_stages.LayerFacts]:
+    """Every layer of backbone ``name`` (see ``backbone_stages.layer_facts``), built once per
+    server process: it imports TensorFlow and takes seconds."""
+    return backbone_stages.layer_facts(name)
 
 
 def human_bytes(n: float) -> str:
@@ -268,10 +366,12 @@ with top[2]:
 summary = st.container()  # filled after the widgets below have produced the config
 left, right = st.columns([5, 7], gap="large")
 with left:
-    config, fit = config_widgets(chosen_config, chosen_fit)
+    config, fit, weights, weights_problem = config_widgets(chosen_config, chosen_fit)
 modified = (config, fit) != (PRESETS[preset].config, PRESETS[preset].fit)
 preset_name = state.CUSTOM if modified else preset
 state.record_model_edit(config, fit, preset_name)
+if config.backbone:  # kept apart, so a later backbone still starts from ImageNet by default
+    state.set_weights_choice(weights)
 
 problems = validate(config, input_shape) + fit.problems()
 # The server's budgets, with these fit settings (Train may change epochs and batch size).
@@ -282,13 +382,20 @@ memory = memory_bytes(config, input_shape, n_classes)
 
 
 with summary:
-    m1, m2, m3, m4 = st.columns([1, 1, 1, 1], vertical_alignment="center")
-    m1.metric("Parameters", f"{sum(r['params'] for r in rows):,}")
-    m2.metric("Weights (float32)", human_bytes(memory["weights"]))
-    m3.metric("Activations / image", human_bytes(memory["activations_per_sample"]),
+    m1, m2, m3, m4, m5, m6 = st.columns([1.2, 1.2, 1.2, 1, 1, 1.2], vertical_alignment="center")
+    total = sum(r["params"] for r in rows)
+    trainable = sum(r["trainable"] for r in rows)
+    m1.metric("Parameters", f"{total:,}")
+    m2.metric("Trainable", f"{trainable:,}",
+              help="Trained by the optimizer (in phase 1, when a backbone is frozen).")
+    m3.metric("Frozen", f"{total - trainable:,}",
+              help="Not trained by the optimizer: a frozen backbone, BatchNorm's moving "
+                   "statistics.")
+    m4.metric("Weights (float32)", human_bytes(memory["weights"]))
+    m5.metric("Activations / image", human_bytes(memory["activations_per_sample"]),
               help="Sum of every layer's output for one image, forward pass, float32.")
-    with m4:
-        blocked = bool(problems or over_budget)
+    with m6:
+        blocked = bool(problems or over_budget or weights_problem)
         if st.button("Train this model", icon=":material/model_training:", type="primary",
                      disabled=blocked, key="cfg_train",
                      help="Fix the problems below first" if blocked else None):
@@ -303,6 +410,14 @@ with summary:
         st.warning(note)
 
 with right:
+    # The backbone is one row until opened: its stages need Keras (TensorFlow) to list.
+    opened = bool(config.backbone) and st.toggle(
+        f"Open the {config.backbone} block: list its stages",
+        key="cfg_open_backbone",
+        help="Builds the backbone once with Keras (a few seconds the first time).",
+    )
+    inside = (backbone_stages.stages(backbone_layers(config.backbone), config.unfreeze)
+              if opened else None)
     tab_layers, tab_diagram, tab_params, tab_code, tab_json = st.tabs(
         ["Layers", "Diagram", "Parameters", "Keras script", "Config JSON"]
     )
@@ -313,15 +428,35 @@ with right:
                 "type": [r["type"] for r in rows],
                 "output shape": ["×".join(map(str, r["output_shape"])) for r in rows],
                 "params": [r["params"] for r in rows],
+                "trainable": [r["trainable"] for r in rows],
+                "frozen": [r["params"] - r["trainable"] for r in rows],
             }
         )
+        count = st.column_config.NumberColumn(format="localized")
         st.dataframe(
             table, hide_index=True, width="stretch",
             height=min(38 + 35 * len(rows), 600),
-            column_config={"params": st.column_config.NumberColumn(format="localized")},
+            # "output" keeps the six columns inside the half-page without a scroll bar.
+            column_config={"output shape": st.column_config.TextColumn("output"),
+                           "params": count, "trainable": count, "frozen": count},
         )
+        if inside is not None:
+            st.caption(f"Inside **{config.backbone}** ({sum(s.layers for s in inside)} layers "
+                       f"in {len(inside)} stages); phase 2 trains the top {config.unfreeze} "
+                       "layers, BatchNorm excluded.")
+            st.dataframe(
+                pd.DataFrame({
+                    "stage": [s.name for s in inside],
+                    "layers": [s.layers for s in inside],
+                    "output shape": ["×".join(map(str, s.output_shape)) for s in inside],
+                    "params": [s.params for s in inside],
+                    "trained in phase 2": [s.unfrozen for s in inside],
+                }),
+                hide_index=True, width="stretch", height=min(38 + 35 * len(inside), 600),
+                column_config={"params": count},
+            )
     with tab_diagram:
-        st.graphviz_chart(charts.architecture_dot(rows), width="content")
+        st.graphviz_chart(charts.architecture_dot(rows, inside), width="content")
     with tab_params:
         st.plotly_chart(charts.params_figure(rows), width="stretch")
     with tab_code:

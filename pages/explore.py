@@ -10,7 +10,16 @@ import streamlit as st
 
 from cnnlab import charts, datasets, models
 from cnnlab.config import UPLOAD_PREFIX
-from cnnlab.datasets import BadUpload, Dataset
+from cnnlab.datasets import IMAGE_EXTENSIONS, BadUpload, Dataset
+from cnnlab.picture_set import (
+    FOLDER_UNSAFE,
+    MAX_CLASSES,
+    MAX_PER_CLASS,
+    MAX_PICTURES,
+    MIN_CLASSES,
+    MIN_PER_CLASS,
+    PictureSet,
+)
 from pages.common import (
     cached_dataset,
     dataset_or_stop,
@@ -18,10 +27,14 @@ from pages.common import (
     progress_bar,
 )
 from pages.signin import current_user, md
-from pages.state import keep_upload
+from pages.state import current_dataset, keep_upload
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
 GRID_COLS = 10
+SIDES = [16, 28, 32, 48, 64, 96, 128]  # image sizes offered for your own images
+PICTURES_KEY = "explore_pictures"  # the PictureSet being made (this page only)
+SAVED_KEY = "explore_pictures_saved"  # the name it was last saved under
+THUMB_COLS = 8
 
 
 @st.cache_data(show_spinner="Computing class means and pixel histogram…", max_entries=8)
@@ -49,7 +62,7 @@ def upload_form() -> None:
         )
         file = st.file_uploader("Zip file", type=["zip"], key="explore_zip")
         c1, c2 = st.columns(2)
-        side = c1.select_slider("Image size (pixels)", [16, 28, 32, 48, 64, 96, 128], value=64)
+        side = c1.select_slider("Image size (pixels)", SIDES, value=64)
         gray = c2.toggle("Grayscale", value=False)
         if st.button("Load images", disabled=file is None, type="primary"):
             try:
@@ -62,6 +75,112 @@ def upload_form() -> None:
             else:
                 keep_upload(ds)
                 st.rerun()
+
+
+def make_dataset_form() -> None:
+    """Make a data set picture by picture (camera or files); saved, it is your own images."""
+    with st.expander("Make a data set with your camera or pictures"):
+        pictures: PictureSet = st.session_state.setdefault(PICTURES_KEY, PictureSet())
+        st.caption(
+            f"Name {MIN_CLASSES} to {MAX_CLASSES} classes, pick one, then take or add pictures "
+            f"of it; at most {MAX_PER_CLASS} per class and {MAX_PICTURES} in all, and at least "
+            f"{MIN_PER_CLASS} per class to save. Saving replaces images uploaded before in this "
+            "browser tab."
+        )
+        if not class_names_form(pictures):
+            return
+        slot = st.radio("Add pictures to", range(len(pictures.names)), horizontal=True,
+                        key="mk_class", format_func=lambda i: md(pictures.names[i]))
+        counts = st.empty()  # filled once this run's new pictures are in
+        add_pictures(pictures, slot)
+        counts.caption("Pictures per class: " + ", ".join(
+            f"{md(name)} {n}" for name, n in zip(pictures.names, pictures.counts(), strict=True)))
+        thumbnails(pictures, slot)
+        save_pictures(pictures)
+
+
+def class_names_form(pictures: PictureSet) -> bool:
+    """How many classes and their names; True when the names can be used."""
+    # A class holding pictures cannot be removed: no picture is lost by accident.
+    in_use = max((i + 1 for i, n in enumerate(pictures.counts()) if n), default=0)
+    n = st.number_input("Classes", min_value=max(MIN_CLASSES, in_use), max_value=MAX_CLASSES,
+                        value=len(pictures.names), key="mk_n",
+                        help="A class that holds pictures stays until its pictures are deleted.")
+    cols = st.columns(min(n, 5))
+    names = [cols[i % 5].text_input(f"Class {i + 1}", key=f"mk_name_{i}", placeholder="e.g. cup",
+                                    value=pictures.names[i] if i < len(pictures.names) else "")
+             for i in range(int(n))]
+    try:
+        pictures.rename(names)
+    except BadUpload as exc:
+        st.error(md(exc))
+        return False
+    if not all(pictures.names):  # not a mistake yet: the names are still being typed
+        st.caption("Type a name for every class to start adding pictures.")
+        return False
+    for problem in pictures.problems():
+        st.warning(md(problem))
+    return not pictures.problems()
+
+
+def add_pictures(pictures: PictureSet, slot: int) -> None:
+    """Camera and file inputs; each new photo or file goes into class ``slot`` once."""
+    left, right = st.columns(2)
+    photo = None
+    # The camera only when asked for: it asks the browser for the webcam as soon as drawn.
+    if left.toggle("Use the camera", key="mk_use_camera"):
+        photo = left.camera_input("Take a picture", key="mk_camera")
+    files = right.file_uploader("Or add pictures", accept_multiple_files=True, key="mk_files",
+                                type=[e.lstrip(".") for e in IMAGE_EXTENSIONS])
+    # A rerun hands back the same photo and files: the set adds each file id once, so a
+    # picture joins the class picked when it arrived.
+    for file in [*([photo] if photo is not None else []), *files]:
+        try:
+            pictures.add(slot, file.getvalue(), file.name, file.file_id)
+        except BadUpload as exc:
+            st.error(md(exc))
+
+
+def thumbnails(pictures: PictureSet, slot: int) -> None:
+    """The pictures of class ``slot``, each with a Delete button."""
+    shown = pictures.slots[slot]
+    st.caption(f"{md(pictures.names[slot])}: {len(shown)} of at most {MAX_PER_CLASS} pictures; "
+               f"{pictures.total()} of {MAX_PICTURES} in all.")
+    cols = st.columns(THUMB_COLS)
+    for k, picture in enumerate(shown):
+        with cols[k % THUMB_COLS]:
+            st.image(picture.thumbnail)
+            st.button("", icon=":material/delete:", key=f"mk_del_{picture.id}",
+                      help="Delete this picture", on_click=pictures.remove,
+                      args=(slot, picture.id))
+
+
+def save_pictures(pictures: PictureSet) -> None:
+    """Save as the session's own images (used on every page) and download as a zip."""
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    title = c1.text_input("Data set name", value="my pictures", max_chars=60, key="mk_title")
+    side = c2.select_slider("Image size (pixels)", SIDES, value=64, key="mk_side")
+    gray = c3.toggle("Grayscale", key="mk_gray")
+    b1, b2 = st.columns(2)
+    if b1.button("Save as my data set", type="primary", icon=":material/save:", key="mk_save"):
+        try:
+            ds = pictures.build(title, (side, side), gray)
+        except BadUpload as exc:
+            st.error(md(exc))
+        else:
+            keep_upload(ds)
+            st.session_state[SAVED_KEY] = ds.info.name
+            st.rerun()  # every picker on the page now lists and shows it
+    file_name = "".join("_" if c in FOLDER_UNSAFE else c for c in title.strip()) or "pictures"
+    # The zip is made only when the button is pressed (a callable), not on every rerun.
+    b2.download_button("Download as zip", pictures.to_zip, file_name=f"{file_name}.zip",
+                       mime="application/zip", on_click="ignore", key="mk_download",
+                       icon=":material/download:", disabled=not pictures.total(),
+                       help="Class folders of pictures: upload it above in a later session.")
+    saved = st.session_state.get(SAVED_KEY)
+    if saved and saved == current_dataset():
+        st.success(f"Saved as **{md(saved[len(UPLOAD_PREFIX):])}**: it is the data set on "
+                   "every page now (Train starts from the own-images model).")
 
 
 def sample_grid(ds: Dataset) -> None:
@@ -111,6 +230,7 @@ current_user()  # class mode: signed-in people only
 st.title(":material/search: Explore")
 name = dataset_picker(key="explore_dataset")
 upload_form()
+make_dataset_form()
 
 ds = dataset_or_stop(name)
 

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from cnnlab import access, callbacks, charts, compare, export, runs
+from cnnlab import access, callbacks, charts, compare, export, runs, training
 from cnnlab.config import PRESETS, ModelConfig
 from cnnlab.datasets import DatasetUnavailable
 from cnnlab.fit_settings import FitSettings
 from cnnlab.inference import ModelRejected
 from cnnlab.models import to_keras_script
 from cnnlab.runs import RESUMABLE, RunStatus
-from cnnlab.training import tensorboard_dir
 from pages import insight, state
 from pages.boundary import report
 from pages.common import cached_dataset, engine, fmt_seconds, progress_bar
@@ -360,7 +359,7 @@ def downloads_tab(user: User, row: dict, run_dir: Path, config: dict) -> None:
         help="A standalone Python script that builds and trains the same model in plain Keras"
         if script else "config.json is missing or unreadable, so no script can be written.",
     )
-    logs = tensorboard_dir(run_dir)
+    logs = training.tensorboard_dir(run_dir)
     if logs.is_dir() and user.is_teacher:  # a server path: not for students
         st.caption("TensorBoard logs of this run (ticked on Train): view them with")
         st.code(f"tensorboard --logdir {logs}", language="bash")
@@ -466,7 +465,8 @@ def manage_tab(user: User, root: Path, manager: Engine, row: dict, run_dir: Path
                               "optimizer; this run stays as it is."):
                 try:
                     job = manager.fine_tune(run_dir, cached_dataset(row["dataset"]),
-                                            epochs=int(config["fit"]["epochs"]),
+                                            epochs=training.total_epochs(
+                                                training.request_from_config(config)),
                                             user=user)
                 except (ValueError, DatasetUnavailable, KeyError) as exc:
                     st.error(f"Cannot fine-tune: {md(exc)}")

@@ -11,11 +11,13 @@ key                    written by                                   read by
 ``dataset_name``       data set pickers (Explore, Configure,        the data set pickers
                        Train), Explore's upload, Runs (load,
                        resume, fine-tune)
-``uploaded_dataset``   Explore's zip upload                         common (data set list and
-                                                                    loading), Configure
+``uploaded_dataset``   Explore's zip upload and its "Make a data    common (data set list and
+                       set" (camera or pictures)                    loading), Configure
 ``model_config``,      Configure (its widgets, a preset, a JSON     Train ("Configure page"
 ``fit_settings``,      file), Runs ("Load into Configure")          model), Configure
 ``preset_name``
+``model_weights``      Configure (pretrained network: ImageNet, a   Train (its request's
+                       weights file on the server, or none)         ``weights``), Configure
 ``cfg_preset``         Configure's preset picker, Runs (load)       Configure
 ``cfg_version``        ``set_model_choice`` (Configure's preset     Configure (its widget keys
                        and JSON upload, Runs' load)                 carry it: a new version
@@ -57,6 +59,7 @@ UPLOAD_KEY = "uploaded_dataset"
 MODEL_CONFIG_KEY = "model_config"
 FIT_SETTINGS_KEY = "fit_settings"
 PRESET_NAME_KEY = "preset_name"
+WEIGHTS_KEY = "model_weights"
 PRESET_PICKER_KEY = "cfg_preset"
 CONFIG_VERSION_KEY = "cfg_version"
 SELECTED_RUN_KEY = "selected_run"
@@ -65,6 +68,7 @@ RUNS_FLASH_KEY = "runs_flash"
 ADDRESS_SEEN_KEY = "address_seen"
 
 CUSTOM = "custom"  # preset_name of a config that no preset matches
+IMAGENET = "imagenet"  # weights_choice: Keras' ImageNet weights for the backbone
 
 
 # ---------------------------------------------------------------------------- data set
@@ -81,7 +85,7 @@ def set_dataset(name: str) -> None:
 
 
 def uploaded_dataset() -> Dataset | None:
-    """This session's own images (Explore's zip upload), if any."""
+    """This session's own images (Explore's zip upload or pictures), if any."""
     return st.session_state.get(UPLOAD_KEY)
 
 
@@ -121,6 +125,18 @@ def record_model_edit(config: ModelConfig, fit: FitSettings, preset: str) -> Non
     st.session_state[MODEL_CONFIG_KEY] = config
     st.session_state[FIT_SETTINGS_KEY] = fit
     st.session_state[PRESET_NAME_KEY] = preset
+
+
+def weights_choice() -> str | None:
+    """The starting weights of the Configure model's backbone, as ``TrainRequest.weights``:
+    "imagenet" (the default until Configure says otherwise), a weights file's path on the
+    server, or None (random initialization). Unchecked; meaningless without a backbone."""
+    return st.session_state.get(WEIGHTS_KEY, IMAGENET)
+
+
+def set_weights_choice(weights: str | None) -> None:
+    """What Configure's weights choice says now (see ``weights_choice``)."""
+    st.session_state[WEIGHTS_KEY] = weights
 
 
 def preset_picked() -> str | None:

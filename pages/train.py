@@ -8,6 +8,8 @@ The data set is in the address (``?dataset=mnist``), so a link opens this page o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from cnnlab import access, callbacks, charts, fit_settings, jobs, models, runs, training
@@ -30,12 +32,30 @@ POLL_SECONDS = 2.0
 FROM_CONFIGURE = "configure"
 
 
+PHASES = {1: "phase 1, backbone frozen", 2: "phase 2, fine-tuning"}
+
+
 def config_line(cfg: ModelConfig, fit: FitSettings) -> str:
-    """'conv16 → conv32 → dense64 · adam lr 0.002 · early stop after 2' for the summary."""
+    """'conv16 → conv32 → dense64 · adam lr 0.002 · early stop after 2' for the summary;
+    a backbone model reads 'ResNet50 (frozen; top 20 layers fine-tuned 5 epochs) → …'."""
     parts = [f"conv{b.filters}" + (f"×{b.convs}" if b.convs > 1 else "") for b in cfg.blocks]
+    if cfg.backbone:
+        tuned = (f"; top {cfg.unfreeze} layers fine-tuned {fit.fine_tune_epochs} epochs at "
+                 f"×{cfg.fine_tune_lr_factor:g} the learning rate"
+                 if cfg.unfreeze and fit.fine_tune_epochs else "")
+        parts.insert(0, f"{cfg.backbone} (frozen{tuned})")
     parts += [f"dense{d.units}" for d in cfg.dense]
     extra = f" · early stop after {fit.patience}" if fit.patience else " · no early stopping"
     return " → ".join(parts) + f" · {cfg.optimizer} lr {cfg.learning_rate:g}" + extra
+
+
+def weights_line(weights: str | None) -> str:
+    """How a backbone's starting weights read in the summary (a file by its name only)."""
+    if weights is None:
+        return "random weights"
+    if weights == state.IMAGENET:
+        return "ImageNet weights"
+    return f"the weights file {md(Path(weights).name)}"
 
 
 user = current_user()  # class mode: signed-in people only; their runs are theirs
@@ -72,11 +92,16 @@ with left:
     else:
         config, fit = PRESETS[choice].config, PRESETS[choice].fit
         preset_name = choice
+    # A backbone starts from the weights chosen on Configure; a preset's from ImageNet's.
+    weights = None
+    if config.backbone:
+        weights = state.weights_choice() if choice == FROM_CONFIGURE else state.IMAGENET
     params = models.total_params(config, info.image_shape, n_classes)
     st.caption(
         f"**{info.title}** · {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
         f"images of {'×'.join(map(str, info.image_shape))} · {n_classes} classes  \n"
         f"{config_line(config, fit)} · **{params:,}** parameters  \n"
+        + (f"Starts from {weights_line(weights)}  \n" if config.backbone else "") +
         f"Trains in **{manager.describe()}**"
     )
 
@@ -93,6 +118,15 @@ with right:
                              key=f"train_epochs_{choice}_{ds_name}")
     batch_size = c2.number_input("Batch size", min_value=1, max_value=65536,
                                  value=offered.batch_size, key=f"train_batch_{choice}_{ds_name}")
+    fine_tune_epochs = offered.fine_tune_epochs
+    if config.backbone and config.unfreeze:
+        fine_tune_epochs = st.number_input(
+            "Fine-tune epochs (phase 2)", min_value=0, max_value=manager.budgets.max_epochs,
+            value=min(offered.fine_tune_epochs, manager.budgets.max_epochs),
+            key=f"train_fine_tune_{choice}_{ds_name}",
+            help=f"After the epochs above, the top {config.unfreeze} layers of "
+                 f"{config.backbone} train too, at ×{config.fine_tune_lr_factor:g} the "
+                 "learning rate; 0 = no phase 2.")
     val_fraction = st.slider("Validation split", 0.05, 0.5, 0.1, 0.05, key="train_val")
     mixed = False
     if manager.executor is not None and manager.executor.gpu:
@@ -117,9 +151,10 @@ if job is None or not access.can_manage(user, job.owner):
 
 request = training.TrainRequest(
     dataset=ds_name, config=config,
-    fit=FitSettings(batch_size=int(batch_size), epochs=int(epochs), patience=offered.patience),
+    fit=FitSettings(batch_size=int(batch_size), epochs=int(epochs), patience=offered.patience,
+                    fine_tune_epochs=int(fine_tune_epochs)),
     val_fraction=float(val_fraction), limit=int(limit) if limit is not None else None,
-    preset=preset_name, mixed_precision=mixed, tensorboard=tensorboard,
+    preset=preset_name, mixed_precision=mixed, tensorboard=tensorboard, weights=weights,
 )
 # Checked live, so Train is disabled with the reason before anyone presses it.
 problems = manager.request_errors(request, dataset)
@@ -174,7 +209,7 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
         st.rerun()
     status, hist, batch = snap["status"], snap["history"], snap["batch"]
     state = status.get("status", "?")
-    epochs_total = shown.request.fit.epochs
+    epochs_total = training.total_epochs(shown.request)
 
     speed = (f" · **{batch['samples_per_s']:,.0f}** samples/s"
              if batch and state == RunStatus.RUNNING else "")
@@ -192,7 +227,10 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
             running = (f" · loss {batch['loss']:.4f} · accuracy {batch['accuracy']:.2%}"
                        if batch.get("loss") is not None and batch.get("accuracy") is not None
                        else "")
-            st.progress(frac, text=f"Epoch {batch['epoch']}/{batch['epochs']} · batch "
+            # A backbone run's events say their phase; its epochs count on across both.
+            phase = (f"{PHASES[batch['phase']].capitalize()} · "
+                     if batch.get("phase") in PHASES else "")
+            st.progress(frac, text=f"{phase}Epoch {batch['epoch']}/{batch['epochs']} · batch "
                         f"{batch['batch']}/{batch['batches']}{running} · ETA "
                         f"{fmt_seconds(batch['eta_epoch_s'])}")
             run_frac = min(1.0, (done_epochs + (frac if frac < 1 else 0)) / epochs_total)
@@ -266,7 +304,7 @@ if resumable:
         pick = st.selectbox("Run", [r.run_id for r in resumable], key="train_resume_pick")
         run = next(r for r in resumable if r.run_id == pick)
         done_epochs = callbacks.read_checkpoint(run.run_dir)["epoch"]
-        planned = int((run.config.get("fit") or {}).get("epochs") or done_epochs + 1)
+        planned = training.total_epochs(training.request_from_config(run.config))
         st.caption(f"{done_epochs} of {planned} epochs done · {md(run.status.get('message', ''))}")
         more = st.number_input("Train up to epoch", min_value=done_epochs + 1,
                                max_value=manager.budgets.max_epochs,

@@ -40,6 +40,7 @@ def test_all_agreed_preset_names_exist() -> None:
     assert set(PRESETS) == {
         "quick", "seed000-mnist", "seed000-fashion-deep", "seed001-cifar10",
         "seed003-fashion", "best-mnist", "best-fashion", "best-cifar10", "own-images",
+        "mobilenet-transfer",
     }
     for name, preset in PRESETS.items():
         assert preset.name == name and preset.description

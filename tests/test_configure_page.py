@@ -152,3 +152,148 @@ def test_unknown_names_in_the_address_are_warnings(runs_root) -> None:
     assert "does not exist" in text and not re.search(r"(?<!\\)<", text)  # text, not HTML
     assert app.selectbox(key="cfg_preset").value in PRESETS
     assert address(app, "preset") == app.selectbox(key="cfg_preset").value
+
+
+# --------------------------------------------------------------------------- a pretrained backbone
+
+BACKBONE = "MobileNetV3Small"
+
+
+def metric_value(app: AppTest, label: str) -> int:
+    return int(next(m for m in app.metric if m.label == label).value.replace(",", ""))
+
+
+def error_text(app: AppTest) -> str:
+    from tests.conftest import plain
+
+    return " ".join(plain(e.value) for e in app.error)
+
+
+@pytest.fixture
+def online(monkeypatch) -> None:
+    """Keras' weights host answers (no probe): ImageNet weights are always to be had."""
+    from cnnlab import backbones
+
+    monkeypatch.setattr(backbones, "online", lambda: True)
+
+
+def with_backbone(app: AppTest, name: str = BACKBONE) -> AppTest:
+    """``app`` with backbone ``name`` and batches of 32: the quick preset's 128 images of
+    224×224 would exceed the default activation budget."""
+    app.select_slider(key="cfg0_batch_size").set_value(32)
+    app.selectbox(key="cfg0_backbone").set_value(name).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_picking_a_backbone_puts_it_frozen_in_the_table_and_metrics(at: AppTest,
+                                                                      online) -> None:
+    from cnnlab import backbones
+
+    frozen = backbones.BACKBONES[BACKBONE].params
+    with_backbone(at)
+    config = at.session_state[state.MODEL_CONFIG_KEY]
+    assert config.backbone == BACKBONE and config.blocks == ()
+    assert not [n for n in at.number_input if n.key == "cfg0_n_blocks"]  # no conv blocks now
+    table = at.dataframe[0].value.set_index("layer")
+    assert table.loc["backbone", "type"] == BACKBONE
+    assert table.loc["backbone", "params"] == table.loc["backbone", "frozen"] == frozen
+    assert table.loc["backbone", "trainable"] == 0
+    total = total_params(config, (28, 28, 1), 10)
+    assert params(at) == total
+    assert metric_value(at, "Frozen") == frozen
+    assert metric_value(at, "Trainable") == total - frozen == table["trainable"].sum()
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert "pretrained backbone" in dot and f"{frozen:,} params" in dot
+    assert "frozen in phase 1" in dot
+    assert at.session_state[state.WEIGHTS_KEY] == state.IMAGENET
+    assert not at.error and not at.button(key="cfg_train").disabled
+
+    at.selectbox(key="cfg0_backbone").set_value("").run()  # back to conv blocks
+    assert not at.exception and not at.error
+    assert at.session_state[state.MODEL_CONFIG_KEY].blocks
+    assert metric_value(at, "Frozen") == sum(  # only BatchNorm statistics, if any
+        2 * b.filters * b.convs for b in at.session_state[state.MODEL_CONFIG_KEY].blocks
+        if b.batch_norm)
+
+
+def test_phase_two_settings_reach_the_config_and_fit(at: AppTest, online) -> None:
+    with_backbone(at)
+    assert at.slider(key="cfg0_fine_tune_epochs").disabled  # nothing unfrozen yet
+    at.slider(key="cfg0_unfreeze").set_value(20).run()
+    at.slider(key="cfg0_fine_tune_epochs").set_value(4).run()
+    at.select_slider(key="cfg0_lr_factor").set_value(0.01).run()
+    assert not at.exception and not at.error
+    config = at.session_state[state.MODEL_CONFIG_KEY]
+    assert (config.unfreeze, config.fine_tune_lr_factor) == (20, 0.01)
+    assert at.session_state[state.FIT_SETTINGS_KEY].fine_tune_epochs == 4
+
+
+def test_imagenet_offline_without_the_file_says_which_file_where(runs_root, tmp_path,
+                                                                 monkeypatch) -> None:
+    from cnnlab import backbones
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(backbones, "online", lambda: False)
+    app = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    app.session_state[state.DATASET_KEY] = "mnist_sample"
+    with_backbone(app.run())
+    wanted = (f"ImageNet weights for {BACKBONE} are not here and the internet is not "
+              f"reachable: put {backbones.BACKBONES[BACKBONE].imagenet_file} into "
+              f"{tmp_path / 'keras' / 'models'}, or choose a weights file.")
+    assert wanted in error_text(app)
+    assert app.button(key="cfg_train").disabled
+    app.radio(key="cfg0_weights_source").set_value("none").run()  # random weights need nothing
+    assert not app.error and not app.button(key="cfg_train").disabled
+    assert app.session_state[state.WEIGHTS_KEY] is None
+
+
+def test_a_weights_file_that_does_not_exist_is_refused(at: AppTest, tmp_path, online) -> None:
+    with_backbone(at)
+    at.radio(key="cfg0_weights_source").set_value("file").run()
+    assert "Type the path of a weights file" in error_text(at)
+    assert at.button(key="cfg_train").disabled
+    missing = tmp_path / "nope.weights.h5"
+    at.text_input(key="cfg0_weights_path").set_value(str(missing)).run()
+    assert not at.exception
+    assert "does not exist on the server" in error_text(at)
+    assert at.button(key="cfg_train").disabled
+    not_hdf5 = tmp_path / "notes.weights.h5"
+    not_hdf5.write_text("not weights")
+    at.text_input(key="cfg0_weights_path").set_value(str(not_hdf5)).run()
+    assert "is not an HDF5 weights file" in error_text(at)
+    assert at.session_state[state.WEIGHTS_KEY] == str(not_hdf5)  # Train sees it and refuses too
+
+
+def test_opening_the_backbone_lists_its_stages_in_table_and_diagram(at: AppTest,
+                                                                    online) -> None:
+    with_backbone(at, "VGG16")
+    at.slider(key="cfg0_unfreeze").set_value(4).run()
+    at.toggle(key="cfg_open_backbone").set_value(True).run()
+    assert not at.exception, at.exception
+    stages = at.dataframe[1].value
+    assert list(stages["stage"]) == ["input", "block1", "block2", "block3", "block4", "block5"]
+    assert stages["params"].sum() == 14_714_688
+    # The top 4 layers: block5's three convs and its pool (which has no weights).
+    assert list(stages["trained in phase 2"]) == [0, 0, 0, 0, 0, 4]
+    dot = at.get("graphviz_chart")[0].proto.spec
+    assert "subgraph cluster_" in dot and "block5 · 4 layers → 7×7×512" in dot
+    assert "4 trained in phase 2" in dot
+
+
+def test_page_with_a_backbone_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "from cnnlab import backbones\n"
+        "backbones.online = lambda: False\n"
+        f"at = AppTest.from_file({PAGE!r}, default_timeout=60).run()\n"
+        f"at.selectbox(key='cfg0_backbone').set_value({BACKBONE!r}).run()\n"
+        "assert not at.exception, at.exception\n"
+        "assert at.dataframe[0].value['layer'].tolist().count('backbone') == 1\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

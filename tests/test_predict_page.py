@@ -400,3 +400,43 @@ def test_an_unknown_or_unsafe_run_in_the_address_is_a_warning(runs_with_model: P
         assert says in plain(at.warning[0].value)
         assert at.selectbox(key="predict_model").value == str(runs_with_model.resolve())
         assert address(at, "run") == runs_with_model.name
+
+
+def test_a_backbone_run_is_listed_in_runs_and_predicts_an_uploaded_picture(
+    runs_root: Path,
+) -> None:
+    """A transfer-learning run (MobileNetV3Small, random weights, no download) needs nothing
+    new from Runs or Draw & predict: its model holds the backbone and its preprocessing."""
+    from shapes import shape_image, shapes_zip
+    from streamlit.testing.v1 import AppTest
+
+    from cnnlab import datasets, training
+    from cnnlab.config import ModelConfig
+    from cnnlab.fit_settings import FitSettings
+
+    ds = datasets.load_zip(shapes_zip(per_class=8, size=32), (32, 32), False,
+                           name="folder:shapes.zip")
+    request = training.TrainRequest(
+        dataset=ds.info.name, config=ModelConfig(blocks=(), dense=(),
+                                                 backbone="MobileNetV3Small"),
+        fit=FitSettings(batch_size=8, epochs=1, patience=0), name="transfer", weights=None)
+    run_dir = runs.create_run(runs_root, training.run_config(request, ds))
+    result = training.train_run(request, ds, run_dir)
+    assert result.status == "finished", result.message
+
+    listing = AppTest.from_file(str(ROOT / "pages" / "runs.py"),
+                                default_timeout=APPTEST_TIMEOUT).run()
+    assert not listing.exception, listing.exception
+    assert run_dir.name in set(listing.dataframe[0].value["run_id"])
+
+    at = page()
+    at.session_state[state.SELECTED_RUN_KEY] = str(run_dir)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="predict_model").value == str(run_dir.resolve())
+    png = io.BytesIO()
+    shape_image("circle", np.random.default_rng(7), 96).save(png, format="PNG")
+    at.file_uploader(key="picture").set_value(("circle.png", png.getvalue(), "image/png")).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    metric = next(m for m in at.metric if m.label == "Prediction")
+    assert metric.value in ("circle", "square") and "sure" in metric.delta

@@ -185,3 +185,50 @@ def test_an_unknown_data_set_in_the_address_is_a_warning(runs_root: Path) -> Non
     assert not at.exception
     assert "does not have" in at.warning[0].value
     assert address(at, "dataset") == at.selectbox(key="train_dataset").value
+
+
+def test_a_configure_backbone_is_requested_with_the_chosen_weights(runs_root: Path, tmp_path,
+                                                                     monkeypatch) -> None:
+    from cnnlab import backbones, config, jobs
+    from cnnlab.fit_settings import FitSettings
+
+    sent: list = []
+
+    def record(self, request, dataset, user=None):
+        sent.append(request)
+        raise jobs.EngineRefused("Recorded, not queued.")
+
+    monkeypatch.setattr(jobs.Engine, "submit", record)
+    monkeypatch.setattr(backbones, "online", lambda: True)
+    at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
+    at.session_state[state.DATASET_KEY] = "mnist_sample"
+    at.session_state[state.MODEL_CONFIG_KEY] = config.ModelConfig(
+        blocks=(), dense=(), backbone="MobileNetV3Small", global_pool=True, unfreeze=10)
+    at.session_state[state.FIT_SETTINGS_KEY] = FitSettings(batch_size=16, epochs=1,
+                                                           fine_tune_epochs=2)
+    at.session_state[state.PRESET_NAME_KEY] = "custom"
+    missing = tmp_path / "missing.weights.h5"
+    at.session_state[state.WEIGHTS_KEY] = str(missing)
+    at.run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "MobileNetV3Small (frozen; top 10 layers fine-tuned 2 epochs" in captions
+    assert "missing.weights.h5" in captions
+    assert "does not exist on the server" in " ".join(e.value for e in at.error)
+    assert at.button(key="train_start").disabled
+
+    at.session_state[state.WEIGHTS_KEY] = None  # Configure: "None (random start)"
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    assert "Starts from random weights" in " ".join(c.value for c in at.caption)
+    fine_tune = next(n for n in at.number_input if n.key.startswith("train_fine_tune_"))
+    assert fine_tune.value == 2
+    at.button(key="train_start").click().run()
+    assert "Recorded, not queued." in " ".join(e.value for e in at.error)
+    assert sent[-1].weights is None and sent[-1].fit.fine_tune_epochs == 2
+    assert sent[-1].config.backbone == "MobileNetV3Small"
+
+    at.session_state[state.WEIGHTS_KEY] = state.IMAGENET
+    at.run()
+    at.button(key="train_start").click().run()
+    assert sent[-1].weights == "imagenet"
