@@ -609,8 +609,9 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "mobilenet-transfer",
-            "Transfer learning: ImageNet's MobileNetV3Small (frozen), global pooling, dropout "
-            ".2 and a softmax head; then its top 20 layers fine-tuned at a tenth of the "
+            "Transfer learning: MobileNetV3Small with ImageNet weights (frozen), global "
+            "pooling, dropout .2 and a softmax head; then its top 20 layers fine-tuned at a "
+            "tenth of the "
             "learning rate. Images are resized to 224×224 (a GPU helps).",
             "cifar10",
             ModelConfig(

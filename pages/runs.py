@@ -348,8 +348,11 @@ def downloads_tab(user: User, row: dict, run_dir: Path, config: dict) -> None:
         model_cfg = ModelConfig.from_dict(config.get("model"))
         fit = FitSettings.from_dict(config.get("fit"))  # what the run trained with
         shape = tuple(config["input_shape"])
+        # A server weights file stays on the server: the script starts from ImageNet's
+        # weights when the run did, else from random ones.
+        weights = "imagenet" if config.get("weights") == "imagenet" else None
         script = to_keras_script(model_cfg, fit, shape, int(config["n_classes"]),
-                                 row["dataset"])
+                                 row["dataset"], weights=weights)
     except (KeyError, TypeError, ValueError):  # ConfigError is a ValueError
         script = None
     cols[3].download_button(

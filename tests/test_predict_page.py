@@ -121,6 +121,14 @@ def test_predictor_probabilities_feature_maps_and_filters(trained_run: Path) -> 
     assert p.probabilities(np.stack([x, x])).shape == (2, 10)
     maps = p.feature_maps(x)
     assert [m.shape[-1] for _, m in maps] == [16, 32]  # quick preset: conv16, conv32
+    # The compiled forward pass gives what an eager call of the model gives, for one image
+    # and for batches of other sizes (no retrace per size on TensorFlow).
+    import keras
+
+    batch = np.random.default_rng(1).random((5, 28, 28, 1), dtype=np.float32)
+    eager = keras.ops.convert_to_numpy(p.model(batch * 255.0, training=False))
+    assert np.allclose(p.probabilities(batch), eager, atol=1e-5)
+    assert np.allclose(p.probabilities(batch[0]), eager[0], atol=1e-5)
     assert p.first_filters().shape == (16, 3, 3, 1)
     assert inference.run_class_names(trained_run) == tuple(str(i) for i in range(10))
 

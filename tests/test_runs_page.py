@@ -321,7 +321,7 @@ def test_the_keras_script_download_carries_the_runs_own_fit_settings(
     script = offered[f"{run_id}.py"].decode()
     assert "EPOCHS = 1\n" in script and "BATCH_SIZE = 64\n" in script
     assert runs.load_config(root / run_id)["fit"] == {"batch_size": 64, "epochs": 1,
-                                                      "patience": 3}
+                                                      "patience": 3, "fine_tune_epochs": 0}
 
 
 def test_links_to_other_pages_carry_the_run_and_its_data_set(root: Path) -> None:

@@ -27,6 +27,7 @@ from cnnlab.executors import RunSpec, gpu_ids
 from cnnlab.runs import RunStatus
 
 STOP = "stop"
+RELEASE_SECONDS = 30  # the longest wait for an unused standby to exit before it is killed
 
 
 def background_priority() -> None:
@@ -123,7 +124,9 @@ class _Process:
         """End an unused standby (closing its socket lets it exit; kill if it lingers)."""
         self.conn.close()
         try:
-            self.popen.wait(timeout=5)
+            # It notices the closed socket only once its Keras import is done: about 5 s
+            # here (at idle priority), so a fresh standby needs more than that to exit.
+            self.popen.wait(timeout=RELEASE_SECONDS)
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
