@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bench.engine import start_server
+from tests.ui_steps import draw_stroke
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    pass
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,24 +95,6 @@ def trained_run(root: Path) -> Path:
     return run_dir
 
 
-def draw(page: Page, points: list[tuple[float, float]], jitter: float, steps: int = 6) -> None:
-    """Mouse down, through ``points`` (canvas fractions, shifted by ``jitter``), mouse up."""
-    box = page.locator("canvas.upper-canvas").bounding_box()
-    assert box is not None, "the canvas is not on screen"
-
-    def at(fx: float, fy: float) -> tuple[float, float]:
-        return (box["x"] + (fx + jitter) * box["width"],
-                box["y"] + (fy + jitter) * box["height"])
-
-    page.mouse.move(*at(*points[0]))
-    page.mouse.down()
-    for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
-        for k in range(1, steps + 1):
-            f = k / steps
-            page.mouse.move(*at(xa + f * (xb - xa), ya + f * (yb - ya)))
-    page.mouse.up()
-
-
 def measure(url: str, cycles: int, warmup: int) -> dict[str, list[float]]:
     """Stroke-end → bars ms of first and added strokes, and of all strokes from the moment
     the drawing was sent, over ``cycles`` clear + two strokes."""
@@ -133,7 +116,7 @@ def measure(url: str, cycles: int, warmup: int) -> dict[str, list[float]]:
             prev = None
             for n in range(2):
                 shape = SHAPES[(2 * cycle + n) % len(SHAPES)]
-                draw(page, shape, jitter=0.03 * ((cycle % 3) - 1))
+                draw_stroke(page, shape, jitter=0.03 * ((cycle % 3) - 1))
                 ms, after_send, prev = page.wait_for_function(
                     CHANGED, arg=prev, polling="raf", timeout=60_000).json_value()
                 if cycle >= warmup:

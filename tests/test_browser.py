@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from test_predict_page import make_run
+from ui_steps import draw_stroke
 
 pytestmark = pytest.mark.browser
 
@@ -19,22 +20,6 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser-runs")
     make_run(root)
     return root
-
-
-def draw_stroke(page, points: list[tuple[float, float]], steps: int = 6) -> None:
-    """Mouse down, move through ``points`` (fractions of the canvas), mouse up."""
-    box = page.locator("canvas.upper-canvas").bounding_box()
-
-    def at(fx: float, fy: float) -> tuple[float, float]:
-        return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
-
-    page.mouse.move(*at(*points[0]))
-    page.mouse.down()
-    for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
-        for k in range(1, steps + 1):
-            f = k / steps
-            page.mouse.move(*at(xa + f * (xb - xa), ya + f * (yb - ya)))
-    page.mouse.up()
 
 
 def test_draw_a_digit_and_see_the_prediction(streamlit_server: str, browser_page) -> None:

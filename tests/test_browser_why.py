@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_OUTPUT
-from test_browser import SEVEN, draw_stroke
+from test_browser import SEVEN
 from test_predict_page import make_run
+from ui_steps import draw_stroke
 
 pytestmark = pytest.mark.browser
 

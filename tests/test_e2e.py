@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_OUTPUT
-from test_browser import SEVEN, draw_stroke
+from test_browser import SEVEN
 from test_predict_page import make_run
-from ui_steps import SLOW, load_explore, open_selectbox, pick, set_number, settle
+from ui_steps import SLOW, draw_stroke, load_explore, open_selectbox, pick, set_number, settle
 
 pytestmark = pytest.mark.browser
 

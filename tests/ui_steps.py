@@ -52,3 +52,23 @@ def load_explore(page, url: str) -> float:
     page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').nth(3).wait_for(
         timeout=SLOW)
     return time.perf_counter() - t0
+
+
+def draw_stroke(page, points: list[tuple[float, float]], steps: int = 6,
+                jitter: float = 0.0) -> None:
+    """Mouse down on the drawing canvas, move through ``points`` (fractions of the canvas,
+    each shifted by ``jitter``), mouse up."""
+    box = page.locator("canvas.upper-canvas").bounding_box()
+    assert box is not None, "the canvas is not on screen"
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return (box["x"] + (fx + jitter) * box["width"],
+                box["y"] + (fy + jitter) * box["height"])
+
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
+        for k in range(1, steps + 1):
+            f = k / steps
+            page.mouse.move(*at(xa + f * (xb - xa), ya + f * (yb - ya)))
+    page.mouse.up()
