@@ -76,9 +76,11 @@ def go(page, label: str, path: str, heading: str) -> None:
 
 
 def metric_value(page, label: str, timeout: float = SLOW) -> str:
-    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    metric.wait_for(timeout=timeout)
-    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    # One locator for the value, re-resolved until it is there: a rerun may replace the
+    # metric between finding it and reading it (seen once in CI right after a run ended).
+    value = (page.locator('[data-testid="stMetric"]').filter(has_text=label)
+             .locator('[data-testid="stMetricValue"]').first)
+    return value.inner_text(timeout=timeout).strip()
 
 
 def wait_for_metric_change(page, label: str, old: str, timeout: float = 30.0) -> str:
