@@ -3,14 +3,14 @@
     python -m bench.engine [--pairs 7] [--skip-browser] [--skip-ray] [--app-dir DIR]
     # from the repository root, with the package installed: pip install -e ".[dev]"
 
+A run through the engine against a bare ``model.fit`` (steady-state epochs, ABBA pairs, a
+control) is ``python -m bench.overhead --engine``.
+
 1. ``explore``: Explore page render time in a real browser (session B) while the server is
    idle vs while session A trains ``quick`` on full MNIST, in ABBA-ordered pairs; the median
    of per-pair ratios with a bootstrap 90 % interval (goal ≤ 1.2). ``--app-dir`` points
    at another checkout (e.g. the commit before the engine) to measure it the same way.
-2. ``fit``: a run through the engine (local worker process, warm standby) vs a bare
-   ``model.fit`` in this process: same model, data, epochs and seed; seconds from submit to
-   the start of evaluation vs build + fit; ABBA pairs (goal ≤ 1.05).
-3. ``first_batch``: click-to-first-batch latency: local with a warm standby, local cold,
+2. ``first_batch``: click-to-first-batch latency: local with a warm standby, local cold,
    and Ray (an actor per run on a local Ray instance).
 """
 
@@ -123,23 +123,7 @@ def bench_explore(app_dir: Path, pairs: int) -> dict:
             "training_s": [round(t, 2) for t in busy], **ratio_summary(idle, busy)}
 
 
-# --------------------------------------------------------------------------- 2. fit
-
-
-def bare_fit(request, ds) -> float:
-    """Seconds for build + compile + fit with no callbacks, as a notebook would do it."""
-    import keras
-
-    from cnnlab import training
-
-    x_tr, y_tr, x_val, y_val = training.prepare_data(ds, request)
-    t0 = time.perf_counter()
-    keras.utils.set_random_seed(training.SEED)
-    model = training.build_compiled(request.config, ds.info.image_shape,
-                                    len(ds.info.class_names))
-    model.fit(x_tr, y_tr, validation_data=(x_val, y_val), epochs=request.epochs,
-              batch_size=request.batch_size, shuffle=True, verbose=0)
-    return time.perf_counter() - t0
+# --------------------------------------------------------------------------- 2. first batch
 
 
 def engine_fit(engine, request, ds) -> tuple[float, float]:
@@ -163,47 +147,16 @@ def warm_and_wait(engine, seconds: float = 10.0) -> None:
     time.sleep(seconds)
 
 
-def bench_fit(pairs: int, dataset: str, epochs: int, limit: int) -> dict:
-    from cnnlab import config, datasets, jobs, training
-
-    ds = datasets.load(dataset)
-    cfg = config.PRESETS["quick"].config
-    request = training.TrainRequest(dataset=dataset, config=cfg, preset="quick", epochs=epochs,
-                                    batch_size=cfg.batch_size, limit=limit)
-    engine = jobs.Engine(tempfile.mkdtemp(prefix="cnnlab-bench-fit-"))
-    bare_fit(training.with_epochs(request, 1), ds)  # this process's TensorFlow start-up
-    bare, through, first = [], [], []
-    try:
-        for n, order in enumerate(abba(pairs)):
-            for variant in order:
-                if variant == "A":
-                    bare.append(bare_fit(request, ds))
-                else:
-                    warm_and_wait(engine)
-                    seconds, to_first = engine_fit(engine, request, ds)
-                    through.append(seconds)
-                    first.append(to_first)
-            log(f"fit pair {n + 1}: bare {bare[-1]:.2f} s, engine {through[-1]:.2f} s")
-    finally:
-        engine.close()
-    return {"dataset": dataset, "preset": "quick", "epochs": epochs, "limit": limit,
-            "bare_s": [round(t, 2) for t in bare], "engine_s": [round(t, 2) for t in through],
-            "engine_first_batch_warm_s": [round(t, 2) for t in first],
-            **ratio_summary(bare, through)}
-
-
-# --------------------------------------------------------------------------- 3. first batch
-
-
 def bench_first_batch(repeats: int, skip_ray: bool) -> dict:
     import statistics
 
     from cnnlab import config, datasets, jobs, training
+    from cnnlab.fit_settings import FitSettings
 
     ds = datasets.load("mnist_sample")
     cfg = config.PRESETS["quick"].config
-    request = training.TrainRequest(dataset="mnist_sample", config=cfg, epochs=1,
-                                    batch_size=64, limit=2000)
+    request = training.TrainRequest(dataset="mnist_sample", config=cfg,
+                                    fit=FitSettings(batch_size=64, epochs=1), limit=2000)
     out: dict[str, object] = {}
     engine = jobs.Engine(tempfile.mkdtemp(prefix="cnnlab-bench-first-"))
     try:
@@ -255,19 +208,13 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", type=int, default=7)
     p.add_argument("--app-dir", type=Path, default=ROOT)
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--limit", type=int, default=20000)
     p.add_argument("--skip-browser", action="store_true")
-    p.add_argument("--skip-fit", action="store_true")
     p.add_argument("--skip-first-batch", action="store_true")
     p.add_argument("--skip-ray", action="store_true")
     args = p.parse_args()
     result: dict[str, object] = {"cpus": os.cpu_count()}
     if not args.skip_browser:
         result["explore"] = bench_explore(args.app_dir.resolve(), args.pairs)
-    if not args.skip_fit:
-        result["fit"] = bench_fit(args.pairs, args.dataset, args.epochs, args.limit)
     if not args.skip_first_batch:
         result["first_batch"] = bench_first_batch(3, args.skip_ray)
     print(json.dumps(result))

@@ -22,6 +22,13 @@ PATIENCE_STEPS = 60  # early stopping waits at least this many steps without imp
 MIN_STEPS = 200  # and never stops a run before this many steps
 TARGET_STEPS = 1500  # a default run on the user's own images takes about this many steps
 MIN_EPOCHS, MAX_EPOCHS = 15, 60
+# Keras waits for the device after each execution of the training step, to hand the
+# callbacks that step's logs: a fixed cost per execution that is a large part of a small
+# model's step on a CPU (bench/throughput.py). Several steps per execution pay it once,
+# in groups of about EXECUTION_FLOPS of training work: about 0.1 s on 2 CPU cores, so Stop
+# and the progress bar still answer at once. Big models and short epochs keep one step.
+EXECUTION_FLOPS = 10e9
+MAX_STEPS_PER_EXECUTION = 16
 FIELDS = ("batch_size", "epochs", "patience", "fine_tune_epochs")
 
 
@@ -89,6 +96,17 @@ def batch_size_for(preferred: int, n_images: int) -> int:
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
     """Optimizer steps in one epoch."""
     return max(1, math.ceil(n_images / max(1, batch_size)))
+
+
+def steps_per_execution(forward_flops: int | None, batch_size: int, steps: int) -> int:
+    """Training steps Keras runs per execution for a model of ``forward_flops`` per image
+    (models.forward_flops; None, a backbone: 1) at ``batch_size``, with ``steps`` per epoch:
+    a group of about EXECUTION_FLOPS (a training step costs about 3× the forward pass), at
+    most MAX_STEPS_PER_EXECUTION and an eighth of an epoch, so its progress bar still moves."""
+    if not forward_flops:
+        return 1
+    per_step = 3 * forward_flops * max(1, batch_size)
+    return max(1, min(MAX_STEPS_PER_EXECUTION, steps // 8, int(EXECUTION_FLOPS // per_step)))
 
 
 def patience_for(patience: int, steps: int) -> int:

@@ -154,6 +154,25 @@ def trainable_params(config: ModelConfig, input_shape: tuple[int, ...], n_classe
     return sum(s.trainable for s in layer_plan(config, input_shape, n_classes))
 
 
+def forward_flops(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> int | None:
+    """Floating-point operations of one image's forward pass through the convolutions and
+    dense layers (a multiply-add counts 2; the rest is small beside them); None for a
+    backbone model, whose inner layers the plan does not list. Training costs about 3×."""
+    if config.backbone:
+        return None
+    flops = 0
+    c = int(input_shape[-1])
+    for s in layer_plan(config, input_shape, n_classes):
+        if s.kind == "Conv2D":
+            k = s.args["kernel_size"]
+            flops += 2 * k * k * c * math.prod(s.output_shape)
+        elif s.kind == "Dense":
+            flops += 2 * (s.params - s.output_shape[0])
+        if len(s.output_shape) == 3:
+            c = s.output_shape[-1]
+    return flops
+
+
 def memory_bytes(
     config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
 ) -> dict[str, int]:
@@ -231,11 +250,13 @@ def make_optimizer(config: ModelConfig, lr_factor: float = 1.0) -> keras.optimiz
     return cls(learning_rate=lr)
 
 
-def compile_model(model: keras.Model, config: ModelConfig, lr_factor: float = 1.0) -> None:
+def compile_model(model: keras.Model, config: ModelConfig, lr_factor: float = 1.0,
+                  steps_per_execution: int = 1) -> None:
     """Compile with the config's optimizer (a fresh one; its learning rate × ``lr_factor``),
-    sparse categorical cross-entropy and accuracy."""
+    sparse categorical cross-entropy and accuracy; ``steps_per_execution`` as
+    fit_settings.steps_per_execution chooses (it changes speed, not results)."""
     model.compile(optimizer=make_optimizer(config, lr_factor), loss=LOSS,
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
 
 
 # --- standalone script --------------------------------------------------------------------

@@ -228,13 +228,18 @@ def tensorboard_dir(run_dir: Path | str) -> Path:
 
 
 def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
-                   weights: str | None = None) -> keras.Model:
+                   weights: str | None = None, batch_size: int = 1,
+                   steps: int = 1) -> keras.Model:
     """A compiled Keras model for ``config`` (models.build_model + models.compile_model);
-    ``weights`` are a backbone's starting weights (its phase 1: the backbone frozen)."""
+    ``weights`` are a backbone's starting weights (its phase 1: the backbone frozen);
+    ``batch_size`` and ``steps`` per epoch size its steps per execution
+    (fit_settings.steps_per_execution)."""
     from cnnlab import models
 
     model = models.build_model(config, input_shape, n_classes, weights=weights)
-    models.compile_model(model, config)
+    flops = models.forward_flops(config, input_shape, n_classes)
+    models.compile_model(model, config, steps_per_execution=fit_settings.steps_per_execution(
+        flops, batch_size, steps))
     return model
 
 
@@ -341,10 +346,11 @@ def failure_message(exc: BaseException) -> str:
 
 def _starting_point(
     request: TrainRequest, run_dir: Path, resume: bool, init_from: Path | str | None,
-    input_shape: tuple[int, ...], n_classes: int,
+    input_shape: tuple[int, ...], n_classes: int, steps: int,
 ) -> tuple[Any, list[dict[str, Any]], int]:
-    """The model to fit, the history rows already done (a resumed run's) and the phase its
-    weights are in (1: a backbone frozen or no backbone, 2: fine-tuning)."""
+    """The model to fit (``steps`` per epoch), the history rows already done (a resumed
+    run's) and the phase its weights are in (1: a backbone frozen or no backbone, 2:
+    fine-tuning)."""
     import keras
 
     from cnnlab import backbones, device
@@ -370,7 +376,8 @@ def _starting_point(
     try:
         # A fine-tuned run's weights come from init_from: no need to fetch the backbone's.
         weights = request.weights if init_from is None else None
-        model = build_compiled(request.config, input_shape, n_classes, weights)
+        model = build_compiled(request.config, input_shape, n_classes, weights,
+                               request.fit.batch_size, steps)
     finally:
         device.set_mixed_precision(False)  # layers keep their policy; the global resets
     if init_from is not None:
@@ -409,9 +416,10 @@ def _train_run(
     x_tr, y_tr, x_val, y_val = prepare_data(dataset, request)
     best_path = runs.best_model_path(run_dir)
 
+    steps = fit_settings.steps_per_epoch(len(y_tr), fit.batch_size)
     keras.utils.set_random_seed(SEED)
     model, previous, phase = _starting_point(request, run_dir, resume, init_from, shape,
-                                             n_classes)
+                                             n_classes, steps)
     initial_epoch = len(previous)
     losses = [r["val_loss"] for r in previous if r.get("val_loss") is not None]
     backbone = request.config.backbone
@@ -438,7 +446,6 @@ def _train_run(
     best = cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None)
     # Patience counts epochs; on a small data set an epoch is a few steps, so it is scaled
     # to at least fit_settings.PATIENCE_STEPS steps, and no stop comes before MIN_STEPS.
-    steps = fit_settings.steps_per_epoch(len(y_tr), fit.batch_size)
     patience = fit_settings.patience_for(fit.patience, steps)
     board = (keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))
              if request.tensorboard else None)

@@ -110,3 +110,44 @@ def test_cli_trains_a_zip_exactly_like_the_upload(tmp_path: Path, runs_root: Pat
         [sys.executable, "-m", "cnnlab", "train", "--dataset", str(tmp_path / "none.zip")],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "cannot read" in bad.stderr
+
+
+def test_forward_flops_counts_each_convolution_and_dense_layer() -> None:
+    cfg = config.ModelConfig(blocks=(config.ConvBlock(filters=8, kernel_size=3),), dense=())
+    conv = 2 * 3 * 3 * 1 * 8 * 28 * 28  # 'same' padding keeps 28×28
+    output = 2 * (14 * 14 * 8) * 10  # after the 2×2 pool, flattened, into 10 classes
+    assert models.forward_flops(cfg, (28, 28, 1), 10) == conv + output
+    backbone = config.PRESETS["mobilenet-transfer"].config
+    assert models.forward_flops(backbone, (28, 28, 1), 10) is None
+
+
+def test_steps_per_execution_groups_short_steps_only() -> None:
+    quick = config.PRESETS["quick"]
+    flops = models.forward_flops(quick.config, (28, 28, 1), 10)
+    steps = fit_settings.steps_per_epoch(54_000, 128)
+    spe = fit_settings.steps_per_execution(flops, 128, steps)
+    assert 1 < spe <= fit_settings.MAX_STEPS_PER_EXECUTION
+    assert 3 * flops * 128 * spe <= fit_settings.EXECUTION_FLOPS  # a group stays short
+    best = config.PRESETS["best-fashion"]
+    assert fit_settings.steps_per_execution(
+        models.forward_flops(best.config, (28, 28, 1), 10), 128, steps) == 1
+    assert fit_settings.steps_per_execution(None, 32, steps) == 1  # a backbone
+    assert fit_settings.steps_per_execution(flops, 128, 9) == 1  # the bar moves in an epoch
+    assert fit_settings.steps_per_execution(flops, 128, 40) == 5
+
+
+def test_steps_per_execution_changes_speed_not_results() -> None:
+    import keras
+
+    ds = datasets.load("mnist_sample")
+    x, y = ds.x_train[:512], ds.y_train[:512]
+    cfg = config.PRESETS["quick"].config
+    weights = []
+    for spe in (1, 4):
+        keras.utils.set_random_seed(training.SEED)
+        model = models.build_model(cfg, (28, 28, 1), 10)
+        models.compile_model(model, cfg, steps_per_execution=spe)
+        model.fit(x, y, epochs=1, batch_size=32, shuffle=True, verbose=0)
+        weights.append(model.get_weights())
+    for one_step, grouped in zip(*weights, strict=True):
+        np.testing.assert_allclose(one_step, grouped, atol=1e-5)

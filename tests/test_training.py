@@ -226,7 +226,7 @@ def test_the_worker_checks_budgets_again(runs_root: Path, sample) -> None:
 
 
 def test_time_limit_ends_the_run_with_its_files(runs_root: Path, sample) -> None:
-    req = request(epochs=50, limit=None)
+    req = request(epochs=50, limit=None, patience=0)  # no early stop before the limit
     run_dir = new_run(runs_root, req, sample)
     limit = budgets.Budgets(max_run_minutes=4 / 60)  # 4 s: a few epochs, then the limit
     result = training.train_run(req, sample, run_dir, budgets=limit)

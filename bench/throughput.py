@@ -1,0 +1,150 @@
+"""Training throughput through the lab's own path (training.train_run): one JSON line.
+
+    python -m bench.throughput [--pairs 7] [--limit 20000] [--epochs 3] [--skip-jax]
+    # from the repository root, with the package installed: pip install -e ".[dev]"
+
+1. ``quick``: the quick preset on MNIST with one training step per Keras execution (the
+   path before fit_settings.steps_per_execution) vs today's steps per execution, ABBA
+   ordered, each run in a fresh process; steady-state samples/s (the first epoch, which
+   traces the step, is left out); the median of per-pair ratios with a bootstrap 90 %
+   interval, and a control: today's path against itself in the same order.
+2. ``accuracy``: both variants trained to the end of the preset's epochs on full MNIST;
+   test accuracy (goal: the same within ±0.2 points).
+3. ``seed000``: seed000-mnist's steady-state samples/s as a percentage of the CPU's peak
+   FLOP/s (training ≈ 3 × models.forward_flops per image).
+4. ``backends``: quick's samples/s on TensorFlow and on JAX side by side (same ABBA order).
+
+Not a test: a measurement to run by hand on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.stats import abba, ratio_summary
+
+# 2 cores × 2.6 GHz × 32 float32 FLOP per cycle (AVX-512: two 256-bit FMA pipes on Zen 4).
+PEAK_GFLOPS = 166.0
+
+
+def log(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def one(preset: str, limit: int | None, epochs: int | None, one_step: bool,
+        evaluate: bool) -> dict:
+    """Train once in this process; steady-state samples/s and (with evaluate) accuracy."""
+    import keras
+
+    from cnnlab import config, datasets, fit_settings, models, runs, training
+
+    if one_step:  # the path before steps per execution: every step its own execution
+        fit_settings.steps_per_execution = lambda forward_flops, batch_size, steps: 1
+    p = config.PRESETS[preset]
+    ds = datasets.load(p.dataset)
+    fit = p.fit if epochs is None else fit_settings.FitSettings(
+        batch_size=p.fit.batch_size, epochs=epochs, patience=0)
+    request = training.TrainRequest(dataset=p.dataset, config=p.config, fit=fit,
+                                    preset=preset, limit=limit)
+    root = Path(tempfile.mkdtemp(prefix="cnnlab-bench-throughput-"))
+    run_dir = runs.create_run(root, training.run_config(request, ds))
+    result = training.train_run(request, ds, run_dir, evaluate=evaluate)
+    assert result.status == "finished", result.message
+    n_fit = fit_settings.n_fit(len(ds.y_train), request.val_fraction, limit)
+    steady = [r["seconds"] for r in result.history[1:]] or [result.history[0]["seconds"]]
+    flops = models.forward_flops(p.config, ds.info.image_shape, len(ds.info.class_names))
+    rate = n_fit / statistics.median(steady)
+    return {
+        "backend": keras.backend.backend(), "preset": preset, "n_fit": n_fit,
+        "steps_per_execution": fit_settings.steps_per_execution(
+            flops, fit.batch_size, fit_settings.steps_per_epoch(n_fit, fit.batch_size)),
+        "epochs": len(result.history), "samples_per_s": round(rate, 1),
+        "pct_peak": round(100 * rate * 3 * (flops or 0) / (PEAK_GFLOPS * 1e9), 1),
+        "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
+        "seconds": round(result.seconds, 1),
+    }
+
+
+def spawn(preset: str, limit: int | None, epochs: int | None, one_step: bool = False,
+          evaluate: bool = False, backend: str = "tensorflow") -> dict:
+    """``one`` in a fresh process (a fresh backend each time; JAX needs its own process)."""
+    cmd = [sys.executable, "-m", "bench.throughput", "--one", "--preset", preset]
+    cmd += ["--limit", str(limit)] if limit else []
+    cmd += ["--epochs", str(epochs)] if epochs else []
+    cmd += ["--one-step"] if one_step else []
+    cmd += ["--evaluate"] if evaluate else []
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def alternated(pairs: int, run_a, run_b) -> tuple[list[float], list[float]]:
+    """samples/s of A and B run in ABBA order."""
+    a, b = [], []
+    for n, order in enumerate(abba(pairs)):
+        for variant in order:
+            (a if variant == "A" else b).append(
+                (run_a if variant == "A" else run_b)()["samples_per_s"])
+        log(f"pair {n + 1}: A {a[-1]:,.0f}/s, B {b[-1]:,.0f}/s")
+    return a, b
+
+
+def main() -> None:
+    """Run the parts and print one JSON object (or, with --one, one measurement)."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pairs", type=int, default=7)
+    p.add_argument("--limit", type=int, default=20000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-jax", action="store_true")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--preset", default="quick", help=argparse.SUPPRESS)
+    p.add_argument("--one-step", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--evaluate", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.preset, args.limit, args.epochs, args.one_step,
+                             args.evaluate)))
+        return
+
+    def quick(one_step: bool = False, backend: str = "tensorflow") -> dict:
+        return spawn("quick", args.limit, args.epochs, one_step, backend=backend)
+
+    result: dict[str, object] = {"cpus": os.cpu_count(), "limit": args.limit,
+                                 "epochs": args.epochs, "peak_gflops": PEAK_GFLOPS}
+    log("quick: one step per execution (A) vs today (B)")
+    before, now = alternated(args.pairs, lambda: quick(one_step=True), quick)
+    log("control: today (A) vs today (B)")
+    c_a, c_b = alternated(args.pairs, quick, quick)
+    control = ratio_summary(c_a, c_b)
+    result["quick"] = {**ratio_summary(before, now), "control": control["ratio"],
+                       "control_ci": [control["ci_low"], control["ci_high"]]}
+    if not args.skip_accuracy:
+        full = {name: spawn("quick", None, None, one_step, evaluate=True)
+                for name, one_step in (("one_step", True), ("today", False))}
+        result["accuracy"] = {name: {k: r[k] for k in ("test_accuracy", "seconds", "epochs")}
+                              for name, r in full.items()}
+    seed = spawn("seed000-mnist", 6000, 3)
+    result["seed000"] = {k: seed[k] for k in ("samples_per_s", "pct_peak",
+                                              "steps_per_execution")}
+    if not args.skip_jax:
+        log("backends: TensorFlow (A) vs JAX (B)")
+        tf_rates, jax_rates = alternated(args.pairs, quick, lambda: quick(backend="jax"))
+        result["backends"] = {"tensorflow_samples_per_s": statistics.median(tf_rates),
+                              "jax_samples_per_s": statistics.median(jax_rates),
+                              **ratio_summary(tf_rates, jax_rates)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
