@@ -181,8 +181,9 @@ def test_walk_through_every_page(streamlit_server: str, server_runs_dir: Path, p
     go(page, "Train", "train", "Train")
     page.get_by_text("Trains in").wait_for(timeout=SLOW)
     before = {p.name for p in server_runs_dir.iterdir()}
-    # Curves are redrawn after each epoch, so three short epochs show the chart growing.
-    start_training(page, epochs=3, batch_size=8, limit=2000)
+    # Curves are redrawn after each epoch, so three epochs show the chart growing; each
+    # must outlast the page's 2 s poll (16 steps per execution make batch 8 fast).
+    start_training(page, epochs=3, batch_size=8, limit=8000)
     run_id = new_run_id(server_runs_dir, before)
     page.get_by_text(run_id).first.wait_for(timeout=SLOW)
     seen = []

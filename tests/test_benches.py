@@ -1,0 +1,60 @@
+"""The training benches still run on today's API and print what they promise.
+
+Smoke runs on a few hundred bundled images: no speed or accuracy target is checked here
+(those are the benches' own job, by hand on a quiet machine); the benches broke once,
+silently, when the fit settings moved, because nothing ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def bench(*args: str) -> dict:
+    """Run ``python -m bench.<args>``; its last stdout line as JSON."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
+    from bench import accuracy
+
+    out = bench("bench.accuracy", "--preset", "quick", "--dataset", "mnist_sample",
+                "--limit", "300", "--epochs", "1")
+    assert out["status"] == "finished" and out["epochs_run"] == 1
+    assert 0.0 <= out["test_accuracy"] <= 1.0 and out["seconds"] > 0
+    # The table: a measured row replaces its preset's, the others say "not measured here".
+    results = tmp_path / "results.md"
+    accuracy.write_results(results, {"quick": ["quick", "mnist", "goal", "3 of 3", "20",
+                                               "98.81%", "2 CPU cores", "2026-11-29"]})
+    rows = accuracy.read_rows(results)
+    assert list(rows) == ["quick"] and rows["quick"][5] == "98.81%"
+    text = results.read_text()
+    assert text.count("not measured here") == len(accuracy.TARGETS) - 1
+
+
+def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
+    out = bench("bench.overhead", "--dataset", "mnist_sample", "--limit", "600",
+                "--epochs", "3", "--pairs", "1")
+    assert out["pairs"] == 1 and len(out["ratios"]) == len(out["control_ratios"]) == 1
+    assert out["ci_low"] <= out["ratio"] <= out["ci_high"]
+    assert out["control_ci_low"] <= out["control"] <= out["control_ci_high"]
+    assert out["bare_epoch_s"] > 0 and out["lab_epoch_s"] > 0
+
+
+def test_throughput_bench_measures_one_run_either_way() -> None:
+    before = bench("bench.throughput", "--one", "--before", "--limit", "600", "--epochs", "2")
+    today = bench("bench.throughput", "--one", "--limit", "600", "--epochs", "2")
+    assert before["steps_per_execution"] == 1
+    assert today["steps_per_execution"] >= 1
+    assert before["samples_per_s"] > 0 and today["samples_per_s"] > 0
+    assert 0 < today["pct_peak"] < 100
