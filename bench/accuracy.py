@@ -6,7 +6,7 @@ and peak memory as one JSON line, and with --write record it in docs/results.md.
 
 Not a test: a measurement to run by hand on a quiet machine. docs/results.md is generated
 from its own table: a new measurement replaces its preset's row, and each target in
-TARGETS without one reads "not measured here".
+TARGETS without one reads "not measured yet" ("not measured here" for a GPU target).
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ def read_rows(path: Path) -> dict[str, list[str]]:
 
 
 def write_results(path: Path, measured: dict[str, list[str]]) -> None:
-    """docs/results.md: one row per target, measured or 'not measured here'."""
+    """docs/results.md: one row per target, measured or 'not measured yet/here'."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for preset, (dataset, goal) in TARGETS.items():
         cells = measured.get(preset) or [preset, dataset, goal, "—", "—",
-                                         "not measured here", "—", "—"]
+                                         "not measured here" if "GPU" in goal
+                                         else "not measured yet", "—", "—"]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text(HEADER + "\n".join(lines) + "\n")
 
