@@ -19,6 +19,7 @@ import platform
 import resource
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -99,7 +100,7 @@ def main() -> None:
     dataset = args.dataset or preset.dataset
     fit = preset.fit
     if args.epochs is not None:
-        fit = type(fit)(**{**fit.to_dict(), "epochs": args.epochs})
+        fit = replace(fit, epochs=args.epochs)
     t_load = time.perf_counter()
     ds = datasets.load(dataset)
     load_s = time.perf_counter() - t_load

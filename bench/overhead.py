@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.stats import abba, ratio_summary  # noqa: E402
+from bench.stats import alternated, ratio_summary  # noqa: E402
 
 
 def log(*args: object) -> None:
@@ -88,16 +88,6 @@ def through_engine(engine, request, ds) -> float:
         time.sleep(0.05)
     assert job.result.status == "finished", job.result.message
     return steady_epoch([e["time"] for e in job.events.since(0) if e["kind"] == "epoch"])
-
-
-def alternated(pairs: int, run_a, run_b) -> tuple[list[float], list[float]]:
-    """Seconds of A and B run in ABBA order."""
-    a, b = [], []
-    for n, order in enumerate(abba(pairs)):
-        for variant in order:
-            (a if variant == "A" else b).append((run_a if variant == "A" else run_b)())
-        log(f"pair {n + 1}: A {a[-1]:.3f} s, B {b[-1]:.3f} s")
-    return a, b
 
 
 def main() -> None:

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 
 def abba(pairs: int) -> list[tuple[str, str]]:
     """The order of each pair: A,B then B,A then A,B …, so drift hits both variants alike."""
     return [("A", "B") if i % 2 == 0 else ("B", "A") for i in range(pairs)]
+
+
+def alternated(pairs: int, run_a: Callable[[], float], run_b: Callable[[], float],
+               fmt: str = "{:.3f} s") -> tuple[list[float], list[float]]:
+    """The values of ``run_a`` and ``run_b`` called in ABBA order, each pair logged to
+    stderr with ``fmt``."""
+    a: list[float] = []
+    b: list[float] = []
+    for n, order in enumerate(abba(pairs)):
+        for variant in order:
+            (a if variant == "A" else b).append((run_a if variant == "A" else run_b)())
+        print(f"pair {n + 1}: A {fmt.format(a[-1])}, B {fmt.format(b[-1])}", file=sys.stderr,
+              flush=True)
+    return a, b
 
 
 def median_interval(values: Sequence[float], level: float = 0.90, draws: int = 5000,

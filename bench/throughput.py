@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.stats import abba, ratio_summary
+from bench.stats import alternated, ratio_summary
 
 # 2 cores × 2.6 GHz × 32 float32 FLOP per cycle (AVX-512: two 256-bit FMA pipes on Zen 4).
 PEAK_GFLOPS = 166.0
@@ -88,17 +88,6 @@ def spawn(preset: str, limit: int | None, epochs: int | None, before: bool = Fal
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def alternated(pairs: int, run_a, run_b) -> tuple[list[float], list[float]]:
-    """samples/s of A and B run in ABBA order."""
-    a, b = [], []
-    for n, order in enumerate(abba(pairs)):
-        for variant in order:
-            (a if variant == "A" else b).append(
-                (run_a if variant == "A" else run_b)()["samples_per_s"])
-        log(f"pair {n + 1}: A {a[-1]:,.0f}/s, B {b[-1]:,.0f}/s")
-    return a, b
-
-
 def main() -> None:
     """Run the parts and print one JSON object (or, with --one, one measurement)."""
     p = argparse.ArgumentParser(description=__doc__,
@@ -118,15 +107,16 @@ def main() -> None:
                              args.before, args.evaluate)))
         return
 
-    def quick(before: bool = False, backend: str = "tensorflow") -> dict:
-        return spawn("quick", args.limit, args.epochs, before, backend=backend)
+    def quick(before: bool = False, backend: str = "tensorflow") -> float:
+        """Steady-state samples/s of one quick run in a fresh process."""
+        return spawn("quick", args.limit, args.epochs, before, backend=backend)["samples_per_s"]
 
     result: dict[str, object] = {"cpus": os.cpu_count(), "limit": args.limit,
                                  "epochs": args.epochs, "peak_gflops": PEAK_GFLOPS}
     log("quick: before (A) vs today (B)")
-    before, now = alternated(args.pairs, lambda: quick(before=True), quick)
+    before, now = alternated(args.pairs, lambda: quick(before=True), quick, "{:,.0f}/s")
     log("control: today (A) vs today (B)")
-    c_a, c_b = alternated(args.pairs, quick, quick)
+    c_a, c_b = alternated(args.pairs, quick, quick, "{:,.0f}/s")
     control = ratio_summary(c_a, c_b)
     result["quick"] = {**ratio_summary(before, now), "control": control["ratio"],
                        "control_ci": [control["ci_low"], control["ci_high"]]}
@@ -141,7 +131,8 @@ def main() -> None:
                                               "steps_per_execution")}
     if not args.skip_jax:
         log("backends: TensorFlow (A) vs JAX (B)")
-        tf_rates, jax_rates = alternated(args.pairs, quick, lambda: quick(backend="jax"))
+        tf_rates, jax_rates = alternated(args.pairs, quick, lambda: quick(backend="jax"),
+                                         "{:,.0f}/s")
         result["backends"] = {"tensorflow_samples_per_s": statistics.median(tf_rates),
                               "jax_samples_per_s": statistics.median(jax_rates),
                               **ratio_summary(tf_rates, jax_rates)}
