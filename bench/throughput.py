@@ -8,7 +8,7 @@
    fresh process; steady-state samples/s (the first epoch, which
    traces the step, is left out); the median of per-pair ratios with a bootstrap 90 %
    interval, and a control: today's path against itself in the same order.
-2. ``accuracy``: both variants trained for the preset's 3 epochs on full MNIST;
+2. ``accuracy``: both variants trained for the preset's own epochs on full MNIST;
    test accuracy (goal: the same within ±0.2 points).
 3. ``seed000``: seed000-mnist's steady-state samples/s as a percentage of the CPU's peak
    FLOP/s (training ≈ 3 × models.forward_flops per image).
@@ -121,7 +121,7 @@ def main() -> None:
     result["quick"] = {**ratio_summary(before, now), "control": control["ratio"],
                        "control_ci": [control["ci_low"], control["ci_high"]]}
     if not args.skip_accuracy:
-        # Both to quick's 3 epochs on full MNIST: the speed-up must not cost accuracy.
+        # Both to quick's own epochs on full MNIST: the speed-up must not cost accuracy.
         full = {name: spawn("quick", None, None, was, evaluate=True)
                 for name, was in (("before", True), ("today", False))}
         result["accuracy"] = {name: {k: r[k] for k in ("test_accuracy", "seconds", "epochs")}

@@ -467,17 +467,21 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "quick",
-            "Small and fast: conv16-pool-conv32-pool-dense64; one MNIST epoch in seconds on a CPU.",
+            "Small and fast: conv16 5×5-pool-conv32 5×5-pool-dense64-dropout .3; "
+            "99 % on MNIST in under a minute on a CPU.",
             "mnist",
             ModelConfig(
-                blocks=(ConvBlock(filters=16), ConvBlock(filters=32)),
-                dense=(DenseLayer(64),),
+                # 5×5 kernels and dropout: 3×3 without dropout plateaued at 98.8-98.96 %
+                # test accuracy (3-8 epochs); this reached 99.07-99.10 % after 4 epochs over
+                # three seeds, about 40 s on 2 CPU cores (docs/results.md).
+                blocks=(ConvBlock(filters=16, kernel_size=5), ConvBlock(filters=32, kernel_size=5)),
+                dense=(DenseLayer(64, dropout=0.3),),
                 optimizer="adam",
                 learning_rate=2e-3,
-                lr_decay_rate=0.3,  # measured: 98.8% MNIST test accuracy after 3 epochs
+                lr_decay_rate=0.4,
                 lr_decay_steps=1000,
             ),
-            FitSettings(batch_size=128, epochs=3, patience=2),
+            FitSettings(batch_size=128, epochs=4, patience=2),
         ),
         Preset(
             "seed000-mnist",

@@ -80,9 +80,9 @@ def test_readable_output_is_not_python_reprs() -> None:
         assert "{" not in out.stdout and "[" not in out.stdout and "'" not in out.stdout
     presets = cli("presets").stdout.splitlines()
     assert presets[0].split() == ["NAME", "DATASET", "PARAMS", "DESCRIPTION"]
-    assert any(line.split()[:3] == ["quick", "mnist", "105,866"] for line in presets)
+    assert any(line.split()[:3] == ["quick", "mnist", "114,314"] for line in presets)
     summary = cli("summary", "--preset", "quick").stdout
-    assert "105,866 parameters on mnist" in summary and "28×28×16" in summary
+    assert "114,314 parameters on mnist" in summary and "28×28×16" in summary
 
 
 def _small_file_limit() -> None:

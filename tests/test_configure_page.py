@@ -96,7 +96,7 @@ def test_over_budget_model_disables_train_with_the_reason(runs_root, monkeypatch
     app.run()
     assert not app.exception
     text = " ".join(e.value for e in app.error)
-    assert "will not train it" in text and "105,866 parameters" in text
+    assert "will not train it" in text and "114,314 parameters" in text
     assert "at most 100,000" in text
     assert app.button(key="cfg_train").disabled
 

@@ -133,7 +133,7 @@ def test_steps_per_execution_groups_short_steps_only() -> None:
         models.forward_flops(best.config, (28, 28, 1), 10), 128, steps) == 1
     assert fit_settings.steps_per_execution(None, 32, steps) == 1  # a backbone
     assert fit_settings.steps_per_execution(flops, 128, 9) == 1  # the bar moves in an epoch
-    assert fit_settings.steps_per_execution(flops, 128, 40) == 5
+    assert fit_settings.steps_per_execution(flops, 128, 24) == 3  # an eighth of 24 steps
 
 
 def test_steps_per_execution_changes_speed_not_results() -> None:

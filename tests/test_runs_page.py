@@ -301,7 +301,7 @@ def test_fine_tune_from_best_starts_a_child_run_and_resume_needs_a_checkpoint(
 
 def test_the_keras_script_download_carries_the_runs_own_fit_settings(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The run trained 1 epoch at batch 64; its quick preset says 3 epochs at 128. The script
+    """The run trained 1 epoch at batch 64; its quick preset says 4 epochs at 128. The script
     offered for download must reproduce the run, not the preset."""
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 

@@ -110,9 +110,9 @@ def test_bad_inputs_disable_train_with_the_reason(runs_root: Path) -> None:
 def test_over_budget_model_is_refused_with_the_limit(runs_root: Path, monkeypatch) -> None:
     monkeypatch.setenv("CNNLAB_MAX_PARAMS", "50000")
     at = open_page()
-    setup_tiny_run(at)  # quick has 105,866 parameters
+    setup_tiny_run(at)  # quick has 114,314 parameters
     text = " ".join(e.value for e in at.error)
-    assert "105,866 parameters" in text and "at most 50,000" in text
+    assert "114,314 parameters" in text and "at most 50,000" in text
     assert at.button(key="train_start").disabled
 
 

@@ -280,5 +280,5 @@ def test_cli_refuses_an_over_budget_run_with_exit_2(runs_root: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "Epochs is 5" in done.stderr and "at most 3" in done.stderr
-    assert "105,866 parameters" in done.stderr and "at most 50,000" in done.stderr
+    assert "114,314 parameters" in done.stderr and "at most 50,000" in done.stderr
     assert done.stdout == "" and not runs.list_runs(runs_root)
