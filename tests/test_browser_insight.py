@@ -7,6 +7,7 @@ and checks the page answers with the grid. A screenshot is kept in test-output/.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,13 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def centre(locator) -> tuple[float, float]:
+    """The page coordinates of the middle of ``locator``'s first match."""
+    box = locator.first.bounding_box()
+    assert box is not None, locator
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
 def test_clicking_a_confusion_cell_shows_its_test_images(streamlit_server: str,
                                                          server_runs_dir: Path,
                                                          browser_page) -> None:
@@ -45,11 +53,11 @@ def test_clicking_a_confusion_cell_shows_its_test_images(streamlit_server: str,
     chart.wait_for(timeout=SLOW)
     settle(page)
     chart.scroll_into_view_if_needed()
-    area = chart.locator(".nsewdrag").first.bounding_box()
-    n = len(cm)
-    # Row i from the top (the true axis is reversed), column j from the left.
-    page.mouse.click(area["x"] + (j + 0.5) * area["width"] / n,
-                     area["y"] + (i + 0.5) * area["height"] / n)
+    # The cell under column j's tick label and beside row i's: the square cells need not
+    # fill the plot area, so its width divided by 10 can land a column off.
+    x, _ = centre(chart.locator(".xtick text").filter(has_text=re.compile(f"^{j}$")))
+    _, y = centre(chart.locator(".ytick text").filter(has_text=re.compile(f"^{i}$")))
+    page.mouse.click(x, y)
     grid = page.locator(".st-key-runs_cell_grid .js-plotly-plot")
     grid.wait_for(timeout=60_000)
     settle(page)

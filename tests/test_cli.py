@@ -109,6 +109,9 @@ def test_ctrl_c_during_train_exits_130_and_marks_the_run_interrupted(tmp_path: P
          str(tmp_path), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As from a terminal: a runner started in the background (`cmd &` in a script)
+        # passes SIGINT on ignored, and Python then keeps ignoring Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in proc.stderr:

@@ -129,7 +129,7 @@ def test_predictor_probabilities_feature_maps_and_filters(trained_run: Path) -> 
     eager = keras.ops.convert_to_numpy(p.model(batch * 255.0, training=False))
     assert np.allclose(p.probabilities(batch), eager, atol=1e-5)
     assert np.allclose(p.probabilities(batch[0]), eager[0], atol=1e-5)
-    assert p.first_filters().shape == (16, 3, 3, 1)
+    assert p.first_filters().shape == (16, 5, 5, 1)
     assert inference.run_class_names(trained_run) == tuple(str(i) for i in range(10))
 
 
