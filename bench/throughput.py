@@ -11,7 +11,7 @@
 2. ``accuracy``: both variants trained for the preset's own epochs on full MNIST;
    test accuracy (goal: the same within ±0.2 points).
 3. ``seed000``: seed000-mnist's steady-state samples/s as a percentage of the CPU's peak
-   FLOP/s (training ≈ 3 × models.forward_flops per image).
+   FLOP/s (training ≈ 3 × models.forward_flops per image); quick's share is in part 1.
 4. ``backends``: quick's samples/s on TensorFlow and on JAX side by side (same ABBA order).
 
 Not a test: a measurement to run by hand on a quiet machine.
@@ -107,9 +107,14 @@ def main() -> None:
                              args.before, args.evaluate)))
         return
 
+    peak_pct: dict[bool, list[float]] = {True: [], False: []}  # TensorFlow runs, by before
+
     def quick(before: bool = False, backend: str = "tensorflow") -> float:
         """Steady-state samples/s of one quick run in a fresh process."""
-        return spawn("quick", args.limit, args.epochs, before, backend=backend)["samples_per_s"]
+        run = spawn("quick", args.limit, args.epochs, before, backend=backend)
+        if backend == "tensorflow":
+            peak_pct[before].append(run["pct_peak"])
+        return run["samples_per_s"]
 
     result: dict[str, object] = {"cpus": os.cpu_count(), "limit": args.limit,
                                  "epochs": args.epochs, "peak_gflops": PEAK_GFLOPS}
@@ -119,7 +124,10 @@ def main() -> None:
     c_a, c_b = alternated(args.pairs, quick, quick, "{:,.0f}/s")
     control = ratio_summary(c_a, c_b)
     result["quick"] = {**ratio_summary(before, now), "control": control["ratio"],
-                       "control_ci": [control["ci_low"], control["ci_high"]]}
+                       "control_ci": [control["ci_low"], control["ci_high"]],
+                       # How far from the CPU's peak each path runs: the room left.
+                       "pct_peak_before": statistics.median(peak_pct[True]),
+                       "pct_peak_today": statistics.median(peak_pct[False])}
     if not args.skip_accuracy:
         # Both to quick's own epochs on full MNIST: the speed-up must not cost accuracy.
         full = {name: spawn("quick", None, None, was, evaluate=True)
