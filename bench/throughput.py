@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from bench.stats import alternated, ratio_summary
@@ -46,13 +47,11 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     from cnnlab import config, datasets, fit_settings, models, runs, training
 
     p = config.PRESETS[preset]
-    cfg, batch_size = p.config, p.fit.batch_size
     if before:  # the path as it was: every step its own execution
         fit_settings.steps_per_execution = lambda forward_flops, batch_size, steps: 1
     ds = datasets.load(p.dataset)
-    fit = fit_settings.FitSettings(batch_size=batch_size, epochs=epochs or p.fit.epochs,
-                                   patience=0 if epochs else p.fit.patience)
-    request = training.TrainRequest(dataset=p.dataset, config=cfg, fit=fit,
+    fit = p.fit if epochs is None else replace(p.fit, epochs=epochs, patience=0)
+    request = training.TrainRequest(dataset=p.dataset, config=p.config, fit=fit,
                                     preset=preset, limit=limit)
     root = Path(tempfile.mkdtemp(prefix="cnnlab-bench-throughput-"))
     run_dir = runs.create_run(root, training.run_config(request, ds))
@@ -60,7 +59,7 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     assert result.status == "finished", result.message
     n_fit = fit_settings.n_fit(len(ds.y_train), request.val_fraction, limit)
     steady = [r["seconds"] for r in result.history[1:]] or [result.history[0]["seconds"]]
-    flops = models.forward_flops(cfg, ds.info.image_shape, len(ds.info.class_names))
+    flops = models.forward_flops(p.config, ds.info.image_shape, len(ds.info.class_names))
     rate = n_fit / statistics.median(steady)
     return {
         "backend": keras.backend.backend(), "preset": preset, "n_fit": n_fit,
