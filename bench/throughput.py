@@ -4,14 +4,16 @@
     # from the repository root, with the package installed: pip install -e ".[dev]"
 
 1. ``quick``: the quick preset on MNIST as it was before (one training step per Keras
-   execution) vs today's (fit_settings.steps_per_execution), ABBA ordered, each run in a
+   execution, float32) vs today's (fit_settings.steps_per_execution, and bfloat16 compute
+   where the CPU has it: device.bfloat16_graphs), ABBA ordered, each run in a
    fresh process; steady-state samples/s (the first epoch, which
    traces the step, is left out); the median of per-pair ratios with a bootstrap 90 %
    interval, and a control: today's path against itself in the same order.
 2. ``accuracy``: both variants trained for the preset's own epochs on full MNIST;
    test accuracy (goal: the same within ±0.2 points).
 3. ``seed000``: seed000-mnist's steady-state samples/s as a percentage of the CPU's peak
-   FLOP/s (training ≈ 3 × models.forward_flops per image); quick's share is in part 1.
+   FLOP/s (training ≈ 3 × models.forward_flops per image) in the arithmetic it ran in
+   (bfloat16 on a CPU that has it: device.bfloat16_graphs); quick's share is in part 1.
 4. ``backends``: quick's samples/s on TensorFlow and on JAX side by side (same ABBA order).
 
 Not a test: a measurement to run by hand on a quiet machine.
@@ -20,6 +22,7 @@ Not a test: a measurement to run by hand on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -31,8 +34,10 @@ from pathlib import Path
 
 from bench.stats import alternated, ratio_summary
 
-# 2 cores × 2.6 GHz × 32 float32 FLOP per cycle (AVX-512: two 256-bit FMA pipes on Zen 4).
+# 2 cores × 2.6 GHz × 32 float32 FLOP per cycle (AVX-512: two 256-bit FMA pipes on Zen 4);
+# bfloat16 dot products (AVX512-BF16) do twice the FLOP per instruction.
 PEAK_GFLOPS = 166.0
+PEAK_GFLOPS_BF16 = 2 * PEAK_GFLOPS
 
 
 def log(*args: object) -> None:
@@ -44,11 +49,12 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     """Train once in this process; steady-state samples/s and (with evaluate) accuracy."""
     import keras
 
-    from cnnlab import config, datasets, fit_settings, models, runs, training
+    from cnnlab import config, datasets, device, fit_settings, models, runs, training
 
     p = config.PRESETS[preset]
-    if before:  # the path as it was: every step its own execution
+    if before:  # the path as it was: every step its own execution, all in float32
         fit_settings.steps_per_execution = lambda forward_flops, batch_size, steps: 1
+        device.bfloat16_graphs = lambda enabled: contextlib.nullcontext()
     ds = datasets.load(p.dataset)
     fit = p.fit if epochs is None else replace(p.fit, epochs=epochs, patience=0)
     request = training.TrainRequest(dataset=p.dataset, config=p.config, fit=fit,
@@ -61,13 +67,16 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     steady = [r["seconds"] for r in result.history[1:]] or [result.history[0]["seconds"]]
     flops = models.forward_flops(p.config, ds.info.image_shape, len(ds.info.class_names))
     rate = n_fit / statistics.median(steady)
+    bf16 = device.detect().bfloat16 and not before
+    peak = PEAK_GFLOPS_BF16 if bf16 else PEAK_GFLOPS
     return {
         "backend": keras.backend.backend(), "preset": preset, "n_fit": n_fit,
         "batch_size": fit.batch_size,
         "steps_per_execution": fit_settings.steps_per_execution(
             flops, fit.batch_size, fit_settings.steps_per_epoch(n_fit, fit.batch_size)),
         "epochs": len(result.history), "samples_per_s": round(rate, 1),
-        "pct_peak": round(100 * rate * 3 * (flops or 0) / (PEAK_GFLOPS * 1e9), 1),
+        "bfloat16": bf16,  # the peak below is that of the arithmetic the run used
+        "pct_peak": round(100 * rate * 3 * (flops or 0) / (peak * 1e9), 1),
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
         "seconds": round(result.seconds, 1),
     }
@@ -116,7 +125,8 @@ def main() -> None:
         return run["samples_per_s"]
 
     result: dict[str, object] = {"cpus": os.cpu_count(), "limit": args.limit,
-                                 "epochs": args.epochs, "peak_gflops": PEAK_GFLOPS}
+                                 "epochs": args.epochs, "peak_gflops": PEAK_GFLOPS,
+                                 "peak_gflops_bfloat16": PEAK_GFLOPS_BF16}
     log("quick: before (A) vs today (B)")
     before, now = alternated(args.pairs, lambda: quick(before=True), quick, "{:,.0f}/s")
     log("control: today (A) vs today (B)")
@@ -134,7 +144,7 @@ def main() -> None:
         result["accuracy"] = {name: {k: r[k] for k in ("test_accuracy", "seconds", "epochs")}
                               for name, r in full.items()}
     seed = spawn("seed000-mnist", 6000, 3)
-    result["seed000"] = {k: seed[k] for k in ("samples_per_s", "pct_peak",
+    result["seed000"] = {k: seed[k] for k in ("samples_per_s", "pct_peak", "bfloat16",
                                               "steps_per_execution")}
     if not args.skip_jax:
         log("backends: TensorFlow (A) vs JAX (B)")

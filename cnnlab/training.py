@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from cnnlab.config import ModelConfig
     from cnnlab.datasets import Dataset
+    from cnnlab.device import DeviceInfo
 
 SEED = 42
 DEFAULT_VAL_FRACTION = 0.1
@@ -225,6 +226,19 @@ def request_from_config(cfg: dict[str, Any]) -> TrainRequest:
 def tensorboard_dir(run_dir: Path | str) -> Path:
     """Where a run's TensorBoard logs go (``tensorboard --logdir`` this folder)."""
     return Path(run_dir) / "tensorboard"
+
+
+def bfloat16_training(config: ModelConfig, dev: DeviceInfo) -> bool:
+    """Whether a run of ``config`` on ``dev`` trains in bfloat16 (device.bfloat16_graphs):
+    on a CPU that multiplies bfloat16 natively, for models without batch normalization.
+
+    Measured on 2 Zen 4 cores (15,000 MNIST digits, 3 epochs, best-mnist's layers): without
+    batch norm bfloat16 trained 2.2× faster to the same test accuracy (98.15 vs 98.06 %);
+    with it, no faster, and with augmentation too 92.9 vs 97.6 % (the full preset: 98.68
+    vs 99.44 %). Backbones have batch norm.
+    """
+    layers = (*config.blocks, *config.dense)
+    return dev.bfloat16 and not config.backbone and not any(x.batch_norm for x in layers)
 
 
 def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
@@ -413,6 +427,7 @@ def _train_run(
         raise RunRefused("Refused by the worker: " + " ".join(over))
     deadline = time.monotonic() + budgets.max_run_minutes * 60
     dev = device.detect()
+    bf16 = bfloat16_training(request.config, dev)
     x_tr, y_tr, x_val, y_val = prepare_data(dataset, request)
     best_path = runs.best_model_path(run_dir)
 
@@ -430,7 +445,8 @@ def _train_run(
     else:
         message = ""
     send(ev.make(
-        "status", status=RunStatus.RUNNING, device=dev.label, params=int(model.count_params()),
+        "status", status=RunStatus.RUNNING, params=int(model.count_params()),
+        device=dev.label + (", bfloat16 compute" if bf16 else ""),
         n_train=int(len(y_tr)), n_val=int(len(y_val)), epochs_done=initial_epoch,
         message=message,
     ))
@@ -465,11 +481,12 @@ def _train_run(
             callbacks_.append(board)
         # Last, so an epoch is reported only once its best.keras and checkpoint are on disk.
         callbacks_.append(progress)
-        model.fit(
-            x_tr, y_tr, validation_data=(x_val, y_val), epochs=epochs,
-            initial_epoch=len(progress.rows), batch_size=fit.batch_size,
-            callbacks=callbacks_, shuffle=True, verbose=0,
-        )
+        with device.bfloat16_graphs(bf16):
+            model.fit(
+                x_tr, y_tr, validation_data=(x_val, y_val), epochs=epochs,
+                initial_epoch=len(progress.rows), batch_size=fit.batch_size,
+                callbacks=callbacks_, shuffle=True, verbose=0,
+            )
         return early
 
     early = None

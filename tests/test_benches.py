@@ -59,3 +59,6 @@ def test_throughput_bench_measures_one_run_either_way() -> None:
     assert today["steps_per_execution"] >= 1
     assert before["samples_per_s"] > 0 and today["samples_per_s"] > 0
     assert 0 < today["pct_peak"] < 100
+    from cnnlab import device  # today's path computes in bfloat16 where the CPU has it
+
+    assert before["bfloat16"] is False and today["bfloat16"] is device.detect().bfloat16
