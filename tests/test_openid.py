@@ -394,7 +394,9 @@ def open_home(page: Page, url: str) -> None:
     from playwright.sync_api import Error
 
     try:
-        page.goto(url)
+        # "commit", not "load": the caller waits for what it needs on the page, and a load
+        # event held up behind the refused callback's redirect once took over 60 s in CI.
+        page.goto(url, wait_until="commit")
     except Error as exc:
         if "interrupted by another navigation" not in str(exc):
             raise
