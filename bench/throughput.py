@@ -67,7 +67,8 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     steady = [r["seconds"] for r in result.history[1:]] or [result.history[0]["seconds"]]
     flops = models.forward_flops(p.config, ds.info.image_shape, len(ds.info.class_names))
     rate = n_fit / statistics.median(steady)
-    bf16 = device.detect().bfloat16 and not before
+    # The same rule the run followed: batch-norm models stay float32 on any CPU.
+    bf16 = not before and training.bfloat16_training(p.config, device.detect())
     peak = PEAK_GFLOPS_BF16 if bf16 else PEAK_GFLOPS
     return {
         "backend": keras.backend.backend(), "preset": preset, "n_fit": n_fit,

@@ -93,7 +93,7 @@ def bfloat16_graphs(enabled: bool) -> Iterator[None]:
     float32.
 
     On a CPU near its float32 peak this is the one large speed-up left (the quick preset:
-    about 1.3× on 2 Zen 4 cores, bench/throughput.py), but not for every model:
+    1.3-1.5× on 2 Zen 4 cores, bench/throughput.py), but not for every model:
     training.bfloat16_training says which. Graphs are rewritten when first run, so Keras'
     train and validation steps made in ``fit`` inside the block keep it, and a model loaded
     later to predict does not.
