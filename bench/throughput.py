@@ -55,6 +55,7 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     if before:  # the path as it was: every step its own execution, all in float32
         fit_settings.steps_per_execution = lambda forward_flops, batch_size, steps: 1
         device.bfloat16_graphs = lambda enabled: contextlib.nullcontext()
+        training.compute_policy = lambda request, dev: "float32"
     ds = datasets.load(p.dataset)
     fit = p.fit if epochs is None else replace(p.fit, epochs=epochs, patience=0)
     request = training.TrainRequest(dataset=p.dataset, config=p.config, fit=fit,
@@ -67,8 +68,8 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     steady = [r["seconds"] for r in result.history[1:]] or [result.history[0]["seconds"]]
     flops = models.forward_flops(p.config, ds.info.image_shape, len(ds.info.class_names))
     rate = n_fit / statistics.median(steady)
-    # The same rule the run followed: batch-norm models stay float32 on any CPU.
-    bf16 = not before and training.bfloat16_training(p.config, device.detect())
+    # The same rule the run followed (bfloat16 only where the CPU multiplies it).
+    bf16 = not before and bool(training.bfloat16_mode(p.config, device.detect()))
     peak = PEAK_GFLOPS_BF16 if bf16 else PEAK_GFLOPS
     return {
         "backend": keras.backend.backend(), "preset": preset, "n_fit": n_fit,

@@ -233,26 +233,34 @@ def classes() -> dict[str, type]:
                     "predicted": [int(p) for p in predicted],
                     "confidence": [float(c) for c in probs[np.arange(len(index)), predicted]]}
 
-    class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-        """ModelCheckpoint(save_best_only) that ignores an epoch cut short by Stop and can
-        start from a previous best (so a resumed run does not overwrite a better model)."""
+    class BestCheckpoint(keras.callbacks.Callback):
+        """Saves ``path`` whenever validation loss improves, but not after an epoch cut
+        short by Stop; ``best`` is a previous best to beat (so a resumed run does not
+        overwrite a better model). ``float32`` is a float32 twin of a model that trains
+        in mixed precision: the weights are saved through it, so best.keras predicts in
+        float32 wherever it is loaded."""
 
-        def __init__(self, path, progress, best=None):
-            # Keras writes the file in place; save beside it and rename, so a worker killed
-            # mid-save leaves the previous best.keras whole.
+        def __init__(self, path, progress, best=None, float32=None):
+            super().__init__()
             self.final_path = Path(path)
-            partial = self.final_path.with_name("best.partial.keras")
-            super().__init__(str(partial), monitor="val_loss", save_best_only=True, verbose=0)
+            self.partial_path = self.final_path.with_name("best.partial.keras")
             self.progress = progress
-            if best is not None:
-                self.best = best
+            self.best = math.inf if best is None else best
+            self.float32 = float32
 
         def on_epoch_end(self, epoch, logs=None):
-            if not self.progress.partial_epoch:
-                super().on_epoch_end(epoch, logs)
-                partial = Path(self.filepath)
-                if partial.exists():
-                    os.replace(partial, self.final_path)
+            loss = (logs or {}).get("val_loss")
+            if self.progress.partial_epoch or loss is None or not loss < self.best:
+                return  # NaN never improves
+            self.best = loss
+            model = self.model
+            if self.float32 is not None:
+                self.float32.set_weights(model.get_weights())
+                model = self.float32
+            # Keras writes the file in place; save beside it and rename, so a worker killed
+            # mid-save leaves the previous best.keras whole.
+            model.save(self.partial_path)
+            os.replace(self.partial_path, self.final_path)
 
     class StopAwareEarlyStopping(keras.callbacks.EarlyStopping):
         """EarlyStopping that ignores an epoch cut short by Stop and, on a resumed run,

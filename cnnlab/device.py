@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DeviceInfo:
     """What training runs on: ``kind`` is "GPU" or "CPU"; ``label`` is for people;
-    ``bfloat16``: a CPU whose training graphs can compute in bfloat16 (``bfloat16_graphs``)."""
+    ``bfloat16``: a CPU that multiplies bfloat16 natively, so training can compute in it
+    (``bfloat16_graphs`` or the mixed_bfloat16 policy: training.bfloat16_mode)."""
 
     kind: str
     label: str
@@ -94,7 +95,7 @@ def bfloat16_graphs(enabled: bool) -> Iterator[None]:
 
     On a CPU near its float32 peak this is the one large speed-up left (the quick preset:
     1.3-1.5× on 2 Zen 4 cores, bench/throughput.py), but not for every model:
-    training.bfloat16_training says which. Graphs are rewritten when first run, so Keras'
+    training.bfloat16_mode says which. Graphs are rewritten when first run, so Keras'
     train and validation steps made in ``fit`` inside the block keep it, and a model loaded
     later to predict does not.
     """
@@ -118,8 +119,10 @@ def _tf_gpu_name(tf: ModuleType, gpu: tensorflow.config.PhysicalDevice) -> str:
         return gpu.name
 
 
-def set_mixed_precision(enabled: bool) -> None:
-    """Use float16 compute with float32 weights (only worth it on a GPU)."""
+def set_policy(name: str) -> None:
+    """Keras' dtype policy for the layers built next: "float32", "mixed_float16" (float16
+    compute with float32 weights, only worth it on a GPU) or "mixed_bfloat16" (a CPU that
+    multiplies bfloat16 natively; batch norm still computes in float32)."""
     import keras
 
-    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
+    keras.mixed_precision.set_global_policy(name)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 SEED = 42
 DEFAULT_VAL_FRACTION = 0.1
 INIT_FILE = "init.keras"  # the starting weights of a fine-tuned run (its parent's best)
+GRAPHS, LAYERS = "graphs", "layers"  # how a run computes in bfloat16 (bfloat16_mode)
 
 
 # --------------------------------------------------------------------------- requests
@@ -228,17 +229,29 @@ def tensorboard_dir(run_dir: Path | str) -> Path:
     return Path(run_dir) / "tensorboard"
 
 
-def bfloat16_training(config: ModelConfig, dev: DeviceInfo) -> bool:
-    """Whether a run of ``config`` on ``dev`` trains in bfloat16 (device.bfloat16_graphs):
-    on a CPU that multiplies bfloat16 natively, for models without batch normalization.
+def bfloat16_mode(config: ModelConfig, dev: DeviceInfo) -> str:
+    """How a run of ``config`` on ``dev`` computes in bfloat16: "" where it does not (no
+    native bfloat16, or a backbone), GRAPHS for models without batch normalization, LAYERS
+    for models with it.
 
-    Measured on 2 Zen 4 cores (15,000 MNIST digits, 3 epochs, best-mnist's layers): without
-    batch norm bfloat16 trained 2.2× faster to the same test accuracy (98.15 vs 98.06 %);
-    with it, no faster, and with augmentation too 92.9 vs 97.6 % (the full preset: 98.68
-    vs 99.44 %). Backbones have batch norm.
+    GRAPHS is oneDNN's rewrite of the graphs ``fit`` runs (device.bfloat16_graphs): quick
+    trains 1.3-1.5× faster (bench/throughput.py). It also rewrites batch norm, which lost
+    accuracy (best-mnist 98.68 vs 99.44 %, and no faster). LAYERS is Keras' mixed_bfloat16
+    policy, whose batch norm computes in float32: best-mnist's epochs took 38-45 s instead
+    of about 65 s (2 Zen 4 cores). Either way weights stay float32 and best.keras is saved
+    in float32.
     """
+    if not dev.bfloat16 or config.backbone:
+        return ""
     norm = any(b.batch_norm for b in config.blocks) or any(d.batch_norm for d in config.dense)
-    return dev.bfloat16 and not config.backbone and not norm
+    return LAYERS if norm else GRAPHS
+
+
+def compute_policy(request: TrainRequest, dev: DeviceInfo) -> str:
+    """Keras' dtype policy for the layers of ``request``'s model on ``dev``."""
+    if request.mixed_precision:
+        return "mixed_float16"
+    return "mixed_bfloat16" if bfloat16_mode(request.config, dev) == LAYERS else "float32"
 
 
 def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
@@ -360,11 +373,11 @@ def failure_message(exc: BaseException) -> str:
 
 def _starting_point(
     request: TrainRequest, run_dir: Path, resume: bool, init_from: Path | str | None,
-    input_shape: tuple[int, ...], n_classes: int, steps: int,
+    input_shape: tuple[int, ...], n_classes: int, steps: int, policy: str,
 ) -> tuple[Any, list[dict[str, Any]], int]:
-    """The model to fit (``steps`` per epoch), the history rows already done (a resumed
-    run's) and the phase its weights are in (1: a backbone frozen or no backbone, 2:
-    fine-tuning)."""
+    """The model to fit (``steps`` per epoch; its layers in dtype ``policy``), the history
+    rows already done (a resumed run's) and the phase its weights are in (1: a backbone
+    frozen or no backbone, 2: fine-tuning)."""
     import keras
 
     from cnnlab import backbones, device
@@ -386,14 +399,14 @@ def _starting_point(
         # the layers keep their trainable flags: a phase-2 checkpoint resumes in phase 2.
         model = keras.models.load_model(run_dir / callbacks.LAST_FILE, safe_mode=True)
         return model, list(state["history"]), int(state.get("phase", 1))
-    device.set_mixed_precision(request.mixed_precision)
+    device.set_policy(policy)
     try:
         # A fine-tuned run's weights come from init_from: no need to fetch the backbone's.
         weights = request.weights if init_from is None else None
         model = build_compiled(request.config, input_shape, n_classes, weights,
                                request.fit.batch_size, steps)
     finally:
-        device.set_mixed_precision(False)  # layers keep their policy; the global resets
+        device.set_policy("float32")  # layers keep their policy; the global resets
     if init_from is not None:
         if request.config.backbone:
             backbones.register()
@@ -416,7 +429,7 @@ def _train_run(
 ) -> TrainResult:
     import keras
 
-    from cnnlab import device
+    from cnnlab import device, models
 
     info = dataset.info
     shape, n_classes = tuple(info.image_shape), len(info.class_names)
@@ -427,14 +440,15 @@ def _train_run(
         raise RunRefused("Refused by the worker: " + " ".join(over))
     deadline = time.monotonic() + budgets.max_run_minutes * 60
     dev = device.detect()
-    bf16 = bfloat16_training(request.config, dev)
+    bf16 = bfloat16_mode(request.config, dev)
+    policy = compute_policy(request, dev)
     x_tr, y_tr, x_val, y_val = prepare_data(dataset, request)
     best_path = runs.best_model_path(run_dir)
 
     steps = fit_settings.steps_per_epoch(len(y_tr), fit.batch_size)
     keras.utils.set_random_seed(SEED)
     model, previous, phase = _starting_point(request, run_dir, resume, init_from, shape,
-                                             n_classes, steps)
+                                             n_classes, steps, policy)
     initial_epoch = len(previous)
     losses = [r["val_loss"] for r in previous if r.get("val_loss") is not None]
     backbone = request.config.backbone
@@ -459,7 +473,11 @@ def _train_run(
                                        previous, deadline, min_interval,
                                        samples=(sample_idx, dataset.x_test[sample_idx]),
                                        total_epochs=total, phase=phase if backbone else None)
-    best = cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None)
+    # best.keras predicts in float32 wherever it is loaded, whatever the run computed in
+    # (uncompiled: it is for prediction and fine-tuning; last.keras resumes the run).
+    twin = (models.build_model(request.config, shape, n_classes)
+            if policy == "mixed_bfloat16" else None)
+    best = cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None, twin)
     # Patience counts epochs; on a small data set an epoch is a few steps, so it is scaled
     # to at least fit_settings.PATIENCE_STEPS steps, and no stop comes before MIN_STEPS.
     patience = fit_settings.patience_for(fit.patience, steps)
@@ -481,7 +499,7 @@ def _train_run(
             callbacks_.append(board)
         # Last, so an epoch is reported only once its best.keras and checkpoint are on disk.
         callbacks_.append(progress)
-        with device.bfloat16_graphs(bf16):
+        with device.bfloat16_graphs(bf16 == GRAPHS):
             model.fit(
                 x_tr, y_tr, validation_data=(x_val, y_val), epochs=epochs,
                 initial_epoch=len(progress.rows), batch_size=fit.batch_size,

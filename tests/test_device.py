@@ -22,15 +22,26 @@ def test_native_bfloat16_is_read_from_the_cpu_flags() -> None:
     assert not device.cpu_bfloat16("")
 
 
-def test_models_with_batch_norm_or_a_backbone_train_in_float32() -> None:
+def test_batch_norm_models_train_in_bfloat16_layers_and_backbones_in_float32() -> None:
     native = device.DeviceInfo("CPU", "CPU (2 cores)", "tensorflow", 0, bfloat16=True)
     plain = config.PRESETS["quick"].config
-    assert training.bfloat16_training(plain, native)
-    assert not training.bfloat16_training(plain, dataclasses.replace(native, bfloat16=False))
-    for name in ("best-mnist", "best-fashion", "mobilenet-transfer"):
-        assert not training.bfloat16_training(config.PRESETS[name].config, native), name
+    assert training.bfloat16_mode(plain, native) == training.GRAPHS
+    assert training.bfloat16_mode(plain, dataclasses.replace(native, bfloat16=False)) == ""
+    for name in ("best-mnist", "best-fashion", "own-images"):
+        assert training.bfloat16_mode(config.PRESETS[name].config, native) == training.LAYERS
+    assert training.bfloat16_mode(config.PRESETS["mobilenet-transfer"].config, native) == ""
     norm_head = dataclasses.replace(plain, dense=(config.DenseLayer(64, batch_norm=True),))
-    assert not training.bfloat16_training(norm_head, native)
+    assert training.bfloat16_mode(norm_head, native) == training.LAYERS
+
+    def policy(cfg: config.ModelConfig, dev: device.DeviceInfo, mixed: bool = False) -> str:
+        return training.compute_policy(training.TrainRequest(
+            dataset="mnist", config=cfg, fit=config.PRESETS["quick"].fit,
+            mixed_precision=mixed), dev)
+
+    assert policy(norm_head, native) == "mixed_bfloat16"
+    assert policy(plain, native) == "float32"  # the graphs are rewritten instead
+    assert policy(norm_head, dataclasses.replace(native, bfloat16=False)) == "float32"
+    assert policy(plain, native, mixed=True) == "mixed_float16"
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,10 +69,12 @@ def test_only_graphs_first_run_inside_compute_in_bfloat16() -> None:
     assert error(after) < 1e-5
 
 
-def test_a_run_trains_in_bfloat16_but_saves_and_predicts_in_float32(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["graphs", "layers"])
+def test_a_run_trains_in_bfloat16_but_saves_and_predicts_in_float32(
+        tmp_path: Path, batch_norm: bool) -> None:
     ds = datasets.load("mnist_sample")
     ds = datasets.Dataset(ds.info, ds.x_train, ds.y_train, ds.x_test[:100], ds.y_test[:100])
-    cfg = config.ModelConfig(blocks=(config.ConvBlock(filters=8),),
+    cfg = config.ModelConfig(blocks=(config.ConvBlock(filters=8, batch_norm=batch_norm),),
                              dense=(config.DenseLayer(16),), learning_rate=3e-3)
     req = training.TrainRequest(**with_fit({
         "dataset": "mnist_sample", "config": cfg, "epochs": 1, "batch_size": 32,
@@ -74,6 +87,13 @@ def test_a_run_trains_in_bfloat16_but_saves_and_predicts_in_float32(tmp_path: Pa
     assert ("bfloat16 compute" in label) == NATIVE
 
     import keras
+
+    # The resumable checkpoint is the model as it trains: batch-norm models in Keras'
+    # mixed_bfloat16 policy on a CPU that has it.
+    trained = keras.models.load_model(run_dir / "last.keras", safe_mode=True)
+    policies = {layer.dtype_policy.name for layer in trained.layers
+                if layer.name.startswith("block")}
+    assert policies == {"mixed_bfloat16" if NATIVE and batch_norm else "float32"}
 
     model = keras.models.load_model(run_dir / "best.keras", safe_mode=True)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
