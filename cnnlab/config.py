@@ -546,7 +546,10 @@ PRESETS: dict[str, Preset] = {
                 learning_rate=2e-3,
                 # Faster decay: 0.8 early-stopped at 99.23 %; 0.6 reached 99.36-99.41 % test
                 # accuracy in 10 epochs (646-737 s on 2 CPU cores, bench/accuracy.py); 0.5
-                # over 12 epochs ends at 0.03× the starting rate.
+                # over 12 epochs ends at 0.03× the starting rate: 99.44 % in 785 s in
+                # float32, 99.48 % in 512 s in mixed bfloat16. 18 epochs (0.63) reached
+                # 99.47 %; no batch norm 99.46 % (20 epochs), strided 5×5 convs instead of
+                # pools 99.54 % in 930 s, and a random zoom of 0.1 99.38 %.
                 lr_decay_rate=0.5,
                 lr_decay_steps=1000,
                 augmentation=Augmentation(translate=0.1, rotate=0.03),
