@@ -43,8 +43,8 @@ def train_defaults(engine: jobs.Engine, data: bytes, name: str, side: int,
     metrics = runs.load_metrics(job.run_dir) or {}
     history = runs.load_history(job.run_dir)
     return {"images": {"train": int(len(ds.y_train)), "test": int(len(ds.y_test))},
-            "preset": request.preset, "batch_size": request.batch_size,
-            "epochs_offered": request.epochs, "epochs_run": int(len(history)),
+            "preset": request.preset, "batch_size": request.fit.batch_size,
+            "epochs_offered": request.fit.epochs, "epochs_run": int(len(history)),
             "status": job.result.status, "test_accuracy": metrics.get("test_accuracy"),
             "seconds": round(seconds, 1)}
 

@@ -62,3 +62,11 @@ def test_throughput_bench_measures_one_run_either_way() -> None:
     from cnnlab import device  # today's path computes in bfloat16 where the CPU has it
 
     assert before["bfloat16"] is False and today["bfloat16"] is device.detect().bfloat16
+
+
+def test_own_images_bench_trains_an_upload_with_the_offered_defaults() -> None:
+    out = bench("bench.own_images", "--skip-fashion")["shapes"]
+    assert out["preset"] == "own-images" and out["status"] == "finished"
+    assert out["images"] == {"train": 96, "test": 24}
+    assert 1 <= out["epochs_run"] <= out["epochs_offered"]
+    assert 0.0 <= out["test_accuracy"] <= 1.0 and out["seconds"] > 0
