@@ -57,14 +57,11 @@ def bare(request, ds) -> float:
     keras.utils.set_random_seed(training.SEED)
     # In the arithmetic the lab's run uses (bfloat16 on a CPU that has it).
     dev = device.detect()
-    device.set_policy(training.compute_policy(request, dev))
-    try:
+    with device.dtype_policy(training.compute_policy(request, dev)):
         model = training.build_compiled(
             request.config, ds.info.image_shape, len(ds.info.class_names),
             batch_size=request.fit.batch_size,
             steps=fit_settings.steps_per_epoch(len(y_tr), request.fit.batch_size))
-    finally:
-        device.set_policy("float32")
     with device.bfloat16_graphs(training.bfloat16_mode(request.config, dev) == training.GRAPHS):
         model.fit(x_tr, y_tr, validation_data=(x_val, y_val), epochs=request.fit.epochs,
                   batch_size=request.fit.batch_size, shuffle=True, verbose=0,

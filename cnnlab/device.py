@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class DeviceInfo:
     """What training runs on: ``kind`` is "GPU" or "CPU"; ``label`` is for people;
     ``bfloat16``: a CPU that multiplies bfloat16 natively, so training can compute in it
-    (``bfloat16_graphs`` or the mixed_bfloat16 policy: training.bfloat16_mode)."""
+    (``bfloat16_graphs`` or ``dtype_policy("mixed_bfloat16")``: training.bfloat16_mode)."""
 
     kind: str
     label: str
@@ -119,10 +119,17 @@ def _tf_gpu_name(tf: ModuleType, gpu: tensorflow.config.PhysicalDevice) -> str:
         return gpu.name
 
 
-def set_policy(name: str) -> None:
-    """Keras' dtype policy for the layers built next: "float32", "mixed_float16" (float16
-    compute with float32 weights, only worth it on a GPU) or "mixed_bfloat16" (a CPU that
-    multiplies bfloat16 natively; batch norm still computes in float32)."""
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers built inside this block take Keras' dtype policy ``name``: "float32",
+    "mixed_float16" (float16 compute with float32 weights, only worth it on a GPU) or
+    "mixed_bfloat16" (a CPU that multiplies bfloat16 natively; batch norm still computes in
+    float32). The layers keep it; the global policy is restored on exit."""
     import keras
 
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

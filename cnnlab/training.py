@@ -399,14 +399,11 @@ def _starting_point(
         # the layers keep their trainable flags: a phase-2 checkpoint resumes in phase 2.
         model = keras.models.load_model(run_dir / callbacks.LAST_FILE, safe_mode=True)
         return model, list(state["history"]), int(state.get("phase", 1))
-    device.set_policy(policy)
-    try:
-        # A fine-tuned run's weights come from init_from: no need to fetch the backbone's.
-        weights = request.weights if init_from is None else None
+    # A fine-tuned run's weights come from init_from: no need to fetch the backbone's.
+    weights = request.weights if init_from is None else None
+    with device.dtype_policy(policy):
         model = build_compiled(request.config, input_shape, n_classes, weights,
                                request.fit.batch_size, steps)
-    finally:
-        device.set_policy("float32")  # layers keep their policy; the global resets
     if init_from is not None:
         if request.config.backbone:
             backbones.register()

@@ -94,6 +94,7 @@ def test_a_run_trains_in_bfloat16_but_saves_and_predicts_in_float32(
     policies = {layer.dtype_policy.name for layer in trained.layers
                 if layer.name.startswith("block")}
     assert policies == {"mixed_bfloat16" if NATIVE and batch_norm else "float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the build
 
     model = keras.models.load_model(run_dir / "best.keras", safe_mode=True)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
