@@ -261,6 +261,8 @@ insight.sample_strip(user, job.request.dataset, job.owner, job.events.latest_sam
 # ---------------------------------------------------------------- results
 metrics = runs.load_metrics(job.run_dir) if job.done() else None
 if metrics:
+    # First, before the slow charts: leaving the page stops this script where it is.
+    state.select_run(job.run_dir)  # Predict and Runs open this run by default
     st.subheader("Test set")
     hist = history
     m1, m2, m3, m4 = st.columns(4)
@@ -287,7 +289,6 @@ if metrics:
                                 key="train_mistakes")
         else:
             st.success("No mistakes on the test set.")
-    state.select_run(job.run_dir)  # Predict and Runs open this run by default
     c1, c2 = st.columns([3, 1], vertical_alignment="center")
     c1.caption("Open **Draw & predict** to try this model on your own drawing.")
     if c2.button("Draw & predict", icon=":material/draw:", key="train_to_predict",
