@@ -141,8 +141,8 @@ def test_make_a_data_set_with_the_camera_and_train_it(streamlit_server: str,
     set_number(page, "Epochs", 1)
     before = {p.name for p in server_runs_dir.iterdir()}
     page.locator(".st-key-train_start button").click()
-    new_run_id(server_runs_dir, before)
-    wait_finished(page, 300)
+    run_id = new_run_id(server_runs_dir, before)
+    wait_finished(page, server_runs_dir / run_id, 300)
     shot(page, "4-trained")
     accuracy = metric_value(page, "Test accuracy")
     assert accuracy.endswith("%"), accuracy
