@@ -144,22 +144,31 @@ def new_run_id(root: Path, before: set[str], timeout: float = 60.0) -> str:
     raise AssertionError("no run was created after pressing Train")
 
 
+def run_status(run_dir: Path) -> str | None:
+    """status.json's status; None until the new run has written it (load_status: "failed")."""
+    from cnnlab import runs
+
+    if not (run_dir / runs.STATUS_FILE).is_file():
+        return None
+    return runs.load_status(run_dir).get("status")
+
+
+def wait_training(run_dir: Path, timeout_s: float = 60) -> None:
+    """``run_dir``'s worker is training (or already done)."""
+    deadline = time.monotonic() + timeout_s
+    while run_status(run_dir) in (None, "queued") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def wait_finished(page, run_dir: Path, timeout_s: float) -> None:
     """``run_dir``'s run has finished and the Train page shows its test-set results.
 
     The run's own status first: until the page switches to a new run it may still show
     the results of the one before (a CI run read that one's accuracy and model)."""
-    from cnnlab import runs
-
     deadline = time.monotonic() + timeout_s
-    status: dict = {}
-    while time.monotonic() < deadline:
-        # A new run directory may not have its status.json yet (load_status: "failed").
-        status = runs.load_status(run_dir) if (run_dir / runs.STATUS_FILE).is_file() else {}
-        if status.get("status") not in (None, *runs.ACTIVE):
-            break
+    while run_status(run_dir) in (None, "queued", "running") and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert status.get("status") == runs.RunStatus.FINISHED, (run_dir.name, status)
+    assert run_status(run_dir) == "finished", (run_dir.name, run_status(run_dir))
     page.get_by_role("heading", name="Test set").wait_for(
         timeout=max(deadline - time.monotonic(), 30) * 1000)
 
@@ -264,10 +273,11 @@ def test_two_sessions_at_once(streamlit_server: str, server_runs_dir: Path, page
     before = {p.name for p in server_runs_dir.iterdir()}
     start_training(a, epochs=2, batch_size=8, limit=None)
     run_id = new_run_id(server_runs_dir, before)
+    wait_training(server_runs_dir / run_id)  # its worker has started, not only queued
 
     # Meanwhile session B explores and predicts.
     busy = load_explore(b, streamlit_server)
-    training_during = a.get_by_text(re.compile(r"· running ·|running")).count() > 0
+    training_during = run_status(server_runs_dir / run_id) == "running"
     no_exception(b)
     b.goto(f"{streamlit_server}/predict")
     b.locator("canvas.upper-canvas").wait_for(timeout=SLOW)
