@@ -67,17 +67,20 @@ class Augmentation:
     """Keras preprocessing layers active only in training.
 
     flip: random horizontal flip; translate: fraction of height/width;
-    rotate: fraction of a full turn (Keras RandomRotation factor, 0.05 ≈ ±18°).
+    rotate: fraction of a full turn (Keras RandomRotation factor, 0.05 ≈ ±18°);
+    erase: the chance that a random rectangle of each image becomes noise (Keras
+    RandomErasing, the "random erasing" of Zhong et al. 2017).
     """
 
     flip: bool = False
     translate: float = 0.0
     rotate: float = 0.0
+    erase: float = 0.0
 
     @property
     def active(self) -> bool:
         """True when at least one augmentation layer would be added."""
-        return self.flip or self.translate > 0 or self.rotate > 0
+        return self.flip or self.translate > 0 or self.rotate > 0 or self.erase > 0
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "convs": (1, 4), "stride": (1, 4), "dropout": (0.0, 0.9), "flatten_dropout": (0.0, 0.9),
     "epochs": (1, 100), "patience": (0, 20), "lr_decay_rate": (0.1, 1.0),
     "lr_decay_steps": (1, 1_000_000), "translate": (0.0, 0.3), "rotate": (0.0, 0.25),
+    "erase": (0.0, 1.0),
     # The deepest backbone's layers; validate() checks each backbone's own count.
     "unfreeze": (0, max(b.layers for b in BACKBONES.values())),
     "fine_tune_lr_factor": (0.001, 1.0), "fine_tune_epochs": (0, 100),
@@ -400,6 +404,8 @@ def validate(config: ModelConfig, input_shape: tuple[int, ...]) -> list[str]:
         problems.append(
             f"augmentation: rotate {aug.rotate:g} must be in [0, 0.5] (a fraction of a turn)"
         )
+    if not 0 <= aug.erase <= 1:
+        problems.append(f"augmentation: erase {aug.erase:g} must be in [0, 1] (a chance)")
     return problems
 
 

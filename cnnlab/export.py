@@ -102,7 +102,8 @@ def inference_model(model: keras.Model) -> keras.Model:
     # Identity when not training (unlike RandomCrop, which centre-crops at inference).
     augment = (keras.layers.RandomFlip, keras.layers.RandomTranslation,
                keras.layers.RandomRotation, keras.layers.RandomZoom,
-               keras.layers.RandomContrast, keras.layers.RandomBrightness)
+               keras.layers.RandomContrast, keras.layers.RandomBrightness,
+               keras.layers.RandomErasing)
     layers = model.layers
     if not any(isinstance(layer, augment) for layer in layers):
         return model

@@ -74,6 +74,10 @@ def layer_plan(
     if aug.rotate > 0:
         add("augment_rotate", "RandomRotation", {"factor": aug.rotate, "fill_mode": "nearest"},
             (h, w, c))
+    if aug.erase > 0:
+        # factor (p, p): erase with chance p (one number would draw the chance from [0, p]).
+        add("augment_erase", "RandomErasing",
+            {"factor": (aug.erase, aug.erase), "value_range": (0, 255)}, (h, w, c))
     row = backbones.BACKBONES.get(config.backbone)
     if row is not None:
         # The backbone takes raw 0..255 pixels through its own preprocessing, not Rescaling.

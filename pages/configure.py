@@ -298,18 +298,22 @@ def config_widgets(cfg: ModelConfig, fit: FitSettings
 
     st.subheader("Augmentation (training only)")
     aug = cfg.augmentation
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     flip = c1.toggle("Random horizontal flip", aug.flip, key=k("flip"))
     translate = c2.slider("Random shift (fraction)", 0.0, 0.3, float(clamp(aug.translate, 0, 0.3)),
                           0.01, key=k("translate"))
     rotate = c3.slider("Random rotation (fraction of a turn)", 0.0, 0.25,
                        float(clamp(aug.rotate, 0, 0.25)), 0.01, key=k("rotate"),
                        help="0.05 ≈ ±18°")
+    erase = c4.slider("Random erasing (chance)", 0.0, 1.0, float(clamp(aug.erase, 0, 1)), 0.05,
+                      key=k("erase"),
+                      help="Each training image has this chance of a random rectangle "
+                           "replaced by noise, so the model cannot rely on one part alone.")
     config = ModelConfig(
         blocks=tuple(blocks), dense=tuple(dense), flatten_dropout=flatten_dropout,
         global_pool=global_pool, initializer=initializer, optimizer=optimizer,
         learning_rate=learning_rate, lr_decay_rate=lr_decay_rate, lr_decay_steps=lr_decay_steps,
-        augmentation=Augmentation(flip, translate, rotate), backbone=pretrained.backbone,
+        augmentation=Augmentation(flip, translate, rotate, erase), backbone=pretrained.backbone,
         unfreeze=pretrained.unfreeze, fine_tune_lr_factor=pretrained.fine_tune_lr_factor,
     )
     fit = FitSettings(batch_size=batch_size, epochs=epochs, patience=patience,

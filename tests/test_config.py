@@ -19,6 +19,7 @@ from cnnlab.config import (
     advice,
     default_preset,
     input_shape_for,
+    range_problems,
     validate,
 )
 from cnnlab.fit_settings import FitSettings
@@ -140,6 +141,16 @@ def test_training_settings() -> None:
     _one(validate(replace(base, learning_rate=-1e-3), MNIST), "learning rate", "above 0")
     _one(validate(replace(base, learning_rate=3.0), MNIST), "learning rate", "> 1")
     _one(validate(replace(base, lr_decay_rate=1.5), MNIST), "decay rate")
+
+
+def test_random_erasing_is_a_chance() -> None:
+    erasing = replace(ModelConfig(), augmentation=Augmentation(erase=1.5))
+    _one(validate(erasing, MNIST), "erase 1.5", "[0, 1]")
+    _one(range_problems(erasing), "augmentation: erase is 1.5", "0 to 1")
+    fine = replace(ModelConfig(), augmentation=Augmentation(erase=0.5))
+    assert validate(fine, MNIST) == [] and range_problems(fine) == []
+    assert fine.augmentation.active
+    assert ModelConfig.from_dict(fine.to_dict()) == fine
 
 
 def test_unknown_names() -> None:

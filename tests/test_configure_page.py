@@ -83,6 +83,14 @@ def test_invalid_config_shows_error_and_disables_training(at: AppTest) -> None:
     assert not at.button(key="cfg_train").disabled
 
 
+def test_random_erasing_slider_sets_the_chance(at: AppTest) -> None:
+    assert at.slider(key="cfg0_erase").value == 0.0  # quick does not erase
+    at.slider(key="cfg0_erase").set_value(0.5).run()
+    assert not at.exception and not at.error
+    assert at.session_state[state.MODEL_CONFIG_KEY].augmentation.erase == 0.5
+    assert at.session_state[state.PRESET_NAME_KEY] == "custom"
+
+
 def test_flip_on_digits_is_a_warning_only(at: AppTest) -> None:
     at.toggle(key="cfg0_flip").set_value(True).run()
     assert any("flip" in w.value for w in at.warning)

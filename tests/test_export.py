@@ -110,7 +110,8 @@ def test_augmentation_layers_are_left_out_of_the_exports(x_test: np.ndarray,
     from cnnlab.models import build_model
 
     config = dataclasses.replace(PRESETS["quick"].config,
-                                 augmentation=Augmentation(flip=True, translate=0.1, rotate=0.05))
+                                 augmentation=Augmentation(flip=True, translate=0.1, rotate=0.05,
+                                                              erase=0.5))
     model = build_model(config, (28, 28, 1), 10)
     path = tmp_path / "augmented.keras"
     model.save(path)

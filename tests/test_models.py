@@ -59,13 +59,32 @@ def test_unusual_config_matches_keras() -> None:
         ),
         dense=(DenseLayer(7, batch_norm=True, dropout=0.2, activation="elu"), DenseLayer(3)),
         flatten_dropout=0.3,
-        augmentation=Augmentation(flip=True, translate=0.1, rotate=0.05),
+        augmentation=Augmentation(flip=True, translate=0.1, rotate=0.05, erase=0.5),
     )
     model = build_model(config, (31, 29, 3), 4)
     table = layer_table(config, (31, 29, 3), 4)
     assert _keras_rows(model) == [(r["name"], r["output_shape"], r["params"]) for r in table]
     gp = replace(config, global_pool=True)
     assert build_model(gp, (31, 29, 3), 4).count_params() == total_params(gp, (31, 29, 3), 4)
+
+
+def test_random_erasing_replaces_one_rectangle_with_the_chance_asked() -> None:
+    from cnnlab.models import augmented_images
+
+    grey = np.full((64, 28, 28, 1), 100, np.uint8)
+    every = augmented_images(replace(PRESETS["quick"].config,
+                                     augmentation=Augmentation(erase=1.0)), grey, seed=3)
+    changed = every != 100
+    assert changed.reshape(64, -1).any(axis=1).all()  # chance 1: every image
+    for img in changed[..., 0]:  # one axis-aligned rectangle: its bounding box is all changed
+        rows, cols = np.nonzero(img)
+        box = img[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.mean() > 0.9 and box.size < img.size
+    half = augmented_images(replace(PRESETS["quick"].config,
+                                    augmentation=Augmentation(erase=0.5)), grey, seed=3)
+    share = (half != 100).reshape(64, -1).any(axis=1).mean()
+    assert 0.25 < share < 0.75, share
+    assert (augmented_images(PRESETS["quick"].config, grey) == 100).all()  # no layer at all
 
 
 def test_model_takes_uint8_and_outputs_probabilities() -> None:
