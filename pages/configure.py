@@ -298,10 +298,11 @@ def config_widgets(cfg: ModelConfig, fit: FitSettings
 
     st.subheader("Augmentation (training only)")
     aug = cfg.augmentation
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2 = st.columns(2)  # two rows of two: four in this narrow column cut the labels
     flip = c1.toggle("Random horizontal flip", aug.flip, key=k("flip"))
     translate = c2.slider("Random shift (fraction)", 0.0, 0.3, float(clamp(aug.translate, 0, 0.3)),
                           0.01, key=k("translate"))
+    c3, c4 = st.columns(2)
     rotate = c3.slider("Random rotation (fraction of a turn)", 0.0, 0.25,
                        float(clamp(aug.rotate, 0, 0.25)), 0.01, key=k("rotate"),
                        help="0.05 ≈ ±18°")
