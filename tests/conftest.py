@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def with_fit(fields: dict) -> dict:
 
     rest = {k: v for k, v in fields.items() if k not in FIELDS}
     return {**rest, "fit": FitSettings(**{k: v for k, v in fields.items() if k in FIELDS})}
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
 
 
 def has_real_mnist() -> bool:

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import APPTEST_TIMEOUT, ROOT, plain, with_fit
+from conftest import APPTEST_TIMEOUT, ROOT, plain, wait_until, with_fit
 from PIL import Image
 
 from cnnlab import budgets, callbacks, config, datasets, inference, jobs, preprocess, runs, training
@@ -306,14 +306,6 @@ def errors(ctx, **kw) -> str:
 
 def new_run(root: Path, req: training.TrainRequest, ds) -> Path:
     return runs.create_run(root, training.run_config(req, ds))
-
-
-def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the cases

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TEST_OUTPUT
+from conftest import TEST_OUTPUT, wait_until
 from test_browser import SEVEN
 from test_predict_page import make_run
 from ui_steps import SLOW, draw_stroke, load_explore, open_selectbox, pick, set_number, settle
@@ -155,9 +155,10 @@ def run_status(run_dir: Path) -> str | None:
 
 def wait_training(run_dir: Path, timeout_s: float = 60) -> None:
     """``run_dir``'s worker is training (or already done)."""
-    deadline = time.monotonic() + timeout_s
-    while run_status(run_dir) in (None, "queued") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    from cnnlab import runs
+
+    wait_until(lambda: run_status(run_dir) not in (None, runs.RunStatus.QUEUED), timeout_s,
+               f"run {run_dir.name} to start")
 
 
 def wait_finished(page, run_dir: Path, timeout_s: float) -> None:
@@ -165,10 +166,12 @@ def wait_finished(page, run_dir: Path, timeout_s: float) -> None:
 
     The run's own status first: until the page switches to a new run it may still show
     the results of the one before (a CI run read that one's accuracy and model)."""
+    from cnnlab import runs
+
     deadline = time.monotonic() + timeout_s
-    while run_status(run_dir) in (None, "queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert run_status(run_dir) == "finished", (run_dir.name, run_status(run_dir))
+    wait_until(lambda: run_status(run_dir) not in (None, *runs.ACTIVE), timeout_s,
+               f"run {run_dir.name} to end")
+    assert run_status(run_dir) == runs.RunStatus.FINISHED, (run_dir.name, run_status(run_dir))
     page.get_by_role("heading", name="Test set").wait_for(
         timeout=max(deadline - time.monotonic(), 30) * 1000)
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
-from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT, _free_port, served_app
+from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT, _free_port, served_app, wait_until
 
 # st.login needs streamlit[auth] (Authlib, which verifies with joserfc, and httpx), which
 # cnnlab's dependencies install: a missing one is a failure here, not a skip.
@@ -412,16 +412,13 @@ def test_a_forged_id_token_signs_no_one_in(forgery: str, openid_server: Server,
     provider.forge = forgery
     try:
         through_provider(page, openid_server, provider, TEACHER, back_home=False)
-        deadline = time.monotonic() + 60
-        while len(provider.tokens_issued) == issued and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: len(provider.tokens_issued) > issued, 60, "the provider's token")
         page.wait_for_load_state()
     finally:
         provider.forge = None
     assert len(provider.tokens_issued) == issued + 1  # the provider did answer
-    deadline = time.monotonic() + 60  # the callback has answered once the refusal is logged
-    while refusals_logged(openid_server.log) == refusals and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # The callback has answered once the refusal is logged.
+    wait_until(lambda: refusals_logged(openid_server.log) > refusals, 60, "the refusal logged")
     page = home_in_new_tab(page, openid_server.url)
     page.get_by_role("button", name="Sign in").wait_for()
     assert page.get_by_text("Signed in as").count() == 0
