@@ -236,9 +236,10 @@ def classes() -> dict[str, type]:
     class BestCheckpoint(keras.callbacks.Callback):
         """Saves ``path`` whenever validation loss improves, but not after an epoch cut
         short by Stop; ``best`` is a previous best to beat (so a resumed run does not
-        overwrite a better model). ``float32`` is a float32 twin of a model that trains
-        in mixed precision: the weights are saved through it, so best.keras predicts in
-        float32 wherever it is loaded."""
+        overwrite a better model). ``float32`` is a float32 twin, with Keras' own layers,
+        of a model that trains in mixed precision or with batch_norm.FusedBatchNormalization:
+        the weights are saved through it, so best.keras predicts in float32 and loads
+        wherever Keras does."""
 
         def __init__(self, path, progress, best=None, float32=None):
             super().__init__()
@@ -253,7 +254,10 @@ def classes() -> dict[str, type]:
             if self.progress.partial_epoch or loss is None or not loss < self.best:
                 return  # NaN never improves
             self.best = loss
-            model = self.model
+            self.save(self.model)
+
+        def save(self, model):
+            """Write ``model``'s weights to the best model file (through the twin)."""
             if self.float32 is not None:
                 self.float32.set_weights(model.get_weights())
                 model = self.float32

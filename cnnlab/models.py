@@ -194,7 +194,7 @@ def memory_bytes(
 
 
 def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
-                weights: str | None = None) -> keras.Model:
+                weights: str | None = None, fused_batch_norm: bool = False) -> keras.Model:
     """Keras functional model (uncompiled): uint8-ready input, optional augmentation
     (active only in training), Rescaling(1/255), conv blocks, dense head, softmax output.
 
@@ -202,6 +202,10 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: in
     "backbone", frozen and called with ``training=False`` (its BatchNorm stays in inference
     mode in both phases), its ``weights`` None (random), "imagenet" or a file's path
     (``backbones.build_backbone``; WeightsError in one sentence when they cannot be had).
+
+    ``fused_batch_norm``: batch norm as batch_norm.FusedBatchNormalization, the same
+    arithmetic trained in one TensorFlow op, for the model a run trains (training.py saves
+    its best model through a twin built without it).
     """
     import keras
 
@@ -219,7 +223,10 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], n_classes: in
             base.trainable = False  # phase 1: only the head learns
             x = base(x, training=False)
         else:
-            x = getattr(keras.layers, spec.kind)(**spec.args, name=spec.name)(x)
+            layer = getattr(keras.layers, spec.kind)
+            if fused_batch_norm and spec.kind == "BatchNormalization":
+                from cnnlab.batch_norm import FusedBatchNormalization as layer
+            x = layer(**spec.args, name=spec.name)(x)
     return keras.Model(inputs, x, name="cnnlab")
 
 

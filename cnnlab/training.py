@@ -263,7 +263,8 @@ def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes:
     (fit_settings.steps_per_execution)."""
     from cnnlab import models
 
-    model = models.build_model(config, input_shape, n_classes, weights=weights)
+    model = models.build_model(config, input_shape, n_classes, weights=weights,
+                               fused_batch_norm=True)
     flops = models.forward_flops(config, input_shape, n_classes)
     models.compile_model(model, config, steps_per_execution=fit_settings.steps_per_execution(
         flops, batch_size, steps))
@@ -395,6 +396,8 @@ def _starting_point(
                 "Resume with more epochs, or fine-tune from its best model.")
         if request.config.backbone:
             backbones.register()  # its input layer is a cnnlab class
+        import cnnlab.batch_norm  # noqa: F401  (registers the batch norm it trained with)
+
         # compile=True restores the optimizer with its variables (iterations included), and
         # the layers keep their trainable flags: a phase-2 checkpoint resumes in phase 2.
         model = keras.models.load_model(run_dir / callbacks.LAST_FILE, safe_mode=True)
@@ -470,10 +473,12 @@ def _train_run(
                                        previous, deadline, min_interval,
                                        samples=(sample_idx, dataset.x_test[sample_idx]),
                                        total_epochs=total, phase=phase if backbone else None)
-    # best.keras predicts in float32 wherever it is loaded, whatever the run computed in
-    # (uncompiled: it is for prediction and fine-tuning; last.keras resumes the run).
+    # best.keras predicts in float32 with Keras' own layers wherever it is loaded, whatever
+    # the run computed in and with (uncompiled: it is for prediction and fine-tuning;
+    # last.keras resumes the run).
+    fused = any(b.batch_norm for b in request.config.blocks)
     twin = (models.build_model(request.config, shape, n_classes)
-            if policy == "mixed_bfloat16" else None)
+            if policy == "mixed_bfloat16" or fused else None)
     best = cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None, twin)
     # Patience counts epochs; on a small data set an epoch is a few steps, so it is scaled
     # to at least fit_settings.PATIENCE_STEPS steps, and no stop comes before MIN_STEPS.
@@ -547,7 +552,7 @@ def _train_run(
     else:
         status, msg = RunStatus.FINISHED, f"Finished {done} epoch{'' if done == 1 else 's'}."
     if not best_path.exists():
-        model.save(best_path)  # stopped before any epoch ended: keep what there is
+        best.save(model)  # stopped before any epoch ended: keep what there is
         msg += " No epoch finished, so best.keras holds the weights at the stop."
 
     metrics = None
