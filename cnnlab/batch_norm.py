@@ -3,8 +3,8 @@
 Keras 3 normalizes a training batch in separate ops (cast to float32, mean, variance,
 normalize, cast back), each a pass over the activations, and its gradient in as many
 again; TensorFlow's FusedBatchNormV3 does the forward and the backward in one op each.
-On 2 Zen 4 cores one BatchNormalization of a 128×28×28×32 bfloat16 batch took 22 ms
-a training step (forward and backward) in Keras and 5 ms fused; a whole best-mnist epoch
+On 2 Zen 4 cores one BatchNormalization of a 128×28×28×32 bfloat16 batch took 16 ms
+a training step (forward and backward) in Keras and 3 ms fused; a whole best-mnist epoch
 is 1.18× faster (bench/batch_norm.py: median of 7 ABBA pairs, 90 % interval 1.12-1.74;
 control 1.06, 0.93-1.12). Same arithmetic: the statistics are computed in float32 either
 way; the moving variance is the batch's unbiased variance (n/(n-1) of Keras', under
