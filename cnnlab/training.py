@@ -396,8 +396,6 @@ def _starting_point(
                 "Resume with more epochs, or fine-tune from its best model.")
         if request.config.backbone:
             backbones.register()  # its input layer is a cnnlab class
-        import cnnlab.batch_norm  # noqa: F401  (registers the batch norm it trained with)
-
         # compile=True restores the optimizer with its variables (iterations included), and
         # the layers keep their trainable flags: a phase-2 checkpoint resumes in phase 2.
         model = keras.models.load_model(run_dir / callbacks.LAST_FILE, safe_mode=True)
@@ -430,6 +428,7 @@ def _train_run(
     import keras
 
     from cnnlab import device, models
+    from cnnlab.batch_norm import FusedBatchNormalization  # also registers it for last.keras
 
     info = dataset.info
     shape, n_classes = tuple(info.image_shape), len(info.class_names)
@@ -476,7 +475,7 @@ def _train_run(
     # best.keras predicts in float32 with Keras' own layers wherever it is loaded, whatever
     # the run computed in and with (uncompiled: it is for prediction and fine-tuning;
     # last.keras resumes the run).
-    fused = any(b.batch_norm for b in request.config.blocks)
+    fused = any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
     twin = (models.build_model(request.config, shape, n_classes)
             if policy == "mixed_bfloat16" or fused else None)
     best = cls["BestCheckpoint"](best_path, progress, min(losses) if losses else None, twin)

@@ -119,3 +119,21 @@ def test_a_run_trains_fused_and_saves_keras_own_layer(tmp_path: Path) -> None:
     loaded = keras.saving.load_model(runs.best_model_path(run_dir), safe_mode=True)
     assert {type(layer) for layer in loaded.layers if "bn" in layer.name} == {
         keras.layers.BatchNormalization}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_float32_run_with_dense_batch_norm_saves_keras_own_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No bfloat16 (a GPU, or another CPU): float32, so no mixed-precision twin is needed,
+    # but the fused class must still stay out of best.keras.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    ds = datasets.load("mnist_sample")
+    cfg = config.ModelConfig(dense=(config.DenseLayer(32, batch_norm=True),))
+    request = training.TrainRequest(dataset="mnist_sample", config=cfg,
+                                    fit=FitSettings(batch_size=32, epochs=1, patience=0),
+                                    limit=320)
+    run_dir = runs.create_run(tmp_path, training.run_config(request, ds))
+    result = training.train_run(request, ds, run_dir)
+    assert result.status == "finished", result.message
+    best = layer_classes(runs.best_model_path(run_dir))
+    assert "BatchNormalization" in best and not any("Fused" in c for c in best)
