@@ -5,8 +5,9 @@
 
 The same preset, data, seed and dtype policy (the lab's, bfloat16 on a CPU that has it),
 built with Keras' batch norm (A) or the fused one (B), compiled as the lab compiles, fitted
-with an epoch clock only. The measure is the steady-state epoch (the median time between
-consecutive epoch ends; the first epoch, which traces the step, is left out). Variants
+with an epoch clock only (bench.overhead.bare). The measure is the steady-state epoch (the
+median time between consecutive epoch ends; the first epoch, which traces the step, is
+left out). Variants
 alternate ABBA; the result is the median of per-pair ratios A/B (the speed-up) with a
 bootstrap 90 % interval, and a control that runs A against A the same way.
 """
@@ -20,40 +21,19 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.overhead import steady_epoch  # noqa: E402
+from bench.overhead import bare  # noqa: E402
 from bench.stats import alternated, ratio_summary  # noqa: E402
 
 
 def epoch_seconds(preset: str, limit: int, epochs: int, fused: bool) -> float:
     """Steady-state epoch seconds of ``preset`` with the fused or Keras' batch norm."""
-    import time
-
-    import keras
-
-    from cnnlab import config, datasets, device, fit_settings, models, training
+    from cnnlab import config, datasets, training
     from cnnlab.fit_settings import FitSettings
 
     p = config.PRESETS[preset]
-    ds = datasets.load(p.dataset)
     request = training.TrainRequest(dataset=p.dataset, config=p.config, limit=limit,
                                     fit=FitSettings(p.fit.batch_size, epochs, 0))
-    x_tr, y_tr, x_val, y_val = training.prepare_data(ds, request)
-    ends: list[float] = []
-
-    class EpochClock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            ends.append(time.perf_counter())
-
-    keras.utils.set_random_seed(training.SEED)
-    shape = ds.info.image_shape
-    with device.dtype_policy(training.compute_policy(request, device.detect())):
-        model = models.build_model(p.config, shape, 10, fused_batch_norm=fused)
-    steps = fit_settings.steps_per_epoch(len(y_tr), p.fit.batch_size)
-    models.compile_model(model, p.config, steps_per_execution=fit_settings.steps_per_execution(
-        models.forward_flops(p.config, shape, 10), p.fit.batch_size, steps))
-    model.fit(x_tr, y_tr, validation_data=(x_val, y_val), epochs=epochs,
-              batch_size=p.fit.batch_size, shuffle=True, verbose=0, callbacks=[EpochClock()])
-    return steady_epoch(ends)
+    return bare(request, datasets.load(p.dataset), fused_batch_norm=fused)
 
 
 def main() -> None:

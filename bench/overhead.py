@@ -41,8 +41,9 @@ def steady_epoch(ends: list[float]) -> float:
     return statistics.median(gaps)
 
 
-def bare(request, ds) -> float:
-    """Steady-state epoch seconds of a bare fit (no callbacks but an epoch clock)."""
+def bare(request, ds, fused_batch_norm: bool = True) -> float:
+    """Steady-state epoch seconds of a bare fit (no callbacks but an epoch clock), with
+    the lab's fused batch norm or Keras' own (training.build_compiled)."""
     import keras
 
     from cnnlab import device, fit_settings, training
@@ -61,7 +62,8 @@ def bare(request, ds) -> float:
         model = training.build_compiled(
             request.config, ds.info.image_shape, len(ds.info.class_names),
             batch_size=request.fit.batch_size,
-            steps=fit_settings.steps_per_epoch(len(y_tr), request.fit.batch_size))
+            steps=fit_settings.steps_per_epoch(len(y_tr), request.fit.batch_size),
+            fused_batch_norm=fused_batch_norm)
     with device.bfloat16_graphs(training.bfloat16_mode(request.config, dev) == training.GRAPHS):
         model.fit(x_tr, y_tr, validation_data=(x_val, y_val), epochs=request.fit.epochs,
                   batch_size=request.fit.batch_size, shuffle=True, verbose=0,

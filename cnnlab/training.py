@@ -256,15 +256,16 @@ def compute_policy(request: TrainRequest, dev: DeviceInfo) -> str:
 
 def build_compiled(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int,
                    weights: str | None = None, batch_size: int = 1,
-                   steps: int = 1) -> keras.Model:
+                   steps: int = 1, fused_batch_norm: bool = True) -> keras.Model:
     """A compiled Keras model for ``config`` (models.build_model + models.compile_model);
     ``weights`` are a backbone's starting weights (its phase 1: the backbone frozen);
     ``batch_size`` and ``steps`` per epoch size its steps per execution
-    (fit_settings.steps_per_execution)."""
+    (fit_settings.steps_per_execution); ``fused_batch_norm`` False builds Keras' own
+    batch norm (bench/batch_norm.py compares the two)."""
     from cnnlab import models
 
     model = models.build_model(config, input_shape, n_classes, weights=weights,
-                               fused_batch_norm=True)
+                               fused_batch_norm=fused_batch_norm)
     flops = models.forward_flops(config, input_shape, n_classes)
     models.compile_model(model, config, steps_per_execution=fit_settings.steps_per_execution(
         flops, batch_size, steps))

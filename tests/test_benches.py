@@ -52,6 +52,15 @@ def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
     assert out["bare_epoch_s"] > 0 and out["lab_epoch_s"] > 0
 
 
+def test_batch_norm_bench_prints_the_speed_up_its_interval_and_a_control() -> None:
+    out = bench("bench.batch_norm", "--limit", "600", "--epochs", "2", "--pairs", "1")
+    assert out["preset"] == "best-mnist" and out["pairs"] == 1
+    assert len(out["ratios"]) == len(out["control_ratios"]) == 1
+    assert out["ci_low"] <= out["ratio"] <= out["ci_high"]
+    assert out["control_ci_low"] <= out["control"] <= out["control_ci_high"]
+    assert out["keras_epoch_s"] > 0 and out["fused_epoch_s"] > 0
+
+
 def test_throughput_bench_measures_one_run_either_way() -> None:
     before = bench("bench.throughput", "--one", "--before", "--limit", "600", "--epochs", "2")
     today = bench("bench.throughput", "--one", "--limit", "600", "--epochs", "2")
