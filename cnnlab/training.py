@@ -66,6 +66,8 @@ class TrainRequest:
     tensorboard: bool = False  # also write TensorBoard logs to <run>/tensorboard
     # A backbone's starting weights: None (random), "imagenet" or a weights file's path.
     weights: str | None = None
+    # Seeds the validation split and Keras (weights, dropout, augmentation, shuffling).
+    seed: int = SEED
 
     def run_name(self) -> str:
         """The human name of the run (used in its id)."""
@@ -192,7 +194,7 @@ def run_config(request: TrainRequest, dataset: Dataset, **extra: Any) -> dict[st
         "mixed_precision": request.mixed_precision,
         "tensorboard": request.tensorboard,
         "weights": request.weights,
-        "seed": SEED,
+        "seed": request.seed,
         "input_shape": list(info.image_shape),
         "n_classes": len(info.class_names),
         "class_names": list(info.class_names),
@@ -221,6 +223,7 @@ def request_from_config(cfg: dict[str, Any]) -> TrainRequest:
         mixed_precision=bool(cfg.get("mixed_precision", False)),
         tensorboard=bool(cfg.get("tensorboard", False)),
         weights=cfg.get("weights"),
+        seed=int(cfg.get("seed", SEED)),
     )
 
 
@@ -294,7 +297,7 @@ def prepare_data(
     if request.limit is not None and request.limit < len(dataset.y_train):
         dataset = datasets.subset(dataset, request.limit)
     return datasets.train_val_split(
-        dataset.x_train, dataset.y_train, val_fraction=request.val_fraction, seed=SEED
+        dataset.x_train, dataset.y_train, val_fraction=request.val_fraction, seed=request.seed
     )
 
 
@@ -446,7 +449,7 @@ def _train_run(
     best_path = runs.best_model_path(run_dir)
 
     steps = fit_settings.steps_per_epoch(len(y_tr), fit.batch_size)
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(request.seed)
     model, previous, phase = _starting_point(request, run_dir, resume, init_from, shape,
                                              n_classes, steps, policy)
     initial_epoch = len(previous)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 
@@ -29,9 +30,18 @@ def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     from bench import accuracy
 
     out = bench("bench.accuracy", "--preset", "quick", "--dataset", "mnist_sample",
-                "--limit", "300", "--epochs", "1")
-    assert out["status"] == "finished" and out["epochs_run"] == 1
-    assert 0.0 <= out["test_accuracy"] <= 1.0 and out["seconds"] > 0
+                "--limit", "300", "--epochs", "1", "--seeds", "42", "1")
+    first, second = out["runs"]
+    assert (first["seed"], second["seed"]) == (42, 1) and out["seeds"] == [42, 1]
+    for run in out["runs"]:
+        assert run["status"] == "finished" and run["epochs_run"] == 1
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and run["seconds"] > 0
+    mean = (first["test_accuracy"] + second["test_accuracy"]) / 2
+    assert out["test_accuracy"] == pytest.approx(mean, abs=1e-5)
+    assert out["seconds"] == max(first["seconds"], second["seconds"])
+    assert accuracy.accuracy_cell(out["runs"][:1]) == f"{first['test_accuracy']:.2%}"
+    assert accuracy.accuracy_cell([{"test_accuracy": 0.9936}, {"test_accuracy": 0.9953}]) == (
+        "99.45% (99.36, 99.53)")
     # The table: a measured row replaces its preset's; the others say they are not measured.
     results = tmp_path / "results.md"
     accuracy.write_results(results, {"quick": ["quick", "mnist", "goal", "3 of 3", "20",

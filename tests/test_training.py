@@ -78,6 +78,19 @@ def test_tensorboard_logs_when_asked(runs_root: Path, sample) -> None:
     assert training.request_from_run(run_dir).tensorboard is True
 
 
+def test_a_runs_seed_sets_its_split_and_is_kept_in_its_config(runs_root: Path, sample) -> None:
+    x42, _, v42, _ = training.prepare_data(sample, request())
+    x1, _, v1, _ = training.prepare_data(sample, request(seed=1))
+    assert len(v42) == len(v1) > 0 and not np.array_equal(v42, v1)
+    assert np.array_equal(v42, training.prepare_data(sample, request())[2])  # repeatable
+    run_dir = new_run(runs_root, request(seed=1), sample)
+    assert runs.load_config(run_dir)["seed"] == 1
+    assert training.request_from_run(run_dir).seed == 1
+    # A run written before requests had a seed trained with training.SEED.
+    old = {k: v for k, v in runs.load_config(run_dir).items() if k != "seed"}
+    assert training.request_from_config(old).seed == training.SEED == request().seed
+
+
 def test_callback_events_in_order_with_right_counts() -> None:
     import keras
 
