@@ -213,7 +213,12 @@ def test_cli_summary_invalid_config_exits_2_with_messages(tmp_path) -> None:
 def test_architecture_diagram_and_param_chart() -> None:
     from cnnlab.charts import architecture_dot, params_figure
 
-    rows = layer_table(PRESETS["best-mnist"].config, (28, 28, 1), 10)
+    config = ModelConfig(
+        blocks=(ConvBlock(32, convs=2, batch_norm=True, dropout=0.25),
+                ConvBlock(64, convs=2, batch_norm=True, dropout=0.25)),
+        dense=(DenseLayer(128, dropout=0.4, batch_norm=True),),
+        augmentation=Augmentation(translate=0.1, rotate=0.03))
+    rows = layer_table(config, (28, 28, 1), 10)
     dot = architecture_dot(rows)
     assert dot.startswith("digraph") and dot.rstrip().endswith("}")
     for text in ("block1", "block2", "conv+BN ×2 → 28×28×32", "pool → 7×7×64", "dense1",
@@ -221,4 +226,4 @@ def test_architecture_diagram_and_param_chart() -> None:
         assert text in dot
     assert dot.count("->") == dot.count("[label=") - 1
     fig = params_figure(rows)
-    assert sum(fig.data[0].x) == total_params(PRESETS["best-mnist"].config, (28, 28, 1), 10)
+    assert sum(fig.data[0].x) == total_params(config, (28, 28, 1), 10)
