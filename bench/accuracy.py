@@ -105,6 +105,11 @@ def main() -> None:
                    help="train once per seed; report each and the mean (default: %(default)s)")
     p.add_argument("--write", action="store_true", help=f"record the result in {RESULTS}")
     args = p.parse_args()
+    bad = [s for s in args.seeds if not 0 <= s < 2**32]
+    if bad or len(set(args.seeds)) < len(args.seeds):
+        # Checked before any training: a bad seed found after hours of runs loses them all.
+        p.error(f"--seeds {' '.join(map(str, args.seeds))}: give distinct whole numbers from "
+                f"0 to {2**32 - 1}")
 
     preset = config.PRESETS[args.preset]
     dataset = args.dataset or preset.dataset

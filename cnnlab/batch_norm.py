@@ -4,11 +4,12 @@ Keras 3 normalizes a training batch in separate ops (cast to float32, mean, vari
 normalize, cast back), each a pass over the activations, and its gradient in as many
 again; TensorFlow's FusedBatchNormV3 does the forward and the backward in one op each.
 On 2 Zen 4 cores one BatchNormalization of a 128×28×28×32 bfloat16 batch took 16 ms
-a training step (forward and backward) in Keras and 3 ms fused; a whole best-mnist epoch
-is 1.18× faster (bench/batch_norm.py: median of 7 ABBA pairs, 90 % interval 1.12-1.74;
-control 1.06, 0.93-1.12). Same arithmetic: the statistics are computed in float32 either
-way; the moving variance is the batch's unbiased variance (n/(n-1) of Keras', under
-0.02 % apart for a batch of 128 images of 7×7 or more).
+a training step (forward and backward) in Keras and 3 ms fused; a whole epoch of
+best-mnist (then with max pools) was 1.18× faster (bench/batch_norm.py: median of 7 ABBA
+pairs, 90 % interval 1.12-1.74; control 1.06, 0.93-1.12). Same arithmetic: the
+statistics are computed in float32 either way; the moving variance is the batch's
+unbiased variance (n/(n-1) of Keras', under 0.02 % apart for a batch of 128 images of
+7×7 or more).
 
 Only runs train with it (models.build_model(..., fused_batch_norm=True)); the models a run
 saves for others to load (best.keras) hold Keras' own BatchNormalization, so they load

@@ -13,9 +13,9 @@ import pandas as pd
 
 from cnnlab import access, runs
 
-# config.json keys that name or describe a run rather than set how it trains.
-_NOT_SETTINGS = ("model", "fit", "name", "created", "class_names", "n_classes", "input_shape",
-                 "seed")
+# config.json keys that name or describe a run rather than set how it trains (the seed
+# does set it: two runs that differ only in their seed differ in that row).
+_NOT_SETTINGS = ("model", "fit", "name", "created", "class_names", "n_classes", "input_shape")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

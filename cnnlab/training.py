@@ -133,6 +133,8 @@ def request_errors(
             f"({fit_settings.batch_size_for(fit.batch_size, max(n_fit, 1))} suits "
             "this data set)."
         )
+    if not 0 <= request.seed < 2**32:  # what numpy's and Keras' generators take
+        errors.append(f"Seed is {request.seed}; choose a whole number from 0 to {2**32 - 1}.")
     if request.mixed_precision and not gpu:
         errors.append("Mixed precision needs a GPU and this server trains on CPU; untick it.")
     if request.tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -240,8 +242,9 @@ def bfloat16_mode(config: ModelConfig, dev: DeviceInfo) -> str:
     GRAPHS is oneDNN's rewrite of the graphs ``fit`` runs (device.bfloat16_graphs): quick
     trains 1.3-1.5× faster (bench/throughput.py). It also rewrites batch norm, which lost
     accuracy (best-mnist 98.68 vs 99.44 %, and no faster). LAYERS is Keras' mixed_bfloat16
-    policy, whose batch norm computes in float32: best-mnist trained its 12 epochs in 512 s
-    instead of 785 s to the same test accuracy (99.48 vs 99.44 %, 2 Zen 4 cores). Either
+    policy, whose batch norm computes in float32: best-mnist (then with max pools) trained
+    its 12 epochs in 512 s instead of 785 s to the same test accuracy (99.48 vs 99.44 %,
+    2 Zen 4 cores). Either
     way weights stay float32 and best.keras is saved in float32.
     """
     if not dev.bfloat16 or config.backbone:

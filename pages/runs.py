@@ -471,7 +471,7 @@ def manage_tab(user: User, root: Path, manager: Engine, row: dict, run_dir: Path
                                             epochs=training.total_epochs(
                                                 training.request_from_config(config)),
                                             user=user)
-                except (ValueError, DatasetUnavailable, KeyError) as exc:
+                except (ValueError, TypeError, DatasetUnavailable, KeyError) as exc:
                     st.error(f"Cannot fine-tune: {md(exc)}")
                 else:
                     open_on_train(job.run_id, row["dataset"])

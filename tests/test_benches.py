@@ -28,6 +28,7 @@ def bench(*args: str) -> dict:
 
 def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     from bench import accuracy
+    from cnnlab import runs
 
     out = bench("bench.accuracy", "--preset", "quick", "--dataset", "mnist_sample",
                 "--limit", "300", "--epochs", "1", "--seeds", "42", "1")
@@ -35,6 +36,7 @@ def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     assert (first["seed"], second["seed"]) == (42, 1) and out["seeds"] == [42, 1]
     for run in out["runs"]:
         assert run["status"] == "finished" and run["epochs_run"] == 1
+        assert runs.load_config(run["run_dir"])["seed"] == run["seed"]
         assert 0.0 <= run["test_accuracy"] <= 1.0 and run["seconds"] > 0
     mean = (first["test_accuracy"] + second["test_accuracy"]) / 2
     assert out["test_accuracy"] == pytest.approx(mean, abs=1e-5)

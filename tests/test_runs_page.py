@@ -51,9 +51,13 @@ def test_config_diff_keeps_only_differing_fields() -> None:
 
 def test_run_settings_puts_model_and_fit_fields_beside_the_run_settings() -> None:
     cfg = {"model": {"optimizer": "adam"}, "fit": {"epochs": 1, "batch_size": 128},
-           "dataset": "mnist_sample", "name": "x", "class_names": ["0"], "created": "t"}
+           "dataset": "mnist_sample", "name": "x", "class_names": ["0"], "created": "t",
+           "seed": 42}
     assert compare.run_settings(cfg) == {"epochs": 1, "batch_size": 128, "optimizer": "adam",
-                                         "dataset": "mnist_sample"}
+                                         "dataset": "mnist_sample", "seed": 42}
+    other = compare.run_settings({**cfg, "seed": 1})
+    assert compare.config_diff({"a": compare.run_settings(cfg), "b": other}) == [
+        {"field": "seed", "a": 42, "b": 1}]
 
 
 def test_clean_run_name_refuses_paths() -> None:

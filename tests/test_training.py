@@ -89,6 +89,28 @@ def test_a_runs_seed_sets_its_split_and_is_kept_in_its_config(runs_root: Path, s
     # A run written before requests had a seed trained with training.SEED.
     old = {k: v for k, v in runs.load_config(run_dir).items() if k != "seed"}
     assert training.request_from_config(old).seed == training.SEED == request().seed
+    assert any("Seed is -1" in e for e in training.request_errors(request(seed=-1), sample))
+
+
+def test_a_runs_seed_sets_its_starting_weights(runs_root: Path, sample) -> None:
+    import keras
+
+    def first_kernel(seed: int) -> np.ndarray:
+        """The first conv's kernel of a run stopped within its first batch."""
+        stop = callbacks.StopFlag()
+        stop.set()
+        req = request(seed=seed)
+        run_dir = new_run(runs_root, req, sample)
+        result = training.train_run(req, sample, run_dir, stop=stop, evaluate=False)
+        assert result.status == "stopped", result.message
+        model = keras.saving.load_model(runs.best_model_path(run_dir), safe_mode=True)
+        return model.get_layer("block1_conv1").get_weights()[0]
+
+    # One step moves a weight by about the learning rate (3e-3); fresh weights differ by
+    # far more. So the same seed starts from the same weights and another seed does not.
+    seed42 = first_kernel(42)
+    assert np.abs(first_kernel(42) - seed42).max() < 1e-3
+    assert np.abs(first_kernel(1) - seed42).max() > 0.05
 
 
 def test_callback_events_in_order_with_right_counts() -> None:
