@@ -93,7 +93,7 @@ def main() -> None:
     """Parse arguments, train synchronously, print one JSON object."""
     import time
 
-    from cnnlab import config, datasets, training
+    from cnnlab import config, datasets, runs, training
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,11 +105,8 @@ def main() -> None:
                    help="train once per seed; report each and the mean (default: %(default)s)")
     p.add_argument("--write", action="store_true", help=f"record the result in {RESULTS}")
     args = p.parse_args()
-    bad = [s for s in args.seeds if not 0 <= s < 2**32]
-    if bad or len(set(args.seeds)) < len(args.seeds):
-        # Checked before any training: a bad seed found after hours of runs loses them all.
-        p.error(f"--seeds {' '.join(map(str, args.seeds))}: give distinct whole numbers from "
-                f"0 to {2**32 - 1}")
+    if len(set(args.seeds)) < len(args.seeds):
+        p.error(f"--seeds {' '.join(map(str, args.seeds))}: give each seed once")
 
     preset = config.PRESETS[args.preset]
     dataset = args.dataset or preset.dataset
@@ -119,8 +116,16 @@ def main() -> None:
     t_load = time.perf_counter()
     ds = datasets.load(dataset)
     load_s = time.perf_counter() - t_load
-    runs_out = [train_once(args.preset, dataset, ds, fit, args.limit, seed)
+    requests = [training.TrainRequest(dataset=dataset, config=preset.config, fit=fit,
+                                      preset=args.preset, limit=args.limit, seed=seed)
                 for seed in args.seeds]
+    # All checked before any training: a bad seed found after hours of runs loses them all.
+    errors = [e for request in requests for e in training.request_errors(request, ds)]
+    if errors:
+        sys.exit("; ".join(dict.fromkeys(errors)))
+    root = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
+    runs_out = [train_once(request, ds, runs.create_run(root, training.run_config(request, ds)))
+                for request in requests]
     values = [r["test_accuracy"] for r in runs_out]
     accuracy = None if None in values else sum(values) / len(values)
     slowest = max(runs_out, key=lambda r: r["seconds"])
@@ -145,21 +150,13 @@ def main() -> None:
         write_results(RESULTS, rows)
 
 
-def train_once(preset: str, dataset: str, ds: Any, fit: Any, limit: int | None,
-               seed: int) -> dict[str, Any]:
-    """Train ``preset`` once with ``seed`` through the lab's path; its numbers as a dict."""
-    from cnnlab import config, runs, training
+def train_once(request: Any, ds: Any, run_dir: Path) -> dict[str, Any]:
+    """Train ``request`` once in ``run_dir`` through the lab's path; its numbers as a dict."""
+    from cnnlab import training
 
-    request = training.TrainRequest(dataset=dataset, config=config.PRESETS[preset].config,
-                                    fit=fit, preset=preset, limit=limit, seed=seed)
-    errors = training.request_errors(request, ds)
-    if errors:
-        sys.exit("; ".join(errors))
-    root = Path(tempfile.mkdtemp(prefix="cnnlab-bench-"))
-    run_dir = runs.create_run(root, training.run_config(request, ds))
     result = training.train_run(request, ds, run_dir)
     return {
-        "seed": seed, "status": result.status, "epochs_run": len(result.history),
+        "seed": request.seed, "status": result.status, "epochs_run": len(result.history),
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
         "seconds": round(result.seconds, 1),
         "fit_seconds": round(sum(r["seconds"] for r in result.history), 1),

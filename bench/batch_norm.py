@@ -7,9 +7,8 @@ The same preset, data, seed and dtype policy (the lab's, bfloat16 on a CPU that 
 built with Keras' batch norm (A) or the fused one (B), compiled as the lab compiles, fitted
 with an epoch clock only (bench.overhead.bare). The measure is the steady-state epoch (the
 median time between consecutive epoch ends; the first epoch, which traces the step, is
-left out). Variants
-alternate ABBA; the result is the median of per-pair ratios A/B (the speed-up) with a
-bootstrap 90 % interval, and a control that runs A against A the same way.
+left out). Variants alternate ABBA; the result is the median of per-pair ratios A/B (the
+speed-up) with a bootstrap 90 % interval, and a control that runs A against A the same way.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def test_tensorboard_logs_when_asked(runs_root: Path, sample) -> None:
 
 
 def test_a_runs_seed_sets_its_split_and_is_kept_in_its_config(runs_root: Path, sample) -> None:
-    x42, _, v42, _ = training.prepare_data(sample, request())
-    x1, _, v1, _ = training.prepare_data(sample, request(seed=1))
+    *_, v42, _ = training.prepare_data(sample, request())
+    *_, v1, _ = training.prepare_data(sample, request(seed=1))
     assert len(v42) == len(v1) > 0 and not np.array_equal(v42, v1)
     assert np.array_equal(v42, training.prepare_data(sample, request())[2])  # repeatable
     run_dir = new_run(runs_root, request(seed=1), sample)
