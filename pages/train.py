@@ -259,7 +259,9 @@ insight.sample_strip(user, job.request.dataset, job.owner, job.events.latest_sam
                      runs.load_config(job.run_dir).get("class_names", []), active)
 
 # ---------------------------------------------------------------- results
-metrics = runs.load_metrics(job.run_dir) if job.done() else None
+# From `active`, not a second job.done(): a run that ends while this script runs would
+# show its results under a status still reading "running"; the next poll draws both.
+metrics = None if active else runs.load_metrics(job.run_dir)
 if metrics:
     # First, before the slow charts: leaving the page stops this script where it is.
     state.select_run(job.run_dir)  # Predict and Runs open this run by default
