@@ -67,7 +67,7 @@ def detect() -> DeviceInfo:
     # bfloat16 itself (emulated it is slower than float32); TF_ENABLE_ONEDNN_OPTS=0 turns
     # oneDNN, and so the rewrite, off.
     bf16 = (backend == "tensorflow" and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
-            and cpu_bfloat16(_cpu_flags()))
+            and cpu_bfloat16(cpu_flags()))
     return DeviceInfo("CPU", f"CPU ({cores} cores)", backend, 0, bf16)
 
 
@@ -77,7 +77,8 @@ def cpu_bfloat16(flags: str) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> str:
+    """The CPU's feature flags as /proc/cpuinfo lists them ("" where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: no rewrite, float32 as everywhere else

@@ -41,6 +41,12 @@ def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     mean = (first["test_accuracy"] + second["test_accuracy"]) / 2
     assert out["test_accuracy"] == pytest.approx(mean, abs=1e-5)
     assert out["seconds"] == max(first["seconds"], second["seconds"])
+    # The machine names the vector units the run had: they set the speed (3-4× apart).
+    assert out["machine"].startswith(f"{os.cpu_count()} CPU cores")
+    assert accuracy.vector_units("fpu avx avx2 fma") == "AVX2"
+    assert accuracy.vector_units("avx2 avx512f avx512bw") == "AVX-512"
+    assert accuracy.vector_units("avx2 avx512f avx512_bf16") == "AVX-512, bfloat16"
+    assert accuracy.vector_units("sse2") == ""
     one = first["test_accuracy"]
     assert accuracy.accuracy_cell(one, [one]) == f"{one:.2%}"
     assert accuracy.accuracy_cell((0.9936 + 0.9953) / 2, [0.9936, 0.9953]) == (
