@@ -74,14 +74,8 @@ def machine() -> str:
     label = device.detect().label
     if "GPU" in label:
         return label
-    cpu = platform.processor() or ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in
-                   Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    units = vector_units(device.cpu_flags())
+    cpu = device.cpuinfo("model name") or platform.processor()
+    units = vector_units(device.cpuinfo("flags"))
     return f"{os.cpu_count()} CPU cores, {cpu}".strip(", ") + (f" ({units})" if units else "")
 
 

@@ -67,7 +67,7 @@ def detect() -> DeviceInfo:
     # bfloat16 itself (emulated it is slower than float32); TF_ENABLE_ONEDNN_OPTS=0 turns
     # oneDNN, and so the rewrite, off.
     bf16 = (backend == "tensorflow" and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
-            and cpu_bfloat16(cpu_flags()))
+            and cpu_bfloat16(cpuinfo("flags")))
     return DeviceInfo("CPU", f"CPU ({cores} cores)", backend, 0, bf16)
 
 
@@ -77,14 +77,15 @@ def cpu_bfloat16(flags: str) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
-def cpu_flags() -> str:
-    """The CPU's feature flags as /proc/cpuinfo lists them ("" where there is none)."""
+def cpuinfo(field: str) -> str:
+    """The first CPU's ``field`` in /proc/cpuinfo ("flags", "model name"; "" where there is
+    none)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no rewrite, float32 as everywhere else
+    except OSError:  # not Linux: no flags, so no rewrite, float32 as everywhere else
         return ""
-    return next((line.partition(":")[2] for line in text.splitlines()
-                 if line.startswith("flags")), "")
+    return next((line.partition(":")[2].strip() for line in text.splitlines()
+                 if line.startswith(field)), "")
 
 
 @contextlib.contextmanager
