@@ -62,26 +62,52 @@ def image_mosaic(
     return out
 
 
+CAPTION_FONT_PX = 11
+# Plotly draws an annotation on one line, however long: a caption wider than its tile runs
+# into the next one ("✓ T-shirt/top 99%✓ Trouser"). Captions are wrapped to the tile's
+# width at the figure's drawn size, from an average glyph width of the default sans-serif.
+GLYPH_PX = 0.5 * CAPTION_FONT_PX
+LINE_PX = 1.25 * CAPTION_FONT_PX
+
+
+def caption_lines(text: str, width_px: float) -> list[str]:
+    """``text`` broken at spaces into lines about ``width_px`` wide; a word longer than a
+    line keeps its own line (a name cut in half reads worse than one that overhangs)."""
+    chars = max(3, int(width_px // GLYPH_PX))
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= chars:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def image_grid_figure(
     images: np.ndarray, captions: list[str], cols: int, tile_px: int = 72
 ) -> go.Figure:
-    """Images in a grid with a caption under each (a single Plotly image, crisp pixels)."""
+    """Images in a grid with a caption under each, wrapped to the tile's width (a single
+    Plotly image, crisp pixels)."""
     n, h, w = images.shape[:3]
-    pad, gap_y = max(2, h // 7), max(6, h // 2)  # gap_y: a band for the captions
+    pad = max(2, h // 7)
+    scale = tile_px / w  # screen pixels per image pixel at the drawn size
+    wrapped = [caption_lines(t, (w + pad) * scale) for t in captions[:n]]
+    lines = max((len(x) for x in wrapped), default=1)
+    # gap_y: a band under each row, tall enough for the longest caption
+    gap_y = max(h // 2, int(np.ceil((lines * LINE_PX + 6) / scale)))
     # Transparent gaps: the captions (the theme's text colour) sit on the page's own
     # background, readable in light and dark mode alike.
     mosaic = image_mosaic(images, cols, pad=pad, gap_y=gap_y, fill=None)
     rows = max(1, -(-n // cols))
     fig = go.Figure(go.Image(z=mosaic, colormodel="rgba", zmax=[255, 255, 255, 255],
                              hoverinfo="skip"))
-    for i, text in enumerate(captions[:n]):
+    for i, text in enumerate(wrapped):
         r, c = divmod(i, cols)
         fig.add_annotation(
-            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + gap_y / 2,
-            text=text_mod.chart_label(text),
-            showarrow=False, yanchor="middle", font=dict(size=11),
+            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + 2 / scale,
+            text="<br>".join(text_mod.chart_label(line) for line in text),
+            showarrow=False, yanchor="top", font=dict(size=CAPTION_FONT_PX),
         )
-    scale = tile_px / w
     fig.update_layout(
         width=None, height=int(rows * (h + gap_y) * scale) + 20,
         margin=dict(l=0, r=0, t=0, b=0),
@@ -451,7 +477,7 @@ def mistakes_figure(
     """Grid of misclassified test images captioned "true → predicted (confidence)"."""
     idx = [m["index"] for m in mistakes]
     captions = [
-        f"{class_names[m['true']]}→{class_names[m['predicted']]} {m['confidence']:.0%}"
+        f"{class_names[m['true']]} → {class_names[m['predicted']]} {m['confidence']:.0%}"
         for m in mistakes
     ]
     return image_grid_figure(np.asarray(x_test)[idx], captions, cols=min(cols, max(1, len(idx))))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 PRIVATE_NOTE = ("These are someone's own uploaded pictures: only they and teachers see the "
                 "images, so here are the numbers.")
+STRIP_COLS = 5
 
 
 def _cell_keys(prefix: str, run_id: str) -> tuple[str, str]:
@@ -182,5 +183,7 @@ def sample_strip(user: User, dataset: str, owner: str, samples: dict[str, list] 
     right = ds.y_test.reshape(-1)[idx] == np.asarray(samples["predicted"])
     captions = [f"{'✓' if ok else '✗'} {names[p]} {c:.0%}" for ok, p, c in
                 zip(right, samples["predicted"], samples["confidence"], strict=True)]
-    st.plotly_chart(charts.image_grid_figure(ds.x_test[idx], captions, cols=len(idx)),
+    # Two rows of five: ten across left a phone's screen ~38 px per image, too narrow for
+    # even a digit's caption.
+    st.plotly_chart(charts.image_grid_figure(ds.x_test[idx], captions, cols=STRIP_COLS),
                     width="stretch", key="train_samples")

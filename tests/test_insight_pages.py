@@ -53,7 +53,8 @@ def chart(at: AppTest, key: str) -> dict | None:
 
 
 def captions(spec: dict) -> list[str]:
-    return [a["text"] for a in spec["layout"].get("annotations", [])]
+    """The grid's captions, a wrapped caption's lines joined by spaces."""
+    return [a["text"].replace("<br>", " ") for a in spec["layout"].get("annotations", [])]
 
 
 def busiest_mistake(confusion: list[list[int]]) -> tuple[int, int]:
