@@ -15,6 +15,9 @@
    FLOP/s (training ≈ 3 × models.forward_flops per image) in the arithmetic it ran in
    (bfloat16 on a CPU that has it: device.bfloat16_graphs); quick's share is in part 1.
 4. ``backends``: quick's samples/s on TensorFlow and on JAX side by side (same ABBA order).
+5. ``threads``: quick with TensorFlow's default thread pools (as the lab's workers run) vs
+   one inter-op thread (TF_NUM_INTEROP_THREADS=1), ABBA: a check that the defaults are
+   right on this CPU (2 AVX2 cores: one inter-op thread ran at 0.88×).
 
 Not a test: a measurement to run by hand on a quiet machine.
 """
@@ -80,18 +83,22 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
         "bfloat16": bf16,  # the peak below is that of the arithmetic the run used
         "pct_peak": round(100 * rate * 3 * (flops or 0) / (peak * 1e9), 1),
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
+        # TensorFlow reads it when it starts: the threads part's variant
+        "inter_op_threads": os.environ.get("TF_NUM_INTEROP_THREADS", "default"),
         "seconds": round(result.seconds, 1),
     }
 
 
 def spawn(preset: str, limit: int | None, epochs: int | None, before: bool = False,
-          evaluate: bool = False, backend: str = "tensorflow") -> dict:
-    """``one`` in a fresh process (a fresh backend each time; JAX needs its own process)."""
+          evaluate: bool = False, backend: str = "tensorflow",
+          env: dict[str, str] | None = None) -> dict:
+    """``one`` in a fresh process (a fresh backend each time; JAX needs its own process),
+    with ``env`` added to its environment."""
     cmd = [sys.executable, "-m", "bench.throughput", "--one", "--preset", preset]
     cmd += ["--limit", str(limit or 0), "--epochs", str(epochs or 0)]
     cmd += ["--before"] if before else []
     cmd += ["--evaluate"] if evaluate else []
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
@@ -107,6 +114,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-jax", action="store_true")
+    p.add_argument("--skip-threads", action="store_true")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--preset", default="quick", help=argparse.SUPPRESS)
     p.add_argument("--before", action="store_true", help=argparse.SUPPRESS)
@@ -119,9 +127,10 @@ def main() -> None:
 
     peak_pct: dict[bool, list[float]] = {True: [], False: []}  # TensorFlow runs, by before
 
-    def quick(before: bool = False, backend: str = "tensorflow") -> float:
+    def quick(before: bool = False, backend: str = "tensorflow",
+              env: dict[str, str] | None = None) -> float:
         """Steady-state samples/s of one quick run in a fresh process."""
-        run = spawn("quick", args.limit, args.epochs, before, backend=backend)
+        run = spawn("quick", args.limit, args.epochs, before, backend=backend, env=env)
         if backend == "tensorflow":
             peak_pct[before].append(run["pct_peak"])
         return run["samples_per_s"]
@@ -155,6 +164,12 @@ def main() -> None:
         result["backends"] = {"tensorflow_samples_per_s": statistics.median(tf_rates),
                               "jax_samples_per_s": statistics.median(jax_rates),
                               **ratio_summary(tf_rates, jax_rates)}
+    if not args.skip_threads:
+        log("threads: TensorFlow's defaults (A) vs one inter-op thread (B)")
+        defaults, inter1 = alternated(
+            args.pairs, quick, lambda: quick(env={"TF_NUM_INTEROP_THREADS": "1"}),
+            "{:,.0f}/s")
+        result["threads"] = {"inter_op_1_vs_default": ratio_summary(defaults, inter1)}
     print(json.dumps(result))
 
 

@@ -90,6 +90,12 @@ def test_throughput_bench_measures_one_run_either_way() -> None:
     from cnnlab import device  # today's path computes in bfloat16 where the CPU has it
 
     assert before["bfloat16"] is False and today["bfloat16"] is device.detect().bfloat16
+    # The threads part's variant reaches the run's own process.
+    from bench import throughput
+
+    assert today["inter_op_threads"] == "default"
+    one_thread = throughput.spawn("quick", 600, 1, env={"TF_NUM_INTEROP_THREADS": "1"})
+    assert one_thread["inter_op_threads"] == "1" and one_thread["samples_per_s"] > 0
 
 
 def test_own_images_bench_trains_an_upload_with_the_offered_defaults() -> None:
