@@ -65,9 +65,15 @@ def image_mosaic(
 CAPTION_FONT_PX = 11
 # Plotly draws an annotation on one line, however long: a caption wider than its tile runs
 # into the next one ("✓ T-shirt/top 99%✓ Trouser"). Captions are wrapped to the tile's
-# width at the figure's drawn size, from an average glyph width of the default sans-serif.
-GLYPH_PX = 0.5 * CAPTION_FONT_PX
+# width, from an average glyph width of the theme's sans-serif (Source Sans: ~0.45 em).
+GLYPH_PX = 0.45 * CAPTION_FONT_PX
 LINE_PX = 1.25 * CAPTION_FONT_PX
+# A phone leaves a chart about this many pixels: the grid shrinks to fit (its captions do
+# not), so they are wrapped, and their band sized, for the narrower of the two widths.
+PHONE_PX = 360
+# Images across in a grid of long captions ("Ankle boot → Sandal 92%"): six leave them two
+# lines on a phone; eight left three tiny tiles' worth of text colliding.
+CAPTIONED_COLS = 6
 
 
 def caption_lines(text: str, width_px: float) -> list[str]:
@@ -86,15 +92,16 @@ def caption_lines(text: str, width_px: float) -> list[str]:
 def image_grid_figure(
     images: np.ndarray, captions: list[str], cols: int, tile_px: int = 72
 ) -> go.Figure:
-    """Images in a grid with a caption under each, wrapped to the tile's width (a single
-    Plotly image, crisp pixels)."""
+    """Images in a grid with a caption under each, wrapped to the tile's width on a wide
+    window and on a phone alike (a single Plotly image, crisp pixels)."""
     n, h, w = images.shape[:3]
     pad = max(2, h // 7)
     scale = tile_px / w  # screen pixels per image pixel at the drawn size
-    wrapped = [caption_lines(t, (w + pad) * scale) for t in captions[:n]]
+    smallest = scale * min(1.0, PHONE_PX / ((cols * (w + pad) + pad) * scale))  # on a phone
+    wrapped = [caption_lines(t, (w + pad) * smallest) for t in captions[:n]]
     lines = max((len(x) for x in wrapped), default=1)
     # gap_y: a band under each row, tall enough for the longest caption
-    gap_y = max(h // 2, int(np.ceil((lines * LINE_PX + 6) / scale)))
+    gap_y = max(h // 2, int(np.ceil((lines * LINE_PX + 6) / smallest)))
     # Transparent gaps: the captions (the theme's text colour) sit on the page's own
     # background, readable in light and dark mode alike.
     mosaic = image_mosaic(images, cols, pad=pad, gap_y=gap_y, fill=None)
@@ -472,7 +479,8 @@ def clicked_cell(points: list[dict[str, Any]]) -> tuple[int, int] | None:
 
 
 def mistakes_figure(
-    x_test: np.ndarray, mistakes: list[dict], class_names: list[str], cols: int = 8
+    x_test: np.ndarray, mistakes: list[dict], class_names: list[str],
+    cols: int = CAPTIONED_COLS
 ) -> go.Figure:
     """Grid of misclassified test images captioned "true → predicted (confidence)"."""
     idx = [m["index"] for m in mistakes]

@@ -20,33 +20,41 @@ def test_caption_lines_break_at_spaces_to_the_width() -> None:
     assert charts.caption_lines("", 40) == [""]
 
 
-def test_grid_captions_fit_their_tiles_and_their_band() -> None:
-    images = np.zeros((10, 28, 28, 1), np.uint8)
-    texts = [f"✓ {name} 99%" for name in FASHION]
-    for tile_px in (72, 40):  # two lines for the longest name; three on small tiles
-        fig = charts.image_grid_figure(images, texts, cols=5, tile_px=tile_px)
+def phone_scale(cols: int, tile_px: int, side: int = 28) -> float:
+    """Screen pixels per image pixel when the grid shrinks to a phone's chart width."""
+    pad = max(2, side // 7)
+    return min(tile_px / side, charts.PHONE_PX / (cols * (side + pad) + pad))
+
+
+def test_grid_captions_fit_their_tiles_and_their_band_on_a_phone_too() -> None:
+    images = np.zeros((24, 28, 28, 1), np.uint8)
+    texts = [f"✓ {name} 99%" for name in FASHION] + [
+        f"{a} → {b} 87%" for a, b in zip(FASHION, FASHION[::-1], strict=True)] + ["x"] * 4
+    for cols, tile_px in ((5, 72), (6, 72), (10, 56), (5, 40)):
+        fig = charts.image_grid_figure(images, texts, cols=cols, tile_px=tile_px)
         notes = fig.layout.annotations
         assert [a.text.replace("<br>", " ") for a in notes] == texts
-        scale = tile_px / 28
-        pitch_px = (28 + 4) * scale  # pad = 28 // 7
-        # No caption runs into its neighbour, but for a single word wider than a tile.
-        for a in notes:
-            for line in a.text.split("<br>"):
-                assert len(line) * charts.GLYPH_PX <= pitch_px or " " not in line, line
-        lines = max(a.text.count("<br>") + 1 for a in notes)
-        assert lines == (2 if tile_px == 72 else 3)
-        # The band under a row holds the longest caption: row 2 starts below it.
-        row_h = (fig.data[0].z.shape[0] - 4) / 2
-        caption_bottom = notes[0].y + lines * charts.LINE_PX / scale
-        assert caption_bottom <= 4 + row_h
-        assert fig.layout.height == int(2 * row_h * scale) + 20
+        for scale in (tile_px / 28, phone_scale(cols, tile_px)):  # wide window, phone
+            # No caption runs into its neighbour, but for a single word wider than a tile.
+            for a in notes:
+                for line in a.text.split("<br>"):
+                    assert len(line) * charts.GLYPH_PX <= 32 * scale or " " not in line, line
+            # The band under a row holds the longest caption: the next row starts below it.
+            lines = max(a.text.count("<br>") + 1 for a in notes)
+            rows = -(-len(texts) // cols)
+            row_h = (fig.data[0].z.shape[0] - 4) / rows
+            assert notes[0].y + lines * charts.LINE_PX / scale <= 4 + row_h
+        assert fig.layout.height == int(rows * row_h * tile_px / 28) + 20
+    # Wide, five across: the longest fashion caption takes two lines, not more.
+    fig = charts.image_grid_figure(images[:10], texts[:10], cols=5)
+    assert max(a.text.count("<br>") + 1 for a in fig.layout.annotations) == 2
 
 
-def test_short_captions_stay_on_one_line_in_the_usual_band() -> None:
+def test_short_captions_stay_on_one_line() -> None:
     images = np.zeros((10, 28, 28, 1), np.uint8)
-    fig = charts.image_grid_figure(images, [f"✗ {d} 73%" for d in range(10)], cols=10)
+    fig = charts.image_grid_figure(images, [f"✗ {d} 73%" for d in range(10)], cols=5)
     assert all("<br>" not in a.text for a in fig.layout.annotations)
-    assert fig.data[0].z.shape[0] == 4 + 28 + 28 // 2  # pad + one row + the default band
+    assert fig.data[0].z.shape[0] == 4 + 2 * (28 + 28 // 2)  # pad + two rows, usual band
     # captions are escaped, not read as Plotly HTML
     fig = charts.image_grid_figure(images[:1], ["<b>x</b>"], cols=1)
     assert fig.layout.annotations[0].text == "&lt;b&gt;x&lt;/b&gt;"
