@@ -71,8 +71,8 @@ LINE_PX = 1.25 * CAPTION_FONT_PX
 # A phone leaves a chart about this many pixels: the grid shrinks to fit (its captions do
 # not), so they are wrapped, and their band sized, for the narrower of the two widths.
 PHONE_PX = 360
-# Images across in a grid of long captions ("Ankle boot → Sandal 92%"): six leave them two
-# lines on a phone; eight left three tiny tiles' worth of text colliding.
+# Images across in a grid of long captions ("Ankle boot → Sandal 92%"): at six they take
+# two lines on a phone; at eight they ran into each other on a 420 px window.
 CAPTIONED_COLS = 6
 
 
