@@ -92,12 +92,14 @@ def caption_lines(text: str, width_px: float) -> list[str]:
 def image_grid_figure(
     images: np.ndarray, captions: list[str], cols: int, tile_px: int = 72
 ) -> go.Figure:
-    """Images in a grid with a caption under each, wrapped to the tile's width on a wide
-    window and on a phone alike (a single Plotly image, crisp pixels)."""
+    """Images in a grid, at most ``cols`` across, with a caption under each, wrapped to the
+    tile's width on a wide window and on a phone alike (a single Plotly image, crisp
+    pixels)."""
     n, h, w = images.shape[:3]
+    cols = min(cols, max(1, n))  # no empty columns beside fewer images than a row holds
     pad = max(2, h // 7)
     scale = tile_px / w  # screen pixels per image pixel at the drawn size
-    smallest = scale * min(1.0, PHONE_PX / ((cols * (w + pad) + pad) * scale))  # on a phone
+    smallest = min(scale, PHONE_PX / (cols * (w + pad) + pad))  # the same on a phone
     wrapped = [caption_lines(t, (w + pad) * smallest) for t in captions[:n]]
     lines = max((len(x) for x in wrapped), default=1)
     # gap_y: a band under each row, tall enough for the longest caption
@@ -488,7 +490,7 @@ def mistakes_figure(
         f"{class_names[m['true']]} → {class_names[m['predicted']]} {m['confidence']:.0%}"
         for m in mistakes
     ]
-    return image_grid_figure(np.asarray(x_test)[idx], captions, cols=min(cols, max(1, len(idx))))
+    return image_grid_figure(np.asarray(x_test)[idx], captions, cols=cols)
 
 
 # ---------------------------------------------------------------------------- runs (compare)

@@ -259,7 +259,7 @@ left, right = st.columns(2)
 with left:
     st.subheader("Mean image per class")
     st.plotly_chart(
-        charts.image_grid_figure(means, list(info.class_names), min(5, len(means))),
+        charts.image_grid_figure(means, list(info.class_names), 5),
         key="explore_means", config={"displayModeBar": False},
     )
 with right:

@@ -80,7 +80,7 @@ def _show(x_test: np.ndarray | None, idx: np.ndarray, captions: list[str],
     """A grid of the images ``idx`` (when they may be drawn), else their numbers."""
     if x_test is not None:
         st.plotly_chart(charts.image_grid_figure(x_test[idx], captions,
-                                                 cols=min(charts.CAPTIONED_COLS, max(1, len(idx)))),
+                                                 cols=charts.CAPTIONED_COLS),
                         width="stretch", key=key)
     else:
         st.dataframe(pd.DataFrame({"test image": [int(i) for i in idx], **table}),

@@ -58,3 +58,9 @@ def test_short_captions_stay_on_one_line() -> None:
     # captions are escaped, not read as Plotly HTML
     fig = charts.image_grid_figure(images[:1], ["<b>x</b>"], cols=1)
     assert fig.layout.annotations[0].text == "&lt;b&gt;x&lt;/b&gt;"
+
+
+def test_fewer_images_than_columns_leave_no_empty_columns() -> None:
+    images = np.zeros((3, 28, 28, 1), np.uint8)
+    fig = charts.image_grid_figure(images, ["a", "b", "c"], cols=charts.CAPTIONED_COLS)
+    assert fig.data[0].z.shape[1] == 3 * (28 + 4) + 4  # three across, not six
