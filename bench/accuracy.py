@@ -2,7 +2,7 @@
 and peak memory as one JSON line, and with --write record it in docs/results.md.
 
     python -m bench.accuracy --preset quick [--dataset mnist] [--epochs N] [--seeds 42 1]
-                             [--write]
+                             [--float32] [--write]
     # from the repository root, with the package installed: pip install -e ".[dev]"
 
 One run's test accuracy moves by a tenth of a point or more with the seed (best-mnist:
@@ -66,9 +66,9 @@ def vector_units(flags: str) -> str:
     return "AVX2" if "avx2" in have else ""
 
 
-def machine() -> str:
+def machine(float32: bool = False) -> str:
     """'2 CPU cores, AMD EPYC (AVX-512, bfloat16)' or the GPU's name: where the number
-    was measured."""
+    was measured; with ``float32`` (--float32) a bfloat16 CPU reads '(AVX-512, float32)'."""
     from cnnlab import device
 
     label = device.detect().label
@@ -76,7 +76,23 @@ def machine() -> str:
         return label
     cpu = device.cpuinfo("model name") or platform.processor()
     units = vector_units(device.cpuinfo("flags"))
+    if float32:
+        units = units.replace("bfloat16", "float32")
     return f"{os.cpu_count()} CPU cores, {cpu}".strip(", ") + (f" ({units})" if units else "")
+
+
+def train_in_float32() -> None:
+    """Make this process's runs compute in float32 on a CPU with native bfloat16 too.
+
+    The lab trains in bfloat16 there (training.bfloat16_mode). TF_ENABLE_ONEDNN_OPTS=0
+    also turns it off, but with the rest of oneDNN, so the seconds would not be the
+    lab's: this keeps oneDNN and changes only the arithmetic, to weigh bfloat16's speed
+    against its accuracy on one machine.
+    """
+    from cnnlab import device
+
+    dev = replace(device.detect(), bfloat16=False)
+    device.detect = lambda: dev  # type: ignore[assignment]
 
 
 def read_rows(path: Path) -> dict[str, list[str]]:
@@ -116,8 +132,12 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[training.SEED],
                    help="train once per seed; report each and the mean (default: %(default)s)")
+    p.add_argument("--float32", action="store_true",
+                   help="train in float32 on a CPU with native bfloat16 too (oneDNN stays on)")
     p.add_argument("--write", action="store_true", help=f"record the result in {RESULTS}")
     args = p.parse_args()
+    if args.float32:
+        train_in_float32()
     if len(set(args.seeds)) < len(args.seeds):
         p.error(f"--seeds {' '.join(map(str, args.seeds))}: give each seed once")
 
@@ -146,7 +166,7 @@ def main() -> None:
         "preset": args.preset, "dataset": dataset, "epochs": fit.epochs,
         "test_accuracy": accuracy and round(accuracy, 5),
         "seconds": slowest["seconds"], "seeds": args.seeds, "runs": runs_out,
-        "load_seconds": round(load_s, 1), "machine": machine(),
+        "load_seconds": round(load_s, 1), "machine": machine(args.float32),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     print(json.dumps(out))

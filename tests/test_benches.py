@@ -11,10 +11,11 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, with_fit
 
 
 def bench(*args: str) -> dict:
@@ -60,6 +61,37 @@ def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     text = results.read_text()
     assert text.count("not measured") == len(accuracy.TARGETS) - 1
     assert text.count("not measured here") == 1  # CIFAR-10: a GPU target
+
+
+def test_accuracy_bench_float32_trains_in_float32_on_a_bfloat16_cpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from bench import accuracy
+    from cnnlab import config, datasets, device, runs, training
+
+    # A CPU with native bfloat16, whatever this one has: the lab would train in bfloat16.
+    native = replace(device.detect(), bfloat16=True)
+    monkeypatch.setattr(device, "detect", lambda: native)
+    monkeypatch.setattr(device, "cpuinfo", lambda field: {
+        "flags": "avx2 avx512f avx512_bf16", "model name": "AMD EPYC"}[field])
+    ds = datasets.load("mnist_sample")
+    cfg = config.ModelConfig(blocks=(config.ConvBlock(filters=8, batch_norm=True),),
+                             dense=(config.DenseLayer(16),))
+    req = training.TrainRequest(**with_fit({
+        "dataset": "mnist_sample", "config": cfg, "epochs": 1, "batch_size": 32,
+        "patience": 0, "limit": 320}))
+    assert training.compute_policy(req, device.detect()) == "mixed_bfloat16"
+    assert accuracy.machine().endswith("(AVX-512, bfloat16)")
+
+    accuracy.train_in_float32()  # --float32
+    run_dir = runs.create_run(tmp_path, training.run_config(req, ds))
+    assert training.train_run(req, ds, run_dir, evaluate=False).status == "finished"
+    assert "bfloat16" not in runs.load_status(run_dir)["device"]
+    trained = keras.models.load_model(run_dir / "last.keras", safe_mode=True)
+    assert {layer.dtype_policy.name for layer in trained.layers} == {"float32"}
+    # Its row in the table says so: the CPU had bfloat16, the run did not use it.
+    assert accuracy.machine(float32=True).endswith("(AVX-512, float32)")
 
 
 def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
