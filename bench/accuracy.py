@@ -66,17 +66,18 @@ def vector_units(flags: str) -> str:
     return "AVX2" if "avx2" in have else ""
 
 
-def machine(float32: bool = False) -> str:
+def machine() -> str:
     """'2 CPU cores, AMD EPYC (AVX-512, bfloat16)' or the GPU's name: where the number
-    was measured; with ``float32`` (--float32) a bfloat16 CPU reads '(AVX-512, float32)'."""
+    was measured; a bfloat16 CPU whose runs computed in float32 (--float32,
+    TF_ENABLE_ONEDNN_OPTS=0) reads '(AVX-512, float32)'."""
     from cnnlab import device
 
-    label = device.detect().label
-    if "GPU" in label:
-        return label
+    dev = device.detect()
+    if dev.kind == "GPU":
+        return dev.label
     cpu = device.cpuinfo("model name") or platform.processor()
     units = vector_units(device.cpuinfo("flags"))
-    if float32:
+    if not dev.bfloat16:
         units = units.replace("bfloat16", "float32")
     return f"{os.cpu_count()} CPU cores, {cpu}".strip(", ") + (f" ({units})" if units else "")
 
@@ -166,7 +167,7 @@ def main() -> None:
         "preset": args.preset, "dataset": dataset, "epochs": fit.epochs,
         "test_accuracy": accuracy and round(accuracy, 5),
         "seconds": slowest["seconds"], "seeds": args.seeds, "runs": runs_out,
-        "load_seconds": round(load_s, 1), "machine": machine(args.float32),
+        "load_seconds": round(load_s, 1), "machine": machine(),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     print(json.dumps(out))

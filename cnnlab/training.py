@@ -246,8 +246,8 @@ def bfloat16_mode(config: ModelConfig, dev: DeviceInfo) -> str:
     its 12 epochs in 512 s instead of 785 s to the same test accuracy (99.48 vs 99.44 %,
     2 Zen 4 cores, one seed); over three seeds today's best-mnist measured 99.57 % in it
     and 99.64 % in float32 (config.py; float32 on a CPU without bfloat16), so its speed
-    may cost about 0.07 points.
-    Either way weights stay float32 and best.keras is saved in float32.
+    may cost about 0.07 points. Either way weights stay float32 and best.keras is saved
+    in float32.
     """
     if not dev.bfloat16 or config.backbone:
         return ""

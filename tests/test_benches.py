@@ -91,7 +91,7 @@ def test_accuracy_bench_float32_trains_in_float32_on_a_bfloat16_cpu(
     trained = keras.models.load_model(run_dir / "last.keras", safe_mode=True)
     assert {layer.dtype_policy.name for layer in trained.layers} == {"float32"}
     # Its row in the table says so: the CPU had bfloat16, the run did not use it.
-    assert accuracy.machine(float32=True).endswith("(AVX-512, float32)")
+    assert accuracy.machine().endswith("(AVX-512, float32)")
 
 
 def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
