@@ -9,6 +9,7 @@ each step land in test-output/camera-*.png.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,9 @@ VIDEO_PLAYS = """() => {
     const v = document.querySelector('[data-testid="stCameraInputWebcamComponent"] video');
     return v !== null && v.readyState >= 2 && v.videoWidth > 0;
 }"""
+CLICK_TRIES = 3
+NO_SNAPSHOT_S = 10
+UNCOUNTED_S = 60
 PHOTOS_PER_CLASS = 3  # 1 to test on, 1 to validate on, 1 to train on after the splits
 
 
@@ -79,27 +83,81 @@ def type_into(page, label: str, value: str) -> None:
 
 
 def take_photos(page, class_label: str, n: int) -> None:
-    """Pick the class, then take ``n`` photos with the camera, each one counted once."""
+    """Pick the class, then take ``n`` photos with the camera, each one counted once.
+
+    A photo whose click took no snapshot, or that is not counted in UNCOUNTED_S, is taken
+    again, each retry printed: once in CI a first photo was never counted in 90 s, and 9
+    runs here (4 of them beside two busy loops) never lost one, so its cause is unknown. A
+    photo the lab refuses or counts twice, or CLICK_TRIES photos in a row lost, fails the
+    test with what the form shows."""
     page.locator('[data-testid="stRadio"] label').filter(has_text=class_label).click()
     settle(page)
     camera = page.locator('[data-testid="stCameraInput"]')
     for i in range(1, n + 1):
-        clear = camera.get_by_role("button", name="Clear photo")
-        if clear.count():  # the last photo (maybe of the other class) is still shown
-            clear.click()
-            settle(page)
-        take = camera.get_by_role("button", name="Take Photo")
-        page.wait_for_function("b => !b.disabled", arg=take.element_handle(), timeout=30_000)
-        # The stream is open before its first frame: a photo taken then is black.
-        page.wait_for_function(VIDEO_PLAYS, timeout=30_000)
-        page.wait_for_timeout(300)
-        take.click()
-        # The class's count grows as the photo arrives on the server.
-        page.get_by_text(re.compile(rf"Pictures per class: .*\b{re.escape(class_label)} {i}\b")
-                         ).wait_for(timeout=SLOW)
+        for attempt in range(1, CLICK_TRIES + 1):
+            clear = camera.get_by_role("button", name="Clear photo")
+            if clear.count():  # the last photo (maybe of the other class) is still shown
+                clear.click()
+                settle(page)
+            click_take_photo(page, camera)
+            lost = lost_photo(page, camera, class_label, i)
+            if lost is None:
+                break
+            print(f"photo {i} of {class_label}, try {attempt}: {lost}")
+        else:
+            raise AssertionError(f"photo {i} of {class_label}: {lost}, {CLICK_TRIES} times. "
+                                 f"{form_text(page)}")
         settle(page)
+        assert class_count(page, class_label) == i, form_text(page)  # counted once
     thumbs = page.locator('[data-testid="stImage"]')
     assert thumbs.count() == n, thumbs.count()
+
+
+def click_take_photo(page, camera) -> None:
+    """Click Take Photo once the button is enabled and the stream shows frames."""
+    take = camera.get_by_role("button", name="Take Photo")
+    page.wait_for_function("b => !b.disabled", arg=take.element_handle(), timeout=30_000)
+    # The stream is open before its first frame: a photo taken then is black.
+    page.wait_for_function(VIDEO_PLAYS, timeout=30_000)
+    page.wait_for_timeout(300)
+    take.click()
+
+
+def lost_photo(page, camera, class_label: str, count: int) -> str | None:
+    """Wait for the class's count to reach ``count`` as the photo arrives on the server:
+    None when it does, else how the photo was lost. An error on the page fails the test."""
+    started = time.monotonic()
+    no_snapshot_since = started
+    while class_count(page, class_label) < count:
+        errors = page.locator('[data-testid="stAlertContentError"]')
+        if errors.count():
+            raise AssertionError(f"the photo was refused: {errors.first.inner_text()}")
+        now = time.monotonic()
+        # A click that takes a snapshot shows it at once, with Clear photo under it.
+        if camera.get_by_role("button", name="Take Photo").count():
+            if now - no_snapshot_since > NO_SNAPSHOT_S:
+                return f"the click took no snapshot in {NO_SNAPSHOT_S} s"
+        else:
+            no_snapshot_since = now
+        if now - started > UNCOUNTED_S:
+            return f"the photo was not counted in {UNCOUNTED_S} s"
+        page.wait_for_timeout(250)
+    return None
+
+
+def class_count(page, class_label: str) -> int:
+    """The class's count in the form's "Pictures per class" line."""
+    line = page.get_by_text(re.compile(r"^Pictures per class: ")).first.inner_text()
+    found = re.search(rf"(?:: |, ){re.escape(class_label)} (\d+)\b", line)
+    assert found, line
+    return int(found.group(1))
+
+
+def form_text(page) -> str:
+    """What the "Make a data set" form shows, for a failure message."""
+    form = page.locator('[data-testid="stExpander"]').filter(has_text="Make a data set")
+    return "The form shows: " + " | ".join(
+        line for line in form.first.inner_text().split("\n") if line.strip())
 
 
 def test_make_a_data_set_with_the_camera_and_train_it(streamlit_server: str,
