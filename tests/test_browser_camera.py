@@ -69,7 +69,7 @@ def shot(page, step: str) -> None:
     Explore, camera-<step>-form.png (the whole "Make a data set" form)."""
     TEST_OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(TEST_OUTPUT / f"camera-{step}.png"))
-    form = page.locator('[data-testid="stExpander"]').filter(has_text="Make a data set")
+    form = data_set_form(page)
     if form.count():
         form.first.screenshot(path=str(TEST_OUTPUT / f"camera-{step}-form.png"))
 
@@ -155,9 +155,13 @@ def class_count(page, class_label: str) -> int:
 
 def form_text(page) -> str:
     """What the "Make a data set" form shows, for a failure message."""
-    form = page.locator('[data-testid="stExpander"]').filter(has_text="Make a data set")
     return "The form shows: " + " | ".join(
-        line for line in form.first.inner_text().split("\n") if line.strip())
+        line for line in data_set_form(page).first.inner_text().split("\n") if line.strip())
+
+
+def data_set_form(page):
+    """The "Make a data set" expander on Explore."""
+    return page.locator('[data-testid="stExpander"]').filter(has_text="Make a data set")
 
 
 def test_make_a_data_set_with_the_camera_and_train_it(streamlit_server: str,
