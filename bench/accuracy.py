@@ -58,7 +58,7 @@ def vector_units(flags: str) -> str:
     passes on): best-mnist trained at ~1,300 images/s with AVX-512 and bfloat16 and at
     ~350 with AVX2 alone, on "AMD EPYC" both times.
     """
-    from cnnlab import device
+    from cnnlab.train import device
 
     have = set(flags.split())
     if "avx512f" in have:
@@ -70,7 +70,7 @@ def machine() -> str:
     """'2 CPU cores, AMD EPYC (AVX-512, bfloat16)' or the GPU's name: where the number
     was measured; a bfloat16 CPU whose runs computed in float32 (--float32,
     TF_ENABLE_ONEDNN_OPTS=0) reads '(AVX-512, float32)'."""
-    from cnnlab import device
+    from cnnlab.train import device
 
     dev = device.detect()
     if dev.kind == "GPU":
@@ -90,7 +90,7 @@ def train_in_float32() -> None:
     lab's: this keeps oneDNN and changes only the arithmetic, to weigh bfloat16's speed
     against its accuracy on one machine.
     """
-    from cnnlab import device
+    from cnnlab.train import device
 
     dev = replace(device.detect(), bfloat16=False)
     device.detect = lambda: dev  # type: ignore[assignment]
@@ -123,7 +123,10 @@ def main() -> None:
     """Parse arguments, train synchronously, print one JSON object."""
     import time
 
-    from cnnlab import config, datasets, runs, training
+    from cnnlab.data import datasets
+    from cnnlab.model import config
+    from cnnlab.runs import store as runs
+    from cnnlab.train import training
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,7 +189,7 @@ def main() -> None:
 
 def train_once(request: Any, ds: Any, run_dir: Path) -> dict[str, Any]:
     """Train ``request`` once in ``run_dir`` through the lab's path; its numbers as a dict."""
-    from cnnlab import training
+    from cnnlab.train import training
 
     result = training.train_run(request, ds, run_dir)
     return {

@@ -26,8 +26,10 @@ from bench.stats import alternated, ratio_summary  # noqa: E402
 
 def epoch_seconds(preset: str, limit: int, epochs: int, fused: bool) -> float:
     """Steady-state epoch seconds of ``preset`` with the fused or Keras' batch norm."""
-    from cnnlab import config, datasets, training
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.data import datasets
+    from cnnlab.model import config
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.train import training
 
     p = config.PRESETS[preset]
     request = training.TrainRequest(dataset=p.dataset, config=p.config, limit=limit,

@@ -150,8 +150,10 @@ def warm_and_wait(engine, seconds: float = 10.0) -> None:
 def bench_first_batch(repeats: int, skip_ray: bool) -> dict:
     import statistics
 
-    from cnnlab import config, datasets, jobs, training
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.data import datasets
+    from cnnlab.model import config
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.train import jobs, training
 
     ds = datasets.load("mnist_sample")
     cfg = config.PRESETS["quick"].config
@@ -170,7 +172,7 @@ def bench_first_batch(repeats: int, skip_ray: bool) -> dict:
     out["local_cold_s"] = round(statistics.median(cold), 2)
     out["local_warm_s"] = round(statistics.median(warm), 2)
     if not skip_ray:
-        from cnnlab.executors.ray import RayExecutor
+        from cnnlab.train.executors.ray import RayExecutor
 
         t0 = time.perf_counter()
         executor = RayExecutor()

@@ -54,10 +54,10 @@ def main() -> None:
 
     import keras
 
-    from cnnlab import inference
-    from cnnlab.config import PRESETS
-    from cnnlab.models import build_model
-    from cnnlab.preprocess import canvas_to_input
+    from cnnlab.data.preprocess import canvas_to_input
+    from cnnlab.model.config import PRESETS
+    from cnnlab.model.models import build_model
+    from cnnlab.use import inference
 
     if args.run:
         predictor = inference.load_run_predictor(args.run)

@@ -28,7 +28,10 @@ def rss_mib() -> int:
 
 def main() -> None:
     """Build the synthetic set, train through train_run, print peak RSS at each stage."""
-    from cnnlab import config, datasets, runs, training
+    from cnnlab.data import datasets
+    from cnnlab.model import config
+    from cnnlab.runs import store as runs
+    from cnnlab.train import training
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--preset", default="quick", choices=list(config.PRESETS))

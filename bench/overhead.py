@@ -46,7 +46,8 @@ def bare(request, ds, fused_batch_norm: bool = True) -> float:
     the lab's fused batch norm or Keras' own (training.build_compiled)."""
     import keras
 
-    from cnnlab import device, fit_settings, training
+    from cnnlab.model import fit_settings
+    from cnnlab.train import device, training
 
     x_tr, y_tr, x_val, y_val = training.prepare_data(ds, request)
     ends: list[float] = []
@@ -73,7 +74,8 @@ def bare(request, ds, fused_batch_norm: bool = True) -> float:
 
 def lab(request, ds) -> float:
     """Steady-state epoch seconds of training.train_run in this process."""
-    from cnnlab import runs, training
+    from cnnlab.runs import store as runs
+    from cnnlab.train import training
 
     ends: list[float] = []
     run_dir = runs.create_run(tempfile.mkdtemp(prefix="cnnlab-bench-overhead-"),
@@ -108,7 +110,9 @@ def main() -> None:
     p.add_argument("--engine", action="store_true", help="B runs through jobs.Engine")
     args = p.parse_args()
 
-    from cnnlab import config, datasets, fit_settings, jobs, training
+    from cnnlab.data import datasets
+    from cnnlab.model import config, fit_settings
+    from cnnlab.train import jobs, training
 
     ds = datasets.load(args.dataset)
     preset = config.PRESETS[args.preset]

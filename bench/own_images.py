@@ -26,8 +26,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cnnlab import datasets, jobs, runs, training  # noqa: E402
-from cnnlab.config import UPLOAD_PREFIX  # noqa: E402
+from cnnlab.data import datasets  # noqa: E402
+from cnnlab.data.datasets import UPLOAD_PREFIX  # noqa: E402
+from cnnlab.runs import store as runs
+from cnnlab.train import jobs, training
 from tests.shapes import images_zip, shapes_zip  # noqa: E402
 
 

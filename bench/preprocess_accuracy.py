@@ -4,7 +4,7 @@
     # from the repository root, with the package installed: pip install -e ".[dev]"
 
 The first ``n`` MNIST test digits are "drawn" on a 280×280 canvas at a random size and place
-(cnnlab.drawn_digits, seed 0) and classified by a trained model twice: through
+(cnnlab.data.drawn_digits, seed 0) and classified by a trained model twice: through
 ``canvas_to_input`` (crop, longest side 20 px, centre of mass to the middle: what Draw &
 predict does) and through ``naive_input`` (the whole canvas resized to 28×28). The model is
 ``--run``'s best model, else the quick preset trained here on full MNIST with its preset fit
@@ -30,8 +30,10 @@ import numpy as np  # noqa: E402
 
 def quick_model_on_mnist(runs_dir: Path) -> tuple[Path, str]:
     """A run of the quick preset on full MNIST (its preset fit settings) and its description."""
-    from cnnlab import datasets, runs, training
-    from cnnlab.config import PRESETS
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS
+    from cnnlab.runs import store as runs
+    from cnnlab.train import training
 
     preset = PRESETS["quick"]
     ds = datasets.load("mnist")
@@ -53,8 +55,9 @@ def main() -> None:
                     help="print only; keep cnnlab/data/preprocess_accuracy.json as it is")
     args = ap.parse_args()
 
-    from cnnlab import datasets, drawn_digits, inference
-    from cnnlab.preprocess import canvas_to_input, naive_input
+    from cnnlab.data import datasets, drawn_digits
+    from cnnlab.data.preprocess import canvas_to_input, naive_input
+    from cnnlab.use import inference
 
     started = time.perf_counter()
     ds = datasets.load("mnist")

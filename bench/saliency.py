@@ -48,10 +48,11 @@ def main() -> None:
 
     import keras
 
-    from cnnlab import datasets, saliency
-    from cnnlab.config import PRESETS
-    from cnnlab.inference import Predictor
-    from cnnlab.models import build_model
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS
+    from cnnlab.model.models import build_model
+    from cnnlab.use import saliency
+    from cnnlab.use.inference import Predictor
 
     keras.utils.set_random_seed(0)
     predictor = Predictor(build_model(PRESETS["seed000-mnist"].config, (28, 28, 1), 10))

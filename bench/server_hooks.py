@@ -24,7 +24,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.stats import abba, ratio_summary  # noqa: E402
-from cnnlab import config, inference, models  # noqa: E402
+from cnnlab.model import config, models  # noqa: E402
+from cnnlab.use import inference
 
 cfg = config.PRESETS["seed000-mnist"].config
 model = models.build_model(cfg, (28, 28, 1), 10)

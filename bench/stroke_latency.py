@@ -81,9 +81,11 @@ def log(*args: object) -> None:
 
 def trained_run(root: Path) -> Path:
     """The quick preset trained one epoch on 2,000 images of the bundled MNIST sample."""
-    from cnnlab import datasets, runs, training
-    from cnnlab.config import PRESETS
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.runs import store as runs
+    from cnnlab.train import training
 
     ds = datasets.load("mnist_sample")
     request = training.TrainRequest(dataset="mnist_sample", config=PRESETS["quick"].config,

@@ -52,7 +52,10 @@ def one(preset: str, limit: int | None, epochs: int | None, before: bool,
     """Train once in this process; steady-state samples/s and (with evaluate) accuracy."""
     import keras
 
-    from cnnlab import config, datasets, device, fit_settings, models, runs, training
+    from cnnlab.data import datasets
+    from cnnlab.model import config, fit_settings, models
+    from cnnlab.runs import store as runs
+    from cnnlab.train import device, training
 
     p = config.PRESETS[preset]
     if before:  # the path as it was: every step its own execution, all in float32

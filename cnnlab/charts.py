@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from cnnlab import text as text_mod
 
 if TYPE_CHECKING:
-    from cnnlab.backbone_stages import Stage
+    from cnnlab.model.backbone_stages import Stage
 
 # ---------------------------------------------------------------------------- explore (datasets)
 

@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from cnnlab import datasets
-from cnnlab.config import UPLOAD_PREFIX
-from cnnlab.datasets import Dataset, DatasetUnavailable
+from cnnlab.data import datasets
+from cnnlab.data.datasets import UPLOAD_PREFIX, Dataset, DatasetUnavailable
 from pages import state
 from pages.signin import md
 
 if TYPE_CHECKING:
-    from cnnlab.inference import Predictor
+    from cnnlab.use.inference import Predictor
 
 
 def _keep_keras_state() -> None:
@@ -171,10 +170,11 @@ def dataset_picker(key: str = "dataset_picker") -> str:
 def engine():
     """The server's training Engine for the current runs root (CNNLAB_RUNS_DIR or runs/).
 
-    Kept by cnnlab.jobs, not in st.cache_resource: clearing Streamlit's caches must never
+    Kept by cnnlab.train.jobs, not in st.cache_resource: clearing Streamlit's caches must never
     make a second engine (two queues, a live run marked interrupted).
     """
-    from cnnlab import jobs, runs
+    from cnnlab.runs import store as runs
+    from cnnlab.train import jobs
 
     try:
         return jobs.engine_for(runs.default_root())
@@ -195,6 +195,6 @@ def fmt_seconds(s: float | None) -> str:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def run_predictor(run_dir: str, mtime: float) -> Predictor:
     """A run's best model, loaded once per server; a new checkpoint (mtime) reloads it."""
-    from cnnlab import inference  # Keras: only for the pages that show a model
+    from cnnlab.use import inference  # Keras: only for the pages that show a model
 
     return inference.load_run_predictor(run_dir)

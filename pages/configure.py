@@ -1,6 +1,6 @@
 """Configure: shape a CNN with sliders; see layers, shapes, parameters and memory live.
 
-Thin page: widgets → ModelConfig → cnnlab.models.layer_table (pure Python, no TensorFlow).
+Thin page: widgets → ModelConfig → cnnlab.model.models.layer_table (pure Python, no TensorFlow).
 The config and its fit settings (batch size, epochs, patience) are kept for the Train
 page with pages.state (``model_choice``). Widget keys carry a version number
 (``state.config_version``): picking a preset, uploading a config or loading a run's settings
@@ -15,8 +15,10 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from cnnlab import backbone_stages, backbones, budgets, charts, datasets
-from cnnlab.config import (
+from cnnlab import charts
+from cnnlab.data import datasets
+from cnnlab.model import backbone_stages, backbones
+from cnnlab.model.config import (
     ACTIVATIONS,
     INITIALIZERS,
     MAX_BLOCKS,
@@ -35,8 +37,9 @@ from cnnlab.config import (
     range_problems,
     validate,
 )
-from cnnlab.fit_settings import FitSettings
-from cnnlab.models import layer_table, memory_bytes, to_keras_script
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.model.models import layer_table, memory_bytes, to_keras_script
+from cnnlab.train import budgets
 from pages import state
 from pages.common import dataset_picker, engine
 from pages.signin import current_user, md

@@ -15,9 +15,12 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from cnnlab import access, corrections, inference, runs, teaching
-from cnnlab.accounts import User
-from cnnlab.datasets import DatasetUnavailable
+from cnnlab.data.datasets import DatasetUnavailable
+from cnnlab.people import access
+from cnnlab.people.accounts import User
+from cnnlab.runs import corrections
+from cnnlab.runs import store as runs
+from cnnlab.use import inference, teaching
 from pages import state
 from pages.boundary import guarded
 from pages.common import cached_dataset, engine

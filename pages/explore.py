@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from cnnlab import charts, datasets, models
-from cnnlab.config import UPLOAD_PREFIX
-from cnnlab.datasets import IMAGE_EXTENSIONS, BadUpload, Dataset
-from cnnlab.picture_set import (
+from cnnlab import charts
+from cnnlab.data import datasets
+from cnnlab.data.datasets import IMAGE_EXTENSIONS, UPLOAD_PREFIX, BadUpload, Dataset
+from cnnlab.data.picture_set import (
     FOLDER_UNSAFE,
     MAX_CLASSES,
     MAX_PER_CLASS,
@@ -20,6 +20,7 @@ from cnnlab.picture_set import (
     MIN_PER_CLASS,
     PictureSet,
 )
+from cnnlab.model import models
 from pages.common import (
     cached_dataset,
     dataset_or_stop,
@@ -203,7 +204,7 @@ def sample_grid(ds: Dataset) -> None:
 
 def augmentation_preview(ds: Dataset) -> None:
     """Your own images as the own-images model sees them in training (flips, shifts)."""
-    from cnnlab.config import OWN_IMAGES, PRESETS
+    from cnnlab.model.config import OWN_IMAGES, PRESETS
 
     aug = PRESETS[OWN_IMAGES].config
     st.subheader("What the model trains on")

@@ -5,7 +5,7 @@
   selectboxes, for keyboards and tests), and a class's hardest examples;
 - ``sample_strip``: the Train page's fixed test images with the model's current answers.
 
-Everything comes from the run's predictions.npz and the epoch events (cnnlab.predictions);
+Everything comes from the run's predictions.npz and the epoch events (cnnlab.runs.predictions);
 the model is never run here. Images of a private upload are drawn only for its owner and
 teachers (``access.can_see_images``); others get the numbers and a note.
 """
@@ -19,15 +19,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from cnnlab import access, charts, predictions, runs
-from cnnlab.datasets import DatasetUnavailable
-from cnnlab.evaluate import N_MISTAKES
+from cnnlab import charts
+from cnnlab.data.datasets import DatasetUnavailable
+from cnnlab.people import access
+from cnnlab.runs import predictions
+from cnnlab.runs import store as runs
+from cnnlab.runs.evaluate import N_MISTAKES
 from pages.common import cached_dataset, run_predictor
 from pages.signin import md
 from pages.why import why_panel
 
 if TYPE_CHECKING:
-    from cnnlab.accounts import User
+    from cnnlab.people.accounts import User
 
 PRIVATE_NOTE = ("These are someone's own uploaded pictures: only they and teachers see the "
                 "images, so here are the numbers.")

@@ -13,10 +13,21 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from cnnlab import charts, datasets, drawn_digits, inference, input_steps, runs
-from cnnlab.inference import ModelRejected, Predictor
-from cnnlab.preprocess import CanvasTrace, image_to_input, naive_input, open_image, trace_canvas
-from cnnlab.runs import RunStatus
+from cnnlab import charts
+from cnnlab.data import datasets, drawn_digits, input_steps
+from cnnlab.data.preprocess import (
+    CanvasTrace,
+    image_to_input,
+    naive_input,
+    open_image,
+    trace_canvas,
+)
+from cnnlab.runs import store as runs
+from cnnlab.runs.store import RunStatus
+from cnnlab.uploads import model_check
+from cnnlab.uploads.model_files import ModelRejected
+from cnnlab.use import inference
+from cnnlab.use.inference import Predictor
 from pages import state
 from pages.boundary import guarded
 from pages.common import cached_dataset, engine, run_predictor
@@ -37,7 +48,7 @@ def file_predictor(digest: str, _data: bytes) -> Predictor:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"  # Keras wants the .keras suffix
         path.write_bytes(_data)
-        return Predictor(inference.load_model_file(path))
+        return Predictor(model_check.load_model_file(path))
 
 
 def run_label(run: runs.RunInfo) -> str:
@@ -74,8 +85,8 @@ def offer_first_model() -> None:
 
 def start_quick_training(name: str) -> None:
     """Submit the quick preset on ``name`` to the server's training Engine (shown on Train too)."""
-    from cnnlab import training
-    from cnnlab.config import PRESETS
+    from cnnlab.model.config import PRESETS
+    from cnnlab.train import training
 
     preset = PRESETS["quick"]
     request = training.TrainRequest(

@@ -2,7 +2,7 @@
 and config differences of several runs; one run's evaluation, downloads and management
 (rename, delete, load into Configure, resume).
 
-Run ids from the URL (``?run=<id>``) or session state are checked with cnnlab.runs before
+Run ids from the URL (``?run=<id>``) or session state are checked with cnnlab.runs.store before
 any file is touched, so no id or name can reach outside the runs root. The run shown is kept
 in the address, so a link opens this page on it.
 """
@@ -15,21 +15,25 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import streamlit as st
 
-from cnnlab import access, callbacks, charts, compare, export, runs, training
-from cnnlab.config import PRESETS, ModelConfig
-from cnnlab.datasets import DatasetUnavailable
-from cnnlab.fit_settings import FitSettings
-from cnnlab.inference import ModelRejected
-from cnnlab.models import to_keras_script
-from cnnlab.runs import RESUMABLE, RunStatus
+from cnnlab import charts
+from cnnlab.data.datasets import DatasetUnavailable
+from cnnlab.model.config import PRESETS, ModelConfig
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.model.models import to_keras_script
+from cnnlab.people import access
+from cnnlab.runs import store as runs
+from cnnlab.runs.store import RESUMABLE, RunStatus
+from cnnlab.train import callbacks, training
+from cnnlab.uploads.model_files import ModelRejected
+from cnnlab.use import compare, export
 from pages import insight, state
 from pages.boundary import report
 from pages.common import cached_dataset, engine, fmt_seconds, progress_bar
 from pages.signin import current_user, md
 
 if TYPE_CHECKING:
-    from cnnlab.accounts import User
-    from cnnlab.jobs import Engine
+    from cnnlab.people.accounts import User
+    from cnnlab.train.jobs import Engine
 
 
 def pct(value: float | None) -> str:
@@ -480,7 +484,7 @@ def manage_tab(user: User, root: Path, manager: Engine, row: dict, run_dir: Path
 
 
 def rename_control(user: User, root: Path, row: dict) -> None:
-    """A new name for the run (checked by cnnlab.runs: no paths)."""
+    """A new name for the run (checked by cnnlab.runs.store: no paths)."""
     run_id = row["run_id"]
     st.markdown("**Rename**")
     new_name = st.text_input("New name", value=row["name"],

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab import access, accounts
-from cnnlab.accounts import LOCAL_USER, User
+from cnnlab.people import access, accounts
+from cnnlab.people.accounts import LOCAL_USER, User
 from cnnlab.text import markdown
 from pages.state import USER_KEY
 

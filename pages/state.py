@@ -49,9 +49,9 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 if TYPE_CHECKING:
-    from cnnlab.config import ModelConfig
-    from cnnlab.datasets import Dataset
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.data.datasets import Dataset
+    from cnnlab.model.config import ModelConfig
+    from cnnlab.model.fit_settings import FitSettings
 
 USER_KEY = "user"
 DATASET_KEY = "dataset_name"
@@ -100,7 +100,7 @@ def keep_upload(ds: Dataset) -> None:
 
 def model_choice() -> tuple[ModelConfig, FitSettings, str] | None:
     """(config, fit settings, preset name or "custom") shaped on Configure; None before."""
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.model.fit_settings import FitSettings
 
     config = st.session_state.get(MODEL_CONFIG_KEY)
     if config is None:
@@ -112,7 +112,7 @@ def model_choice() -> tuple[ModelConfig, FitSettings, str] | None:
 def set_model_choice(config: ModelConfig, fit: FitSettings, preset: str) -> None:
     """A new model for Configure (a preset, a file, a run's settings): every Configure
     widget starts again from it, and its preset picker shows ``preset`` when it is one."""
-    from cnnlab.config import PRESETS  # here: signin imports this module, and stays light
+    from cnnlab.model.config import PRESETS  # here: signin imports this module, and stays light
 
     record_model_edit(config, fit, preset if preset in PRESETS else CUSTOM)
     if preset in PRESETS:

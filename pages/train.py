@@ -12,11 +12,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from cnnlab import access, callbacks, charts, fit_settings, jobs, models, runs, training
-from cnnlab.config import OWN_IMAGES, PRESETS, ModelConfig, default_preset
-from cnnlab.datasets import DatasetUnavailable
-from cnnlab.fit_settings import FitSettings
-from cnnlab.runs import RESUMABLE, RunStatus
+from cnnlab import charts
+from cnnlab.data.datasets import DatasetUnavailable
+from cnnlab.model import fit_settings, models
+from cnnlab.model.config import OWN_IMAGES, PRESETS, ModelConfig, default_preset
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.people import access
+from cnnlab.runs import store as runs
+from cnnlab.runs.store import RESUMABLE, RunStatus
+from cnnlab.train import callbacks, jobs, training
 from pages import insight, state
 from pages.boundary import guarded
 from pages.common import (

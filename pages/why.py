@@ -1,7 +1,7 @@
 """Why did it decide this? A saliency map over the model's input, for any class.
 
 Not a page itself: Draw & predict calls ``why_panel`` under a prediction. The maps are
-computed by ``cnnlab.saliency`` and drawn by ``cnnlab.charts``; nothing is computed while
+computed by ``cnnlab.use.saliency`` and drawn by ``cnnlab.charts``; nothing is computed while
 the panel is closed (the expander reruns the page when it opens).
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from cnnlab import charts, saliency
-from cnnlab.inference import Predictor
+from cnnlab import charts
+from cnnlab.use import saliency
+from cnnlab.use.inference import Predictor
 from pages.signin import md
 
 OVERLAY_PX = 168  # as wide as "What the model sees" above it

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab import datasets
+from cnnlab.data import datasets
 
 SEED = 2024
 N_TRAIN, N_TEST = 6_000, 1_000

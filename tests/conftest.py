@@ -38,7 +38,7 @@ def plain(markdown: str) -> str:
 def with_fit(fields: dict) -> dict:
     """TrainRequest keyword arguments with ``batch_size``, ``epochs`` and ``patience``
     moved into ``fit`` (their one home), so test helpers can take them flat."""
-    from cnnlab.fit_settings import FIELDS, FitSettings
+    from cnnlab.model.fit_settings import FIELDS, FitSettings
 
     rest = {k: v for k, v in fields.items() if k not in FIELDS}
     return {**rest, "fit": FitSettings(**{k: v for k, v in fields.items() if k in FIELDS})}
@@ -71,7 +71,7 @@ def _never_the_working_runs_folder(tmp_path_factory, monkeypatch) -> None:
 def _close_engines():
     """Close the engines pages made during a test: their workers and runs-root locks."""
     yield
-    from cnnlab import jobs
+    from cnnlab.train import jobs
 
     jobs._close_all()
 

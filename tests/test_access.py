@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, plain
 
-from cnnlab import access, accounts, callbacks, compare, datasets, jobs, runs, training
-from cnnlab.accounts import LOCAL_USER, User
-from cnnlab.config import PRESETS, UPLOAD_PREFIX
-from cnnlab.fit_settings import FitSettings
+from cnnlab.data import datasets
+from cnnlab.data.datasets import UPLOAD_PREFIX
+from cnnlab.model.config import PRESETS
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.people import access, accounts
+from cnnlab.people.accounts import LOCAL_USER, User
+from cnnlab.runs import store as runs
+from cnnlab.train import callbacks, jobs, training
+from cnnlab.use import compare
 from pages import state
 
 ANN, BOB, TEACHER = User("ann", "student"), User("bob", "student"), User("kim", "teacher")

@@ -1,11 +1,11 @@
-"""The stages of a pretrained backbone (cnnlab.backbone_stages) and their diagram frame."""
+"""The stages of a pretrained backbone (cnnlab.model.backbone_stages) and their diagram frame."""
 
 from __future__ import annotations
 
-from cnnlab.backbone_stages import Stage, stage_of, stages
 from cnnlab.charts import architecture_dot
-from cnnlab.config import ModelConfig
-from cnnlab.models import layer_table
+from cnnlab.model.backbone_stages import Stage, stage_of, stages
+from cnnlab.model.config import ModelConfig
+from cnnlab.model.models import layer_table
 
 
 def test_layer_names_of_each_family_map_to_their_stage() -> None:

@@ -18,9 +18,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cnnlab import backbones
-from cnnlab.backbones import BACKBONES, weights_problem
-from cnnlab.config import (
+from cnnlab.model import backbones
+from cnnlab.model.backbones import BACKBONES, weights_problem
+from cnnlab.model.config import (
     PRESETS,
     ConfigError,
     ConvBlock,
@@ -29,8 +29,8 @@ from cnnlab.config import (
     range_problems,
     validate,
 )
-from cnnlab.fit_settings import FitSettings
-from cnnlab.models import (
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.model.models import (
     build_model,
     layer_plan,
     layer_table,
@@ -78,7 +78,8 @@ def built(request):
 
 
 def test_backbones_import_no_tensorflow() -> None:
-    code = ("import sys, cnnlab.config, cnnlab.models, cnnlab.backbones, cnnlab.budgets; "
+    code = ("import sys, cnnlab.model.config, cnnlab.model.models, cnnlab.model.backbones, "
+            "cnnlab.train.budgets; "
             "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)

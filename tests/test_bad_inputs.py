@@ -31,12 +31,17 @@ import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, plain, wait_until, with_fit
 from PIL import Image
 
-from cnnlab import budgets, callbacks, config, datasets, inference, jobs, preprocess, runs, training
-from cnnlab.accounts import User
-from cnnlab.config import ConfigError, ModelConfig
-from cnnlab.datasets import BadUpload, DatasetUnavailable
-from cnnlab.fit_settings import FitSettings
-from cnnlab.inference import ModelRejected
+from cnnlab.data import datasets, preprocess
+from cnnlab.data.datasets import BadUpload, DatasetUnavailable
+from cnnlab.model import config
+from cnnlab.model.config import ConfigError, ModelConfig
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.people.accounts import User
+from cnnlab.runs import store as runs
+from cnnlab.train import budgets, callbacks, jobs, training
+from cnnlab.uploads import model_check
+from cnnlab.uploads.model_files import ModelRejected
+from cnnlab.use import inference
 
 TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
                           learning_rate=3e-3)
@@ -218,7 +223,7 @@ def peak_rss_growth(fn: Callable[[], object]) -> tuple[object, int]:
     meanwhile: current RSS sampled every 5 ms, as ru_maxrss only ever shows the peak."""
     import threading
 
-    from cnnlab.model_check import rss_of
+    from cnnlab.uploads.model_check import rss_of
 
     base = peak = rss_of("self") or 0
     done = threading.Event()
@@ -245,7 +250,7 @@ def server_growth(fn: Callable, *args) -> tuple[str, int]:
 
 def refused_in_bounded_memory(ctx, name: str, data: bytes) -> str:
     """Upload ``data`` as ``name``: refused while the server grows under 200 MB."""
-    message, grew = server_growth(inference.load_model_file, ctx.write(name, data))
+    message, grew = server_growth(model_check.load_model_file, ctx.write(name, data))
     print(f"{name}: the server's memory grew {grew / budgets.MB:.1f} MB")
     assert grew < SERVER_GROWTH_LIMIT, f"{name} grew the server by {grew / budgets.MB:.0f} MB"
     return message
@@ -273,12 +278,11 @@ def unknown_layer_memory_ceiling(ctx) -> str:
 
 def slow_model_check(ctx) -> str:
     """A check that passes its time limit (made 0.5 s: the child is still importing Keras)."""
-    from cnnlab import model_check
 
     ctx.monkeypatch.setattr(model_check, "CHECK_TIMEOUT_S", 0.5)
     data = keras_file([keras_layer("Flatten", "flatten"),
                        keras_layer("Dense", "dense", units=10, activation="softmax")])
-    return raised(ModelRejected, inference.load_model_file, ctx.write("slow.keras", data))
+    return raised(ModelRejected, model_check.load_model_file, ctx.write("slow.keras", data))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -525,15 +529,15 @@ CASES: dict[str, Case] = {
     "picture-decompression-bomb-20000x20000": Case(lambda c: raised(
         ValueError, preprocess.open_image, BOMB_PNG, "huge.png"),
         "huge.png claims 400,000,000 pixels", "at most 50,000,000 pixels"),
-    # ---- Draw & predict: uploaded model (inference.load_model_file)
+    # ---- Draw & predict: uploaded model (model_check.load_model_file)
     "model-text-file-named-keras": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.write("notes.keras", b"hello, not a zip")),
+        ModelRejected, model_check.load_model_file, c.write("notes.keras", b"hello, not a zip")),
         "notes.keras could not be read as a Keras model", "model.save('model.keras')"),
     "model-with-lambda-layer": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.model("lambda")),
+        ModelRejected, model_check.load_model_file, c.model("lambda")),
         "Lambda layer", "built-in Keras layers only"),
     "model-input-not-an-image": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.model("vector")),
+        ModelRejected, model_check.load_model_file, c.model("vector")),
         "input of shape (10,)", "(height, width, 1)"),
     "model-input-shape-does-not-fit-data-set": Case(
         resume_on_a_data_set_of_another_shape, "takes 32×32×3 images", "28×28×1"),
@@ -544,23 +548,23 @@ CASES: dict[str, Case] = {
         (100_000, 100_000, 1))), "input of shape (100000, 100000, 1)",
         "at most 1,048,576 pixels"),
     "model-zip-without-config": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.write("noconfig.keras", zip_of(
+        ModelRejected, model_check.load_model_file, c.write("noconfig.keras", zip_of(
             {"metadata.json": b"{}", "model.weights.h5": b""}))),
         "the archive has no config.json", "model.save('model.keras')"),
     "model-config-not-json": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.write("badjson.keras", zip_of(
+        ModelRejected, model_check.load_model_file, c.write("badjson.keras", zip_of(
             {"config.json": b"{not json", "metadata.json": b"{}"}))),
         "config.json is not valid JSON", "model.save('model.keras')"),
     "model-config-too-large": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.write("padded.keras", zip_of(
+        ModelRejected, model_check.load_model_file, c.write("padded.keras", zip_of(
             {"config.json": json.dumps({"pad": "x" * 1_100_000}).encode()}))),
         "config.json is 1,100,011 bytes", "allows at most 1,000,000"),
     "model-archive-unpacks-too-large": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.write("zeros.keras", zip_of(
+        ModelRejected, model_check.load_model_file, c.write("zeros.keras", zip_of(
             {"config.json": b"{}", "model.weights.h5": bytes(100_000_000)}))),
         "unpacks to 100,000,002 bytes", "at most 96,777,216 bytes"),
     "model-over-parameter-budget-declared": Case(lambda c: raised(
-        ModelRejected, inference.load_model_file, c.write("wide-dense.keras", keras_file([
+        ModelRejected, model_check.load_model_file, c.write("wide-dense.keras", keras_file([
             keras_layer("Conv2D", "conv", filters=32, kernel_size=3, activation="relu"),
             keras_layer("Flatten", "flatten"), keras_layer("Dense", "hidden", units=1300),
             keras_layer("Dense", "out", units=10, activation="softmax")]))),
@@ -722,7 +726,7 @@ def test_a_small_uploaded_model_still_loads_and_predicts(tmp_path: Path) -> None
     path = save_model(keras.Sequential([
         keras.Input((28, 28, 1)), keras.layers.Flatten(),
         keras.layers.Dense(10, activation="softmax")]), tmp_path / "model.keras")
-    predictor = inference.Predictor(inference.load_model_file(path))
+    predictor = inference.Predictor(model_check.load_model_file(path))
     assert predictor.input_shape == (28, 28, 1) and predictor.n_classes == 10
     probs = predictor.probabilities(np.zeros((28, 28, 1), np.float32))
     assert probs.shape == (10,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
@@ -734,7 +738,7 @@ def test_the_static_check_counts_what_keras_builds(tmp_path: Path) -> None:
     import keras
     from keras import layers as kl
 
-    from cnnlab import model_files
+    from cnnlab.uploads import model_files
 
     conv = keras.Sequential([
         keras.Input((28, 28, 1)), kl.Rescaling(1 / 255), kl.Conv2D(8, 3, padding="same"),
@@ -804,7 +808,7 @@ def test_a_config_above_a_widget_maximum_is_refused_on_the_page(runs_root: Path)
 
 WRITER = """
 import sys
-from cnnlab import runs
+from cnnlab.runs import store as runs
 run_dir, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for i in range(n):
     runs.update_status(run_dir, **{f"{tag}-{i}": i})
@@ -816,7 +820,7 @@ def test_concurrent_status_writes_and_renames_lose_nothing(runs_root: Path) -> N
     run finishing in the middle: every write is kept and the run stays finished."""
     import threading
 
-    from cnnlab import events
+    from cnnlab.train import events
 
     run_dir = runs.create_run(runs_root, {"model": TINY.to_dict(), "name": "race"})
     runs.update_status(run_dir, status="running")
@@ -949,7 +953,7 @@ def test_the_predict_page_decodes_an_uploaded_picture_once(runs_root: Path, monk
 def test_a_crafted_file_name_stays_data_in_the_keras_script(tmp_path: Path) -> None:
     import ast
 
-    from cnnlab import models
+    from cnnlab.model import models
 
     marker = tmp_path / "pwned"
     name = f'folder:x"); open({str(marker)!r}, "w")  # \n__import__("os").system("touch {marker}")'

@@ -11,9 +11,12 @@ import keras
 import numpy as np
 import pytest
 
-from cnnlab import config, datasets, runs, training
-from cnnlab.batch_norm import FusedBatchNormalization
-from cnnlab.fit_settings import FitSettings
+from cnnlab.data import datasets
+from cnnlab.model import config
+from cnnlab.model.batch_norm import FusedBatchNormalization
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.runs import store as runs
+from cnnlab.train import training
 
 IMAGES = np.random.default_rng(0).normal(1.5, 2.0, (16, 7, 6, 5)).astype("float32")
 

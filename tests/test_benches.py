@@ -29,7 +29,7 @@ def bench(*args: str) -> dict:
 
 def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     from bench import accuracy
-    from cnnlab import runs
+    from cnnlab.runs import store as runs
 
     out = bench("bench.accuracy", "--preset", "quick", "--dataset", "mnist_sample",
                 "--limit", "300", "--epochs", "1", "--seeds", "42", "1")
@@ -68,7 +68,10 @@ def test_accuracy_bench_float32_trains_in_float32_on_a_bfloat16_cpu(
     import keras
 
     from bench import accuracy
-    from cnnlab import config, datasets, device, runs, training
+    from cnnlab.data import datasets
+    from cnnlab.model import config
+    from cnnlab.runs import store as runs
+    from cnnlab.train import device, training
 
     # A CPU with native bfloat16, whatever this one has: the lab would train in bfloat16.
     native = replace(device.detect(), bfloat16=True)
@@ -119,7 +122,7 @@ def test_throughput_bench_measures_one_run_either_way() -> None:
     assert today["steps_per_execution"] >= 1
     assert before["samples_per_s"] > 0 and today["samples_per_s"] > 0
     assert 0 < today["pct_peak"] < 100
-    from cnnlab import device  # today's path computes in bfloat16 where the CPU has it
+    from cnnlab.train import device  # today's path computes in bfloat16 where the CPU has it
 
     assert before["bfloat16"] is False and today["bfloat16"] is device.detect().bfloat16
     # The threads part's variant reaches the run's own process.

@@ -49,7 +49,7 @@ def test_a_run_name_and_the_address_show_as_text(streamlit_server: str, server_r
                                                 browser_page) -> None:
     """A run renamed to Markdown and a crafted ?run= are shown as typed: no link, no image,
     no colour; the page keeps working."""
-    from cnnlab import runs
+    from cnnlab.runs import store as runs
 
     run = runs.list_runs(server_runs_dir)[0]
     evil = "[click](https:evil.example) ![i](x.png) :red[x] <b>b www.evil.example"

@@ -33,7 +33,7 @@ PHOTOS_PER_CLASS = 3  # 1 to test on, 1 to validate on, 1 to train on after the 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     """No file watcher: an edit to cnnlab/ during the run (a shared checkout) would make
-    Streamlit re-import cnnlab.jobs, whose fresh engine then finds the runs folder locked."""
+    Streamlit re-import cnnlab.train.jobs, whose fresh engine then finds the runs folder locked."""
     return {"STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
 
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import TEST_OUTPUT
 from test_predict_page import make_run
 
-from cnnlab import accounts, runs
+from cnnlab.people import accounts
+from cnnlab.runs import store as runs
 
 pytestmark = pytest.mark.browser
 

@@ -16,7 +16,8 @@ from conftest import TEST_OUTPUT
 from test_predict_page import make_run
 from ui_steps import SLOW, settle
 
-from cnnlab import predictions, runs
+from cnnlab.runs import predictions
+from cnnlab.runs import store as runs
 
 pytestmark = pytest.mark.browser
 

@@ -16,8 +16,9 @@ import pytest
 from conftest import ROOT
 
 import cnnlab
-from cnnlab import datasets, runs
-from cnnlab.config import PRESETS
+from cnnlab.data import datasets
+from cnnlab.model.config import PRESETS
+from cnnlab.runs import store as runs
 
 
 def cli(*args: str, env: dict[str, str] | None = None,

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from cnnlab import config as config_mod
-from cnnlab.config import (
+from cnnlab.model import config as config_mod
+from cnnlab.model.config import (
     PRESETS,
     Augmentation,
     ConfigError,
@@ -22,7 +22,7 @@ from cnnlab.config import (
     range_problems,
     validate,
 )
-from cnnlab.fit_settings import FitSettings
+from cnnlab.model.fit_settings import FitSettings
 
 MNIST = (28, 28, 1)
 
@@ -178,7 +178,9 @@ def test_input_shapes_of_builtin_datasets() -> None:
 
 def test_data_set_facts_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """One home: a shape, a class count or a kind changed on the DatasetInfo shows here."""
-    from cnnlab import config, datasets, inference, models
+    from cnnlab.data import datasets
+    from cnnlab.model import config, models
+    from cnnlab.use import inference
 
     info = datasets.DatasetInfo("tiles", "Tiles", ("a", "b", "c"), (12, 16, 3))
     monkeypatch.setitem(datasets.REGISTRY, "tiles", info)

@@ -9,8 +9,8 @@ import sys
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cnnlab.config import PRESETS, ModelConfig
-from cnnlab.models import total_params
+from cnnlab.model.config import PRESETS, ModelConfig
+from cnnlab.model.models import total_params
 from pages import state
 from tests.conftest import APPTEST_TIMEOUT, ROOT
 
@@ -180,7 +180,7 @@ def error_text(app: AppTest) -> str:
 @pytest.fixture
 def online(monkeypatch) -> None:
     """Keras' weights host answers (no probe): ImageNet weights are always to be had."""
-    from cnnlab import backbones
+    from cnnlab.model import backbones
 
     monkeypatch.setattr(backbones, "online", lambda: True)
 
@@ -196,7 +196,7 @@ def with_backbone(app: AppTest, name: str = BACKBONE) -> AppTest:
 
 def test_picking_a_backbone_puts_it_frozen_in_the_table_and_metrics(at: AppTest,
                                                                       online) -> None:
-    from cnnlab import backbones
+    from cnnlab.model import backbones
 
     frozen = backbones.BACKBONES[BACKBONE].params
     with_backbone(at)
@@ -239,7 +239,7 @@ def test_phase_two_settings_reach_the_config_and_fit(at: AppTest, online) -> Non
 
 def test_imagenet_offline_without_the_file_says_which_file_where(runs_root, tmp_path,
                                                                  monkeypatch) -> None:
-    from cnnlab import backbones
+    from cnnlab.model import backbones
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(backbones, "online", lambda: False)

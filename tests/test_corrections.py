@@ -1,5 +1,5 @@
-"""Teach it: the per-user correction store (cnnlab.corrections), fine-tuning on corrections
-through the real Engine (cnnlab.teaching) and the panel under a drawing's prediction.
+"""Teach it: the per-user correction store (cnnlab.runs.corrections), fine-tuning on corrections
+through the real Engine (cnnlab.use.teaching) and the panel under a drawing's prediction.
 
 The parent is the tiny model trained in-process for one epoch on a few hundred bundled
 MNIST samples; its "corrections" are test digits it gets wrong, with their true labels.
@@ -16,9 +16,15 @@ import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, plain, with_fit
 from PIL import Image, ImageDraw
 
-from cnnlab import access, config, corrections, datasets, inference, jobs, runs, teaching, training
-from cnnlab.accounts import LOCAL_USER, User
-from cnnlab.corrections import CorrectionsError
+from cnnlab.data import datasets
+from cnnlab.model import config
+from cnnlab.people import access
+from cnnlab.people.accounts import LOCAL_USER, User
+from cnnlab.runs import corrections
+from cnnlab.runs import store as runs
+from cnnlab.runs.corrections import CorrectionsError
+from cnnlab.train import jobs, training
+from cnnlab.use import inference, teaching
 
 TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
                           learning_rate=3e-3)

@@ -1,4 +1,4 @@
-"""cnnlab.datasets: real loaders, the bundled sample, splits, zip uploads, the CLI listing."""
+"""cnnlab.data.datasets: real loaders, the bundled sample, splits, zip uploads, the CLI listing."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from conftest import ROOT, has_real_mnist
 from PIL import Image
 
-from cnnlab import datasets
-from cnnlab.datasets import BadUpload, DatasetUnavailable
+from cnnlab.data import datasets
+from cnnlab.data.datasets import BadUpload, DatasetUnavailable
 
 MNIST_TRAIN = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

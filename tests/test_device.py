@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from conftest import with_fit
 
-from cnnlab import config, datasets, device, runs, training
+from cnnlab.data import datasets
+from cnnlab.model import config
+from cnnlab.runs import store as runs
+from cnnlab.train import device, training
 
 NATIVE = device.detect().bfloat16  # this machine's CPU (AVX512-BF16 or AMX) under TensorFlow
 needs_native = pytest.mark.skipif(not NATIVE, reason="this CPU has no native bfloat16")

@@ -146,7 +146,7 @@ def new_run_id(root: Path, before: set[str], timeout: float = 60.0) -> str:
 
 def run_status(run_dir: Path) -> str | None:
     """status.json's status; None until the new run has written it (load_status: "failed")."""
-    from cnnlab import runs
+    from cnnlab.runs import store as runs
 
     if not (run_dir / runs.STATUS_FILE).is_file():
         return None
@@ -155,7 +155,7 @@ def run_status(run_dir: Path) -> str | None:
 
 def wait_training(run_dir: Path, timeout_s: float = 60) -> None:
     """``run_dir``'s worker is training (or already done)."""
-    from cnnlab import runs
+    from cnnlab.runs import store as runs
 
     wait_until(lambda: run_status(run_dir) not in (None, runs.RunStatus.QUEUED), timeout_s,
                f"run {run_dir.name} to start")
@@ -166,7 +166,7 @@ def wait_finished(page, run_dir: Path, timeout_s: float) -> None:
 
     The run's own status first: until the page switches to a new run it may still show
     the results of the one before (a CI run read that one's accuracy and model)."""
-    from cnnlab import runs
+    from cnnlab.runs import store as runs
 
     deadline = time.monotonic() + timeout_s
     wait_until(lambda: run_status(run_dir) not in (None, *runs.ACTIVE), timeout_s,

@@ -20,9 +20,12 @@ import numpy as np
 import pytest
 from conftest import with_fit
 
-from cnnlab import budgets, callbacks, config, datasets, executors, jobs, runs, training
-from cnnlab.accounts import User
-from cnnlab.executors.local import LocalExecutor
+from cnnlab.data import datasets
+from cnnlab.model import config
+from cnnlab.people.accounts import User
+from cnnlab.runs import store as runs
+from cnnlab.train import budgets, callbacks, executors, jobs, training
+from cnnlab.train.executors.local import LocalExecutor
 
 TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
                           learning_rate=3e-3)

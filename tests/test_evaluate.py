@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnlab import evaluate
+from cnnlab.runs import evaluate
 
 NAMES = ("a", "b", "c")
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, has_real_mnist
 from streamlit.testing.v1 import AppTest
 
-from cnnlab import datasets
+from cnnlab.data import datasets
 from pages import state
 
 

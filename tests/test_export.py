@@ -1,4 +1,4 @@
-"""cnnlab.export on a real one-epoch run (quick preset, 3,000 MNIST-sample images): the
+"""cnnlab.use.export on a real one-epoch run (quick preset, 3,000 MNIST-sample images): the
 SavedModel zip loads back and computes the same probabilities, both TFLite models label test
 images as Keras does, the run folder keeps them, and the Runs page offers them."""
 
@@ -16,8 +16,10 @@ import pytest
 from conftest import APPTEST_TIMEOUT
 from streamlit.testing.v1 import AppTest
 
-from cnnlab import datasets, export, runs
-from cnnlab.inference import load_run_model
+from cnnlab.data import datasets
+from cnnlab.runs import store as runs
+from cnnlab.use import export
+from cnnlab.use.inference import load_run_model
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "runs.py")
 
@@ -25,9 +27,9 @@ PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "runs.py")
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real finished run: the quick preset, 1 epoch on 3,000 MNIST-sample images."""
-    from cnnlab import training
-    from cnnlab.config import PRESETS
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.model.config import PRESETS
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.train import training
 
     root = tmp_path_factory.mktemp("export") / "runs"
     ds = datasets.load("mnist_sample")
@@ -106,8 +108,8 @@ def test_augmentation_layers_are_left_out_of_the_exports(x_test: np.ndarray,
     """Random augmentation layers hold ops TFLite cannot run; at inference they do nothing."""
     import dataclasses
 
-    from cnnlab.config import PRESETS, Augmentation
-    from cnnlab.models import build_model
+    from cnnlab.model.config import PRESETS, Augmentation
+    from cnnlab.model.models import build_model
 
     config = dataclasses.replace(PRESETS["quick"].config,
                                  augmentation=Augmentation(flip=True, translate=0.1, rotate=0.05,

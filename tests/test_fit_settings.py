@@ -14,7 +14,10 @@ import pytest
 from conftest import ROOT
 from shapes import shapes_zip
 
-from cnnlab import config, datasets, fit_settings, models, runs, training
+from cnnlab.data import datasets
+from cnnlab.model import config, fit_settings, models
+from cnnlab.runs import store as runs
+from cnnlab.train import training
 
 
 @pytest.mark.parametrize("per_class", [2, 3, 5, 10, 30, 60, 200, 1000])

@@ -26,8 +26,10 @@ from test_access import (  # noqa: F401  (fixtures used by name)
 from test_predict_page import make_run
 from test_train_page import metric, poll_until, setup_tiny_run
 
-from cnnlab import datasets, predictions, runs
-from cnnlab.predictions import Predictions
+from cnnlab.data import datasets
+from cnnlab.runs import predictions
+from cnnlab.runs import store as runs
+from cnnlab.runs.predictions import Predictions
 from tests.conftest import APPTEST_TIMEOUT, ROOT
 
 

@@ -3,7 +3,7 @@
 Keras fixes its backend at import and this test process runs TensorFlow, so one child
 process (``KERAS_BACKEND=jax``) trains one tiny epoch through the CLI's own ``main`` (the
 quick preset on 300 bundled MNIST samples), then loads the best model with
-``cnnlab.inference`` and compares the compiled forward pass (``jax.jit``) with the eager
+``cnnlab.use.inference`` and compares the compiled forward pass (``jax.jit``) with the eager
 model call. After the CLI's JSON object it prints one JSON report; this process checks both,
 the run's files, and that the JAX-trained best.keras also loads and gives the same answer
 under TensorFlow. About 20 s on a 2-core CPU. CI installs jax[cpu] through the [dev] extra.
@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from cnnlab import datasets, inference, runs
+from cnnlab.data import datasets
+from cnnlab.runs import store as runs
+from cnnlab.use import inference
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                 reason="jax is not installed (pip install -e \".[dev]\")")
@@ -34,7 +36,10 @@ CHILD = """
 import json, sys
 import keras, jax
 import numpy as np
-from cnnlab import __main__ as cli, datasets, inference, runs
+from cnnlab.cli import main as cli
+from cnnlab.data import datasets
+from cnnlab.use import inference
+from cnnlab.runs import store as runs
 
 status = cli.main(sys.argv[2:])
 (run,) = runs.list_runs(sys.argv[1])

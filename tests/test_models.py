@@ -10,8 +10,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cnnlab.config import PRESETS, Augmentation, ConvBlock, DenseLayer, ModelConfig, input_shape_for
-from cnnlab.models import (
+from cnnlab.model.config import (
+    PRESETS,
+    Augmentation,
+    ConvBlock,
+    DenseLayer,
+    ModelConfig,
+    input_shape_for,
+)
+from cnnlab.model.models import (
     build_model,
     compile_model,
     layer_table,
@@ -69,7 +76,7 @@ def test_unusual_config_matches_keras() -> None:
 
 
 def test_random_erasing_replaces_one_rectangle_with_the_chance_asked() -> None:
-    from cnnlab.models import augmented_images
+    from cnnlab.model.models import augmented_images
 
     grey = np.full((64, 28, 28, 1), 100, np.uint8)
     every = augmented_images(replace(PRESETS["quick"].config,

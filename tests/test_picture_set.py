@@ -1,4 +1,4 @@
-"""A data set made picture by picture (cnnlab.picture_set): names, limits, the build."""
+"""A data set made picture by picture (cnnlab.data.picture_set): names, limits, the build."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from PIL import Image
 from shapes import shape_image
 from streamlit.testing.v1 import AppTest
 
-from cnnlab import datasets, picture_set
-from cnnlab.config import UPLOAD_PREFIX, default_preset
-from cnnlab.datasets import BadUpload
-from cnnlab.picture_set import PictureSet, class_name_problems
+from cnnlab.data import datasets, picture_set
+from cnnlab.data.datasets import UPLOAD_PREFIX, BadUpload
+from cnnlab.data.picture_set import PictureSet, class_name_problems
+from cnnlab.model.config import default_preset
 from pages import state
 
 

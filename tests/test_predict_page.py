@@ -1,4 +1,4 @@
-"""Predict: model loading/validation (cnnlab.inference), the CLI, and the page (AppTest)."""
+"""Predict: model loading/validation (cnnlab.use.inference), the CLI, and the page (AppTest)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, plain
 from PIL import Image, ImageDraw
 
-from cnnlab import inference, runs
-from cnnlab.inference import ModelRejected, Predictor
+from cnnlab.runs import store as runs
+from cnnlab.uploads import model_check
+from cnnlab.uploads.model_files import ModelRejected
+from cnnlab.use import inference
+from cnnlab.use.inference import Predictor
 from pages import state
 
 
 def make_run(root: Path, limit: int = 600, epochs: int = 1) -> Path:
     """A real finished run (quick preset on the bundled MNIST sample) under ``root``."""
-    from cnnlab import datasets, training
-    from cnnlab.config import PRESETS
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.train import training
 
     ds = datasets.load("mnist_sample")
     request = training.TrainRequest(dataset="mnist_sample", config=PRESETS["quick"].config,
@@ -88,14 +92,14 @@ def test_rejects_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None:
     path = tmp_path / "notes.keras"
     path.write_bytes(b"certainly not a zip")
     with pytest.raises(ModelRejected, match=r"notes.keras could not be read as a Keras model"):
-        inference.load_model_file(path)
+        model_check.load_model_file(path)
 
 
 def test_rejects_unsafe_lambda_model(tmp_path: Path) -> None:
     path = tmp_path / "lam.keras"
     lambda_model().save(path)
     with pytest.raises(ModelRejected, match="Lambda layer.*not allowed.*built-in Keras layers"):
-        inference.load_model_file(path)
+        model_check.load_model_file(path)
 
 
 def test_rejects_model_whose_input_is_not_an_image(tmp_path: Path) -> None:
@@ -104,7 +108,7 @@ def test_rejects_model_whose_input_is_not_an_image(tmp_path: Path) -> None:
     path = tmp_path / "flat.keras"
     keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="softmax")]).save(path)
     with pytest.raises(ModelRejected, match=r"input of shape \(784,\).*\(height, width, 1\)"):
-        inference.load_model_file(path)
+        model_check.load_model_file(path)
 
 
 def test_input_scale_follows_the_rescaling_layer() -> None:
@@ -251,7 +255,7 @@ def counted(runs_with_model: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     page computed each optional view."""
     import types
 
-    from cnnlab import input_steps, preprocess
+    from cnnlab.data import input_steps, preprocess
 
     calls = {"steps": 0, "naive": 0, "feature_maps": 0}
 
@@ -310,7 +314,7 @@ def test_drawing_steps_and_naive_resize_compute_only_when_open(counted: dict[str
 
 def test_the_caption_quotes_the_stored_measurement(counted: dict[str, int], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnlab import drawn_digits
+    from cnnlab.data import drawn_digits
 
     stored = tmp_path / "preprocess_accuracy.json"
     stored.write_text(json.dumps({"n": 1234, "model": "a test model",
@@ -418,9 +422,10 @@ def test_a_backbone_run_is_listed_in_runs_and_predicts_an_uploaded_picture(
     from shapes import shape_image, shapes_zip
     from streamlit.testing.v1 import AppTest
 
-    from cnnlab import datasets, training
-    from cnnlab.config import ModelConfig
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.data import datasets
+    from cnnlab.model.config import ModelConfig
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.train import training
 
     ds = datasets.load_zip(shapes_zip(per_class=8, size=32), (32, 32), False,
                            name="folder:shapes.zip")

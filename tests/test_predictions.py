@@ -1,4 +1,4 @@
-"""Per-test-image predictions (cnnlab.predictions): the images behind a confusion cell, a
+"""Per-test-image predictions (cnnlab.runs.predictions): the images behind a confusion cell, a
 class's hardest examples, the live sample strip, and predictions.npz and the epoch events'
 samples as a real tiny training run writes them."""
 
@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from test_training import new_run, request
 
-from cnnlab import charts, datasets, predictions, runs, training
-from cnnlab.predictions import Predictions
+from cnnlab import charts
+from cnnlab.data import datasets
+from cnnlab.runs import predictions
+from cnnlab.runs import store as runs
+from cnnlab.runs.predictions import Predictions
+from cnnlab.train import training
 
 
 def probs_for(rows: list[tuple[int, list[float]]]) -> tuple[np.ndarray, np.ndarray]:

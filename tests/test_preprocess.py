@@ -11,10 +11,10 @@ import pytest
 from conftest import has_real_mnist
 from PIL import Image, ImageDraw
 
-from cnnlab import drawn_digits
-from cnnlab.drawn_digits import paste_on_canvas
-from cnnlab.input_steps import MARK, canvas_steps, enlarged
-from cnnlab.preprocess import (
+from cnnlab.data import drawn_digits
+from cnnlab.data.drawn_digits import paste_on_canvas
+from cnnlab.data.input_steps import MARK, canvas_steps, enlarged
+from cnnlab.data.preprocess import (
     DIGIT_BOX,
     INK_THRESHOLD,
     canvas_to_input,

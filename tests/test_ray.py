@@ -15,8 +15,11 @@ from conftest import with_fit
 
 ray = pytest.importorskip("ray")
 
-from cnnlab import callbacks, config, datasets, jobs, runs, training  # noqa: E402
-from cnnlab.executors.ray import RayExecutor  # noqa: E402
+from cnnlab.data import datasets  # noqa: E402
+from cnnlab.model import config  # noqa: E402
+from cnnlab.runs import store as runs  # noqa: E402
+from cnnlab.train import callbacks, jobs, training  # noqa: E402
+from cnnlab.train.executors.ray import RayExecutor  # noqa: E402
 
 TINY = config.ModelConfig(blocks=(config.ConvBlock(filters=4),), dense=(config.DenseLayer(16),),
                           learning_rate=3e-3)
@@ -65,7 +68,7 @@ def test_quick_trains_end_to_end_on_ray(ray_engine, sample) -> None:
         p.name for p in run_dir.iterdir()}
     assert runs.load_history(run_dir)["epoch"].tolist() == [1, 2]
     assert runs.load_metrics(run_dir)["n_test"] == 1000
-    from cnnlab import inference
+    from cnnlab.use import inference
 
     inference.load_run_model(runs.best_model_path(run_dir))  # a whole, loadable model
     status = runs.load_status(run_dir)

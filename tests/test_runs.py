@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab import runs
+from cnnlab.runs import store as runs
 
 
 def make_run(root: Path, name: str = "demo", status: str = "queued") -> Path:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cnnlab import compare, runs
-from cnnlab.fit_settings import FitSettings
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.runs import store as runs
+from cnnlab.use import compare
 from pages import state
 from tests.conftest import APPTEST_TIMEOUT, ROOT
 
@@ -123,8 +124,9 @@ def test_run_problems_name_each_damaged_file(tmp_path: Path) -> None:
 def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three real one-epoch runs on 300 MNIST-sample images: the quick preset, then one with
     a wider second block, then one with dropout after the dense layer."""
-    from cnnlab import datasets, training
-    from cnnlab.config import PRESETS
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS
+    from cnnlab.train import training
 
     root = tmp_path_factory.mktemp("trained") / "runs"
     ds = datasets.load("mnist_sample")
@@ -277,7 +279,7 @@ def test_address_opens_a_run_and_follows_the_pick(root: Path) -> None:
 
 def test_fine_tune_from_best_starts_a_child_run_and_resume_needs_a_checkpoint(
         root: Path) -> None:
-    from cnnlab import callbacks
+    from cnnlab.train import callbacks
     from pages.common import engine
 
     ids = run_ids(root)

@@ -1,4 +1,4 @@
-"""Why it decided: saliency maps (cnnlab.saliency), their overlay, and the Why panel (AppTest)."""
+"""Why it decided: saliency maps (cnnlab.use.saliency), their overlay, the Why panel (AppTest)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, plain
 from test_predict_page import digit_png, make_run
 
-from cnnlab import charts, saliency
-from cnnlab.inference import Predictor
-from cnnlab.saliency import Method
+from cnnlab import charts
+from cnnlab.use import saliency
+from cnnlab.use.inference import Predictor
+from cnnlab.use.saliency import Method
 
 REGION = 8  # side of the occluded square in the faithfulness test (about one stroke)
 DIGITS = 12  # test digits averaged over, so the comparison is stable
@@ -23,9 +24,9 @@ def trained() -> tuple[Predictor, np.ndarray]:
     [0, 1] it classifies right); ~15 s on 2 CPU cores."""
     import keras
 
-    from cnnlab import datasets
-    from cnnlab.config import PRESETS
-    from cnnlab.models import build_model, compile_model
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS
+    from cnnlab.model.models import build_model, compile_model
 
     keras.utils.set_random_seed(0)
     ds = datasets.load("mnist_sample")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from cnnlab import runs
+from cnnlab.runs import store as runs
 from pages import state
 from tests.conftest import APPTEST_TIMEOUT
 
@@ -119,8 +119,8 @@ def test_over_budget_model_is_refused_with_the_limit(runs_root: Path, monkeypatc
 
 
 def test_uses_the_configure_page_model(runs_root: Path) -> None:
-    from cnnlab import config
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.model import config
+    from cnnlab.model.fit_settings import FitSettings
 
     at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
     at.session_state[state.MODEL_CONFIG_KEY] = config.ModelConfig(
@@ -138,7 +138,8 @@ def test_uses_the_configure_page_model(runs_root: Path) -> None:
 def test_an_upload_trains_with_every_default(runs_root: Path) -> None:
     from shapes import shapes_zip
 
-    from cnnlab import datasets, training
+    from cnnlab.data import datasets
+    from cnnlab.train import training
 
     ds = datasets.load_zip(shapes_zip(size=16), (16, 16), False, name="folder:shapes.zip")
     at = AppTest.from_file(PAGE, default_timeout=APPTEST_TIMEOUT)
@@ -165,7 +166,7 @@ def address(at: AppTest, param: str) -> str | None:
 
 def test_the_address_opens_a_data_set_and_follows_the_picker(runs_root: Path, tmp_path: Path,
                                                             monkeypatch) -> None:
-    from cnnlab import datasets
+    from cnnlab.data import datasets
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # CIFAR-10 missing: a quick error
     monkeypatch.setattr(datasets, "_online", lambda host: False)
@@ -191,8 +192,9 @@ def test_an_unknown_data_set_in_the_address_is_a_warning(runs_root: Path) -> Non
 
 def test_a_configure_backbone_is_requested_with_the_chosen_weights(runs_root: Path, tmp_path,
                                                                      monkeypatch) -> None:
-    from cnnlab import backbones, config, jobs
-    from cnnlab.fit_settings import FitSettings
+    from cnnlab.model import backbones, config
+    from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.train import jobs
 
     sent: list = []
 

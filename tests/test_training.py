@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from conftest import with_fit
 
-from cnnlab import budgets, callbacks, config, datasets, health, models, runs, training
-from cnnlab.events import EventLog
+from cnnlab.data import datasets
+from cnnlab.model import config, models
+from cnnlab.runs import store as runs
+from cnnlab.train import budgets, callbacks, health, training
+from cnnlab.train.events import EventLog
 
 TINY = config.ModelConfig(
     blocks=(config.ConvBlock(filters=4),),

@@ -22,8 +22,11 @@ import pytest
 from conftest import ROOT
 from shapes import shapes_zip
 
-from cnnlab import backbones, callbacks, config, datasets, jobs, models, runs, training
-from cnnlab.fit_settings import FitSettings
+from cnnlab.data import datasets
+from cnnlab.model import backbones, config, models
+from cnnlab.model.fit_settings import FitSettings
+from cnnlab.runs import store as runs
+from cnnlab.train import callbacks, jobs, training
 
 BACKBONE = "MobileNetV3Small"
 UNFREEZE = 5  # its top 5 layers: conv_1 (55,296 weights) is the one with weights to train

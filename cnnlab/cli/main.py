@@ -1,0 +1,432 @@
+"""Headless command line: ``cnnlab SUBCOMMAND ... --json`` (also ``python -m cnnlab``).
+
+Every sub-command prints exactly one JSON object on stdout when given ``--json`` (else
+readable lines); progress and logs go to stderr. Exit status: 0 done, 1 the run failed,
+2 bad usage or refused input (with a message), 130 interrupted (Ctrl-C; a training run is
+marked "interrupted" and stays resumable). Heavy modules are imported inside the handlers
+so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnlab.data.datasets import Dataset
+    from cnnlab.model.config import ModelConfig
+    from cnnlab.model.fit_settings import FitSettings
+
+# Exit statuses (DESIGN: CLI exit codes).
+EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CliError(Exception):
+    """A user error: printed as one line to stderr, exit status 2."""
+
+
+class _Help(argparse.HelpFormatter):
+    """Help text wrapped at spaces only, so names such as best-fashion stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+
+def emit(payload: dict[str, Any], as_json: bool, command: str) -> None:
+    """Print the result: one JSON object with --json, else readable lines."""
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        from cnnlab.cli.output import render
+
+        print(render(command, payload))
+
+
+def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    """List the registry: name, class names, image shape and whether it loads here now."""
+    from cnnlab.data import datasets
+
+    ready = datasets.available()
+    return {
+        "datasets": [
+            {
+                "name": info.name,
+                "title": info.title,
+                "classes": list(info.class_names),
+                "image_shape": list(info.image_shape),
+                "available": ready[name],
+            }
+            for name, info in datasets.REGISTRY.items()
+        ]
+    }
+
+
+def cmd_presets(args: argparse.Namespace) -> dict[str, Any]:
+    """Every preset with its parameter count on its own data set."""
+    from cnnlab.model.config import PRESETS, input_shape_for
+    from cnnlab.model.models import total_params
+
+    return {
+        "presets": [
+            {
+                "name": p.name,
+                "params": total_params(p.config, input_shape_for(p.dataset), _n_classes(p.dataset)),
+                "description": p.description,
+                "dataset": p.dataset,
+            }
+            for p in PRESETS.values()
+        ]
+    }
+
+
+def _n_classes(dataset_name: str) -> int:
+    """Class count of a registered data set (MNIST's for an unknown name, as input_shape_for)."""
+    from cnnlab.data import datasets
+
+    info = datasets.REGISTRY.get(dataset_name) or datasets.REGISTRY["mnist"]
+    return len(info.class_names)
+
+
+def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
+    """Layer table, parameter count and memory of a preset or a config file."""
+    from pathlib import Path
+
+    from cnnlab.data import datasets
+    from cnnlab.model.config import PRESETS, ConfigError, from_file, input_shape_for, validate
+    from cnnlab.model.models import layer_table, memory_bytes
+
+    if args.preset:  # argparse has checked the name against PRESETS
+        config, dataset = PRESETS[args.preset].config, PRESETS[args.preset].dataset
+    else:
+        try:
+            config = from_file(Path(args.config).read_bytes())[0]
+        except OSError as exc:
+            raise CliError(f"cannot read config file {args.config}: {exc.strerror}") from exc
+        except ConfigError as exc:
+            raise CliError(f"{args.config}: {exc}") from exc
+        dataset = "mnist"
+    dataset = args.dataset or dataset
+    if dataset not in datasets.REGISTRY:
+        known = ", ".join(datasets.REGISTRY)
+        raise CliError(f"unknown data set '{dataset}'; choose one of {known}")
+    shape, n_classes = input_shape_for(dataset), _n_classes(dataset)
+    problems = validate(config, shape)
+    if problems:
+        raise CliError(f"invalid config for {dataset} {shape}:\n  " + "\n  ".join(problems))
+    rows = layer_table(config, shape, n_classes)
+    return {
+        "dataset": dataset,
+        "params": sum(r["params"] for r in rows),
+        "layers": [
+            {"name": r["name"], "output_shape": list(r["output_shape"]), "params": r["params"]}
+            for r in rows
+        ],
+        "memory_bytes": memory_bytes(config, shape, n_classes),
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train a preset or config file on a data set, synchronously; progress to stderr."""
+    import contextlib
+    import dataclasses
+    import os
+    import time
+    from pathlib import Path
+
+    from cnnlab.data import datasets
+    from cnnlab.model import config
+    from cnnlab.runs import store as runs
+    from cnnlab.train import training
+
+    if args.dataset.lower().endswith(".zip"):
+        dataset = _zip_dataset(args)
+    else:
+        try:
+            dataset = datasets.load(args.dataset)
+        except datasets.DatasetUnavailable as exc:
+            raise CliError(str(exc)) from exc
+    name = dataset.info.name
+    if args.preset is None and args.config is None:
+        args.preset = config.default_preset(name)
+    if args.preset is not None:
+        if args.preset not in config.PRESETS:
+            raise CliError(f"unknown preset {args.preset!r}; choose one of "
+                           f"{', '.join(config.PRESETS)}")
+        chosen = config.PRESETS[args.preset]
+        model_and_fit = chosen.config, chosen.fit
+    else:
+        try:
+            model_and_fit = config.from_file(Path(args.config).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read config {args.config}: {exc}") from exc
+    model_and_fit = _with_backbone(args, *model_and_fit)
+    # The same defaults as the Train page: a batch that fits the data, epochs sized to it.
+    offered = training.default_request(dataset, args.preset, args.limit, model_and_fit)
+    fit = dataclasses.replace(
+        offered.fit,
+        epochs=args.epochs if args.epochs is not None else offered.fit.epochs,
+        batch_size=args.batch_size if args.batch_size is not None else offered.fit.batch_size,
+    )
+    if args.fine_tune_epochs is not None:
+        fit = dataclasses.replace(fit, fine_tune_epochs=args.fine_tune_epochs)
+    weights = args.weights
+    if weights not in (None, "imagenet"):  # config.json records where the file was
+        weights = str(Path(weights).resolve())
+    request = dataclasses.replace(offered, fit=fit, weights=weights)
+    try:
+        errors = training.request_errors(request, dataset)  # budgets included
+    except ValueError as exc:  # a bad budget setting
+        raise CliError(str(exc)) from exc
+    if errors:
+        raise CliError(" ".join(errors))
+    # The parser's default is "runs"; CNNLAB_RUNS_DIR overrides that default only.
+    root = Path(args.runs_dir)
+    if args.runs_dir == "runs" and os.environ.get("CNNLAB_RUNS_DIR"):
+        root = runs.default_root()
+    try:
+        run_dir = runs.create_run(root, training.run_config(request, dataset))
+    except runs.RunsRootError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"run {run_dir}", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON object
+            result = training.train_run(request, dataset, run_dir, _print_progress)
+    except KeyboardInterrupt:
+        _mark_interrupted(run_dir)
+        raise
+    if result.status == runs.RunStatus.FAILED:
+        print(f"error: {result.message} (run kept in {run_dir})", file=sys.stderr)
+    return {
+        "run_id": run_dir.name,
+        "run_dir": str(run_dir),
+        "status": result.status,
+        "message": result.message,
+        "history": training.history_dict(result.history),
+        "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _with_backbone(args: argparse.Namespace, model: ModelConfig, fit: FitSettings
+                   ) -> tuple[ModelConfig, FitSettings]:
+    """The model with ``--backbone`` in place of its conv blocks (the head, optimizer and
+    augmentation stay the preset's or config file's) and ``--unfreeze``."""
+    import dataclasses
+
+    if args.backbone:
+        model = dataclasses.replace(model, backbone=args.backbone, blocks=())
+    if args.unfreeze is not None:
+        model = dataclasses.replace(model, unfreeze=args.unfreeze)
+    epochs = fit.fine_tune_epochs if args.fine_tune_epochs is None else args.fine_tune_epochs
+    if args.unfreeze and not epochs:
+        raise CliError(f"--unfreeze {args.unfreeze} needs --fine-tune-epochs N (the epochs "
+                       "of phase 2, which trains those layers); or leave out --unfreeze.")
+    return model, fit
+
+
+def _mark_interrupted(run_dir: Path) -> None:
+    """Record a Ctrl-C'd run as "interrupted" (unless it already ended), like a server
+    restart does: every file is written atomically, so the history, best model and
+    resumable checkpoint of the epochs done are intact."""
+    import signal
+
+    from cnnlab.runs import store as runs
+    from cnnlab.train import callbacks
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this write
+    if runs.load_status(run_dir).get("status") not in runs.ACTIVE:
+        return
+    state = callbacks.read_checkpoint(run_dir)
+    done = state["epoch"] if state else 0
+    runs.update_status(
+        run_dir, status=runs.RunStatus.INTERRUPTED,
+        message=f"Interrupted (Ctrl-C) after {done} complete epoch(s); the history and best "
+                "model are kept — resume it on the Train or Runs page to continue.")
+    print(f"run kept in {run_dir}", file=sys.stderr)
+
+
+def _zip_dataset(args: argparse.Namespace) -> Dataset:
+    """The Dataset in a zip of class folders, read exactly as the Explore page reads one."""
+    from pathlib import Path
+
+    from cnnlab.data import datasets
+    from cnnlab.data.datasets import UPLOAD_PREFIX
+
+    path = Path(args.dataset)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return datasets.load_zip(data, (args.image_size, args.image_size), args.grayscale,
+                                 name=f"{UPLOAD_PREFIX}{path.name}")
+    except datasets.BadUpload as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _print_progress(event: dict[str, Any]) -> None:
+    """One stderr line per epoch (and a live batch line on a terminal)."""
+    if event["kind"] == "epoch":
+        phase = f"  (phase {event['phase']})" if "phase" in event else ""
+        print(
+            f"\repoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  "
+            f"acc {event['accuracy']:.4f}  val_loss {event['val_loss']:.4f}  "
+            f"val_acc {event['val_accuracy']:.4f}  {event['seconds']:.1f}s{phase}",
+            file=sys.stderr,
+        )
+    elif event["kind"] == "batch" and sys.stderr.isatty():
+        print(
+            f"\repoch {event['epoch']}/{event['epochs']}  batch {event['batch']}/"
+            f"{event['batches']}  loss {event['loss']:.4f}  "
+            f"{event['samples_per_s']:.0f} samples/s  ETA {event['eta_epoch_s']:.0f}s",
+            end="", file=sys.stderr,
+        )
+    elif event["kind"] == "status" and event.get("message"):
+        print(event["message"], file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    """Classify one image with a run's best model: label, class name, probabilities, ms."""
+    from pathlib import Path
+
+    from cnnlab.use import inference
+
+    run_dir, image = Path(args.run), Path(args.image)
+    if not (run_dir / "status.json").is_file() and not (run_dir / "best.keras").is_file():
+        raise CliError(f"--run {run_dir} is not a run directory (no status.json or best.keras); "
+                       "give a folder under runs/ made by `python -m cnnlab train`.")
+    if not image.is_file():
+        raise CliError(f"--image {image} does not exist; give the path of a PNG or JPEG file.")
+    try:
+        return inference.predict_file(run_dir, image)
+    except ValueError as exc:  # ModelRejected or an unreadable image
+        raise CliError(str(exc)) from exc
+
+
+def cmd_users(args: argparse.Namespace) -> dict[str, Any]:
+    """Local accounts for class mode: add (password from stdin or a prompt), list, remove."""
+    import getpass
+
+    from cnnlab.people import access, accounts
+
+    store = accounts.Accounts(args.accounts_file or access.load_settings().accounts_file)
+    try:
+        if args.action == "add":
+            if not args.name:
+                raise CliError("users add needs a NAME, e.g. python -m cnnlab users add kim")
+            if sys.stdin.isatty():
+                password = getpass.getpass(f"Password for {args.name}: ")
+                if getpass.getpass("Again: ") != password:
+                    raise CliError("The two passwords differ; run the command again.")
+            else:  # scripts: one password per line on standard input
+                password = sys.stdin.readline().rstrip("\r\n")
+            user = store.add(args.name, password, teacher=args.teacher)
+            return {"added": user.name, "role": user.role, "accounts_file": str(store.path)}
+        if args.action == "remove":
+            if not args.name:
+                raise CliError("users remove needs a NAME; see python -m cnnlab users list")
+            store.remove(args.name)
+            return {"removed": accounts.check_name(args.name), "accounts_file": str(store.path)}
+        return {"users": [{"name": u.name, "role": u.role} for u in store.users()],
+                "accounts_file": str(store.path)}
+    except accounts.AccountError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per command."""
+    from cnnlab import __version__
+    from cnnlab.data.datasets import REGISTRY
+    from cnnlab.model.backbones import BACKBONES
+    from cnnlab.model.config import PRESETS
+
+    presets, names, backbone_names = list(PRESETS), list(REGISTRY), list(BACKBONES)
+    p = argparse.ArgumentParser(prog="cnnlab", description=__doc__, formatter_class=_Help,
+                                epilog="`cnnlab` and `python -m cnnlab` are the same command.")
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("datasets", help="list data sets and whether they can be loaded here")
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("presets", help="list model presets with parameter counts")
+    s.set_defaults(func=cmd_presets)
+
+    s = sub.add_parser("summary", help="layer shapes, parameters and memory of a config")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", choices=presets, metavar="NAME",
+                     help=f"one of: {', '.join(presets)}")
+    src.add_argument("--config", help="a config JSON file (as the Configure page downloads it)")
+    s.add_argument("--dataset", default=None, choices=names, metavar="NAME",
+                   help=f"one of: {', '.join(names)} (default: the preset's own, else mnist)")
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("train", help="train a preset or config on a data set")
+    s.add_argument("--dataset", required=True, metavar="NAME_OR_ZIP",
+                   help=f"one of: {', '.join(names)}; or the path of a .zip of images with "
+                        "one folder per class")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=presets, metavar="NAME",
+                     help=f"one of: {', '.join(presets)} (default: the data set's own; "
+                          "own-images for a zip)")
+    src.add_argument("--config", help="a config JSON file (as the Configure page downloads it)")
+    s.add_argument("--image-size", type=int, default=64,
+                   help="side in pixels that a zip's images are resized to (default 64)")
+    s.add_argument("--grayscale", action="store_true", help="read a zip's images as grayscale")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--backbone", choices=backbone_names, metavar="NAME",
+                   help=f"a pretrained network in place of the conv blocks: one of "
+                        f"{', '.join(backbone_names)} (the head stays the preset's)")
+    s.add_argument("--weights", metavar="imagenet|PATH", default=None,
+                   help="the backbone's starting weights: imagenet (downloaded into "
+                        "KERAS_HOME/models when online) or a weights file (.weights.h5 or a "
+                        "Keras *_notop.h5); default: random")
+    s.add_argument("--unfreeze", type=int, default=None, metavar="N",
+                   help="phase 2 trains the backbone's top N layers (BatchNorm stays frozen)")
+    s.add_argument("--fine-tune-epochs", type=int, default=None, metavar="N",
+                   help="epochs of phase 2, after --epochs of phase 1 (head only)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("predict", help="classify one image with a trained run")
+    s.add_argument("--run", required=True, help="a run directory")
+    s.add_argument("--image", required=True)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("users", help="local accounts for class mode (see README)")
+    s.add_argument("action", choices=("add", "list", "remove"))
+    s.add_argument("name", nargs="?", help="the account name (add, remove)")
+    s.add_argument("--teacher", action="store_true", help="add: give the teacher role")
+    s.add_argument("--accounts-file", default=None,
+                   help="default: [class] accounts_file in .streamlit/secrets.toml, else "
+                        ".streamlit/accounts.json")
+    s.set_defaults(func=cmd_users)
+
+    for action in sub.choices.values():
+        action.formatter_class = _Help
+        action.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    args = parser().parse_args(argv)  # bad usage: argparse exits 2 itself
+    try:
+        payload = args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    emit(payload, args.json, args.command)
+    return EXIT_FAILED if payload.get("status") == "failed" else EXIT_DONE
+

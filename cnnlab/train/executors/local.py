@@ -1,0 +1,250 @@
+"""The local executor: each run in its own OS process on this machine.
+
+A new interpreter, not a fork: TensorFlow is not fork-safe, and a fresh worker starts clean
+(its own Keras, its own GPU memory, returned to the system when it exits). One slot per
+GPU, each worker pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU-only machine one
+slot by default (two runs would only share the cores), more with CNNLAB_WORKERS.
+
+Spec in, events out and Stop in travel as pickles over a socket pair, read by one thread
+per worker. A worker that dies without saying goodbye (SIGKILL, the OOM killer, a crash
+in native code) is reported as a ``done`` event with status "failed" naming its exit
+signal or code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from cnnlab.runs.store import RunStatus
+from cnnlab.train import events as ev
+from cnnlab.train.executors import RunSpec, gpu_ids
+
+STOP = "stop"
+RELEASE_SECONDS = 30  # the longest wait for an unused standby to exit before it is killed
+
+
+def background_priority() -> None:
+    """Put this process below the web server in the CPU scheduler (Linux SCHED_IDLE, else
+    nice 19): pages stay responsive while a run trains on the same cores, and a run still
+    gets every cycle the server leaves idle. Threads started later (TensorFlow's) inherit it.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+def main(fd: int) -> None:
+    """The worker process: receive (spec, run dir) on socket ``fd``, train, send events.
+
+    The same socket carries "stop" the other way; its end (the server gone) stops the run.
+    """
+    from cnnlab.train import callbacks
+    from cnnlab.train.executors import worker
+
+    conn = Connection(fd)
+    background_priority()
+    import keras  # noqa: F401  (a standby worker pays the framework's start-up before its run)
+
+    try:
+        spec, run_dir = conn.recv()
+    except (EOFError, OSError):  # a standby that was never used, released
+        return
+    stop = callbacks.StopFlag()
+    lock = threading.Lock()
+
+    def listen() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                stop.set("user")  # nobody to report to any more
+                return
+            if message == STOP:
+                stop.set("user")
+
+    def emit(event: ev.Event) -> None:
+        with lock:  # the training thread and the memory watch both send
+            try:
+                conn.send(event)
+            except OSError:
+                stop.set("user")
+
+    threading.Thread(target=listen, name="stop-listener", daemon=True).start()
+    worker.execute(spec, Path(run_dir), emit, stop)
+
+
+def exit_message(exitcode: int | None) -> str:
+    """Why a worker ended without reporting, in words, from its exit code."""
+    from cnnlab.train.executors.worker import EXIT_OVER_MEMORY
+
+    if exitcode is not None and exitcode < 0:
+        sig = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(
+            -exitcode)
+        why = (" — usually the system ran out of memory (the kernel's OOM killer) or someone "
+               "killed it" if sig == "SIGKILL" else "")
+        return (f"The training process was killed by signal {sig}{why}. The epochs done so far "
+                "and the best model are kept; resume the run to continue from its last epoch.")
+    if exitcode == EXIT_OVER_MEMORY:
+        return ("The training process was ended for using more memory than this server allows "
+                "per run; the epochs done so far and the best model are kept.")
+    return (f"The training process ended unexpectedly (exit code {exitcode}) before reporting "
+            "its result. The epochs done so far and the best model are kept; resume the run "
+            "to continue from its last epoch.")
+
+
+class _Process:
+    """A started worker interpreter and our end of its socket."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair()
+        # The worker imports this very cnnlab, wherever the server was started from.
+        package_root = str(Path(__file__).resolve().parents[3])
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "cnnlab.train.executors.local", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), env={**os.environ, **env, "PYTHONPATH": path},
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()  # the child holds the only other end: EOF means it is gone
+        self.conn = Connection(ours.detach())
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.popen.poll() is None
+
+    def release(self) -> None:
+        """End an unused standby (closing its socket lets it exit; kill if it lingers)."""
+        self.conn.close()
+        try:
+            # It notices the closed socket only once its Keras import is done: about 5 s
+            # here (at idle priority), so a fresh standby needs more than that to exit.
+            self.popen.wait(timeout=RELEASE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class LocalHandle:
+    """A run in a local worker process (``python -m cnnlab.train.executors.local``).
+
+    A fresh interpreter, not multiprocessing's spawn: spawn re-runs the server's main
+    module in the child, which breaks under any script without a ``__main__`` guard.
+    """
+
+    def __init__(self, worker: _Process, spec: RunSpec, run_dir: Path,
+                 on_event: ev.Emit) -> None:
+        self.process = worker.popen
+        self.conn = worker.conn
+        self._send_lock = threading.Lock()
+        self._send((spec, str(run_dir)))
+        self._reader = threading.Thread(target=self._read, args=(on_event,),
+                                        name=f"events-{spec.run_id}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return self.process.pid
+
+    def _send(self, message: object) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send(message)
+            except OSError:  # the worker is gone; its reader reports how
+                pass
+
+    def _read(self, on_event: ev.Emit) -> None:
+        done = None
+        while True:
+            try:
+                event = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            if event["kind"] == "done":
+                done = event  # delivered last, once the process has really gone
+            else:
+                on_event(event)
+        exitcode = self.process.wait()
+        self.conn.close()
+        if done is None:
+            done = ev.make("done", status=RunStatus.FAILED, message=exit_message(exitcode),
+                           exitcode=exitcode)
+        on_event(done)
+
+    def stop(self) -> None:
+        """Ask the worker to stop within one batch."""
+        self._send(STOP)
+
+    def kill(self) -> None:
+        """End the worker process now."""
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+class LocalExecutor:
+    """Runs each RunSpec in its own spawned process; ``slots`` of them at once."""
+
+    name = "local"
+
+    def __init__(self, slots: int | None = None) -> None:
+        self.gpus = gpu_ids()
+        self.gpu = bool(self.gpus)
+        self.slots = slots or max(1, len(self.gpus))
+        self._standby: dict[int, _Process] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        """Where runs train, for people."""
+        where = f"{len(self.gpus)} GPU(s)" if self.gpus else f"CPU ({os.cpu_count()} cores)"
+        plural = "es" if self.slots > 1 else ""
+        return f"{self.slots} local worker process{plural} on {where}"
+
+    def worker_env(self, slot: int) -> dict[str, str]:
+        """The environment a worker in ``slot`` gets: its own GPU, or its share of cores."""
+        if self.gpus:
+            return {"CUDA_VISIBLE_DEVICES": self.gpus[slot % len(self.gpus)]}
+        # TensorFlow's own inter-op pool stays as it is: one inter-op thread trained quick at
+        # 0.88× the default's samples/s (90 % interval 0.82-0.97; control 1.00, 0.94-1.07;
+        # bench/throughput.py, 2 AVX2 cores).
+        if self.slots > 1:  # without this, each worker's thread pools take every core
+            threads = str(max(1, (os.cpu_count() or 1) // self.slots))
+            return {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads}
+        return {}
+
+    def warm(self) -> None:
+        """Start a standby worker for every slot that has none: it imports the framework
+        now, so the next run on that slot starts training in about a second."""
+        with self._lock:
+            for slot in range(self.slots):
+                if slot not in self._standby:
+                    self._standby[slot] = _Process(self.worker_env(slot))
+
+    def start(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit, slot: int) -> LocalHandle:
+        """Start ``spec`` on ``slot``: in its warm standby if there is one, else a new process.
+
+        Each process trains one run only: a standby is used once, then it is gone.
+        """
+        with self._lock:
+            worker = self._standby.pop(slot, None)
+        if worker is None or not worker.alive():
+            worker = _Process(self.worker_env(slot))
+        return LocalHandle(worker, spec, run_dir, on_event)
+
+    def close(self) -> None:
+        """End the standby workers (running ones are the engine's to kill)."""
+        with self._lock:
+            standby, self._standby = list(self._standby.values()), {}
+        for worker in standby:
+            worker.release()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

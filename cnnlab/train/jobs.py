@@ -1,0 +1,520 @@
+"""The training engine of a server: the queue, its slots, budgets, and the run store's writer.
+
+One ``Engine`` per server process and runs root (``engine_for``), kept in this module
+rather than in a Streamlit cache so clearing caches never makes a second one. It holds a
+lock file on the runs root; a second server on the same root gets no lock, does not run
+the queue and says so.
+
+Runs train in workers (cnnlab.train.executors), never here: the engine sends a RunSpec, turns
+the events that come back into the run's files (``runs.record``) and into each job's
+EventLog for pages to poll, and starts the next queued run when a slot frees. A finished
+job keeps only its ids and a few small events: no data set, no model.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from cnnlab.people import access
+from cnnlab.people.accounts import LOCAL_USER, User
+from cnnlab.runs import store as runs
+from cnnlab.train import budgets as budgets_mod
+from cnnlab.train import callbacks, executors, health, training
+from cnnlab.train import events as ev
+
+if TYPE_CHECKING:
+    from cnnlab.data.datasets import Dataset
+
+LOCAL_OWNER = LOCAL_USER.name  # owner of runs in personal mode
+LOCK_FILE = ".engine.lock"
+UPLOADS_DIR = ".datasets"  # uploads shipped to workers as .npz, deleted when unused
+KEEP_FINISHED = 100  # finished jobs remembered in memory (their runs stay on disk)
+
+
+class EngineRefused(ValueError):
+    """A request the engine will not queue; the message says why and what to do."""
+
+
+class Job:
+    """A run as the server sees it: ids, owner, live events; no data set, no model."""
+
+    def __init__(self, run_dir: Path, request: training.TrainRequest, owner: str,
+                 n_classes: int, spec: executors.RunSpec) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_dir.name
+        self.request, self.owner, self.n_classes = request, owner, n_classes
+        self.spec: executors.RunSpec | None = spec  # dropped once started
+        self.upload = spec.dataset.npz  # an uploaded data set's shipped file, if any
+        self.events = ev.EventLog()
+        self.handle: executors.Handle | None = None
+        self.slot: int | None = None
+        self.result: training.TrainResult | None = None
+        self.stop_requested = False
+        self._finished = threading.Event()
+
+    @property
+    def started(self) -> bool:
+        """Whether a worker was started for the job (False while queued)."""
+        return self.slot is not None
+
+    def done(self) -> bool:
+        """Whether the job has ended (finished, stopped, failed, cancelled)."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends or ``timeout`` passes; True when it ended."""
+        return self._finished.wait(timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a page needs to draw the job now: status, latest batch, history, health."""
+        status = runs.load_status(self.run_dir)
+        history = runs.load_history(self.run_dir)
+        done = self.done()
+        return {
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "status": status,
+            "batch": self.events.latest_batch,
+            "history": history,
+            "warnings": health.health_warnings(history, self.n_classes),
+            "metrics": runs.load_metrics(self.run_dir) if done else None,
+            "done": done,
+        }
+
+
+class Engine:
+    """Queues runs, starts them in an executor's slots, and records what they report.
+
+    Args:
+        root: the runs root.
+        executor: where runs train (default: executors.make(), i.e. CNNLAB_EXECUTOR).
+        budgets: the operator's limits (default: budgets.load()).
+    """
+
+    def __init__(self, root: Path | str, executor: executors.Executor | None = None,
+                 budgets: budgets_mod.Budgets | None = None) -> None:
+        self.root = runs.ensure_root(root).resolve()
+        self.budgets = budgets or budgets_mod.load()
+        self._lock = threading.RLock()
+        self._jobs: dict[str, Job] = {}
+        self._order: collections.deque[str] = collections.deque()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._slots: dict[int, Job | None] = {}
+        self._lock_fh: IO[str] | None = None
+        # Final statuses that could not be written (a full disk): retried as jobs end and at
+        # close; a server that dies first leaves "running", which the next start marks
+        # "interrupted" (mark_interrupted), so no run stays active forever.
+        self._unrecorded: dict[Path, ev.Event] = {}
+        self.blocked = self._take_root_lock()
+        self.interrupted = [] if self.blocked else runs.mark_interrupted(self.root)
+        self.executor_error = ""
+        self.executor: executors.Executor | None = executor
+        if executor is None and not self.blocked:
+            try:
+                self.executor = executors.make()
+            except executors.ExecutorUnavailable as exc:
+                self.executor_error = str(exc)
+        if self.executor is not None:
+            self._slots = dict.fromkeys(range(self.executor.slots))
+
+    # ---------------------------------------------------------------- the runs-root lock
+
+    def _take_root_lock(self) -> str:
+        """Lock the runs root for this engine; '' when taken, else why it is not ours."""
+        path = self.root / LOCK_FILE
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            return (f"Another CNN Lab server ({holder}) runs the training queue for the runs "
+                    f"folder {self.root}: train there, or start this server with "
+                    "CNNLAB_RUNS_DIR set to a folder of its own.")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+        return ""
+
+    def close(self) -> None:
+        """Stop every worker, forget the queue and release the runs root."""
+        with self._lock:
+            for job in list(self._queue):
+                self._cancel(job)
+            for running in self._slots.values():
+                if running is not None and running.handle is not None:
+                    running.handle.kill()
+        if self.executor is not None:
+            self.executor.close()
+        self._record_unrecorded()
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # ---------------------------------------------------------------- what may train
+
+    def describe(self) -> str:
+        """Where this server's runs train, for people."""
+        if self.blocked or self.executor is None:
+            return "nowhere (see the message above)"
+        return self.executor.describe()
+
+    def warm(self) -> None:
+        """Have a worker ready for the next run (a page that can train calls this)."""
+        if not self.unavailable() and self.executor is not None:
+            self.executor.warm()
+
+    def unavailable(self) -> str:
+        """Why this engine cannot train at all ('' when it can)."""
+        return self.blocked or self.executor_error
+
+    def request_errors(self, request: training.TrainRequest, dataset: Dataset) -> list[str]:
+        """``training.request_errors`` under this server's budgets and devices."""
+        gpu = bool(self.executor and self.executor.gpu)
+        return training.request_errors(request, dataset, self.budgets, gpu=gpu)
+
+    def active_for(self, owner: str) -> list[Job]:
+        """``owner``'s jobs that are queued or training."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.owner == owner and not j.done()]
+
+    def _check_can_queue(self, owner: str) -> None:
+        if self.unavailable():
+            raise EngineRefused(self.unavailable())
+        problem = budgets_mod.queue_problem(self.budgets, len(self.active_for(owner)))
+        if problem:
+            raise EngineRefused(problem)
+
+    # ---------------------------------------------------------------- submitting
+
+    def submit(self, request: training.TrainRequest, dataset: Dataset,
+               user: User = LOCAL_USER) -> Job:
+        """Create a run for ``request``, owned by ``user``, and start it now or queue it.
+
+        Raises EngineRefused (a ValueError) with every problem when it cannot be queued.
+        """
+        owner = user.name
+        errors = self.request_errors(request, dataset)
+        if errors:
+            raise EngineRefused(" ".join(errors))
+        with self._lock:
+            self._check_can_queue(owner)
+            run_dir = self._new_run(request, dataset, owner)
+            return self._enqueue(run_dir, request, dataset, owner, "new", ())
+
+    def resume(self, run_dir: Path | str, dataset: Dataset, epochs: int | None = None,
+               user: User = LOCAL_USER) -> Job:
+        """Continue a stopped, interrupted or failed run exactly from its last whole epoch.
+
+        Weights, optimizer state (so learning-rate schedules continue) and the epoch count
+        come from the run's checkpoint; ``epochs`` is the new total (default: the run's
+        own). Queued when the slots are busy. Only the run's owner or a teacher may; the
+        run stays its owner's.
+        """
+        run_dir = runs.check_inside(self.root, run_dir)
+        owner = access.owner_of(runs.load_config(run_dir))
+        access.check_manage(user, owner, "resume", run_dir.name)
+        state = callbacks.read_checkpoint(run_dir)
+        if state is None:
+            raise EngineRefused(
+                f"Run {run_dir.name} has no resumable checkpoint (last.keras): fine-tune from "
+                "its best model instead, which starts a new run from those weights.")
+        # The weights come from the checkpoint: a backbone's starting file is not needed.
+        request = replace(training.request_from_run(run_dir), weights=None)
+        if epochs is not None:
+            request = training.with_epochs(request, epochs)
+        total = training.total_epochs(request)
+        if state["epoch"] >= total:
+            raise EngineRefused(
+                f"Run {run_dir.name} has done {state['epoch']} of {total} epochs: "
+                "resume it with more epochs, or fine-tune from its best model.")
+        self._check_same_shape(run_dir, dataset, request)
+        errors = self.request_errors(request, dataset)
+        if errors:
+            raise EngineRefused(" ".join(errors))
+        with self._lock:
+            existing = self._jobs.get(run_dir.name)
+            if existing is not None and not existing.done():
+                raise EngineRefused(f"Run {run_dir.name} is already queued or training; "
+                                    "wait for it to end, or stop it first.")
+            self._check_can_queue(owner)
+            runs.update_status(run_dir, status=runs.RunStatus.QUEUED,
+                               message="Waiting to resume.")
+            if epochs is not None:
+                with runs.run_lock(run_dir):  # against a rename at the same moment
+                    runs.write_json(run_dir / runs.CONFIG_FILE,
+                                    {**runs.load_config(run_dir), "fit": request.fit.to_dict()})
+            inputs = (callbacks.LAST_FILE, callbacks.CHECKPOINT_FILE, runs.BEST_FILE)
+            return self._enqueue(run_dir, request, dataset, owner, "resume",
+                                 tuple(f for f in inputs if (run_dir / f).exists()))
+
+    def fine_tune(self, parent_dir: Path | str, dataset: Dataset, epochs: int,
+                  user: User = LOCAL_USER, name: str = "", corrections: int = 0) -> Job:
+        """Start a new run, owned by ``user``, from ``parent_dir``'s best model (fresh
+        optimizer, epoch 0). The new run records its parent in config.json. Only the
+        parent's owner or a teacher may.
+
+        ``corrections`` > 0 says ``dataset`` is a derived set holding that many of the
+        user's corrections (cnnlab.use.teaching): config.json records the count, and the
+        parent's sample limit is dropped, since the derived set is already the sample.
+        """
+        parent_dir = runs.check_inside(self.root, parent_dir)
+        access.check_manage(user, access.owner_of(runs.load_config(parent_dir)),
+                            "fine-tune from", parent_dir.name)
+        owner = user.name
+        best = runs.best_model_path(parent_dir)
+        if not best.is_file():
+            raise EngineRefused(f"Run {parent_dir.name} has no best.keras to fine-tune from.")
+        parent = training.request_from_run(parent_dir)
+        # weights=None: the starting weights are the parent's best, not its backbone's file.
+        request = replace(training.with_epochs(parent, epochs), weights=None,
+                          name=name or f"{parent.run_name()}-finetune")
+        facts: dict[str, Any] = {"parent": parent_dir.name}
+        if corrections:
+            request = replace(request, limit=None)
+            facts["corrections"] = corrections
+        self._check_same_shape(parent_dir, dataset, request)
+        errors = self.request_errors(request, dataset)
+        if errors:
+            raise EngineRefused(" ".join(errors))
+        with self._lock:
+            self._check_can_queue(owner)
+            run_dir = self._new_run(request, dataset, owner, **facts)
+            shutil.copyfile(best, run_dir / training.INIT_FILE)
+            return self._enqueue(run_dir, request, dataset, owner, "fine-tune",
+                                 (training.INIT_FILE,))
+
+    def _new_run(self, request: training.TrainRequest, dataset: Dataset, owner: str,
+                 **facts: Any) -> Path:
+        """A new run folder, queued, with config.json's fixed facts (owner, parent…)."""
+        return runs.create_run(self.root,
+                               training.run_config(request, dataset, owner=owner, **facts))
+
+    @staticmethod
+    def _check_same_shape(run_dir: Path, dataset: Dataset,
+                          request: training.TrainRequest) -> None:
+        want = tuple(runs.load_config(run_dir).get("input_shape") or ())
+        have = tuple(dataset.info.image_shape)
+        if want and want != have:
+            raise EngineRefused(
+                f"Run {run_dir.name}'s model takes {'×'.join(map(str, want))} images but the "
+                f"data set {dataset.info.name!r} has {'×'.join(map(str, have))} images; use "
+                f"the data set it was trained on ({request.dataset!r}).")
+
+    def _dataset_ref(self, dataset: Dataset) -> executors.DatasetRef:
+        """A registry set by name; an upload written once as .npz under the runs root."""
+        from cnnlab.data import datasets
+
+        name = dataset.info.name
+        if name in datasets.REGISTRY:
+            return executors.DatasetRef(name)
+        data = datasets.to_npz_bytes(dataset)
+        folder = self.root / UPLOADS_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}.npz"
+        if not path.exists():
+            runs.write_bytes(path, data)
+        return executors.DatasetRef(name, str(path))
+
+    def _enqueue(self, run_dir: Path, request: training.TrainRequest, dataset: Dataset,
+                 owner: str, mode: str, inputs: tuple[str, ...]) -> Job:
+        spec = executors.RunSpec(
+            run_id=run_dir.name, request=request.to_dict(),
+            dataset=self._dataset_ref(dataset), budgets=self.budgets.to_dict(),
+            mode=mode, inputs=inputs,
+        )
+        job = Job(run_dir, request, owner, len(dataset.info.class_names), spec)
+        with self._lock:
+            self._jobs[job.run_id] = job
+            self._order.append(job.run_id)
+            self._queue.append(job)
+            self._start_queued()
+            if not job.started:
+                ahead = len(self.running()) + len(self._queue) - 1
+                runs.update_status(run_dir, status=runs.RunStatus.QUEUED,
+                                   message=f"Queued: {ahead} run(s) ahead of it.")
+            self._forget_old()
+        return job
+
+    # ---------------------------------------------------------------- running
+
+    def _start_queued(self) -> None:
+        """Start queued jobs while slots are free (called under the lock)."""
+        assert self.executor is not None
+        for slot, holder in self._slots.items():
+            if holder is not None or not self._queue:
+                continue
+            job = self._queue.popleft()
+            self._slots[slot] = job
+            job.slot = slot
+            spec, job.spec = job.spec, None
+            assert spec is not None
+            job.handle = self.executor.start(spec, job.run_dir, self._on_event(job), slot)
+            if job.stop_requested:
+                job.handle.stop()
+
+    def _on_event(self, job: Job) -> Callable[[ev.Event], None]:
+        def on_event(event: ev.Event) -> None:
+            try:
+                runs.record(job.run_dir, event)
+            except (OSError, runs.RunPathError) as exc:  # e.g. disk full: the run ends
+                if event["kind"] != "done" and job.handle is not None:
+                    job.handle.stop()
+                event = {**event, "message": f"{event.get('message', '')} ({exc})"}
+                if event["kind"] == "done":
+                    with self._lock:
+                        self._unrecorded[job.run_dir] = event
+            stored = job.events.add(event)
+            if event["kind"] == "done":
+                self._finish(job, stored)
+        return on_event
+
+    def _finish(self, job: Job, done: ev.Event) -> None:
+        job.result = training.TrainResult(done["status"], done["message"],
+                                          seconds=float(done.get("seconds") or 0.0))
+        with self._lock:
+            if job.slot is not None and self._slots.get(job.slot) is job:
+                self._slots[job.slot] = None
+            job.handle = None
+            job.events.compact()
+            self._drop_unused_uploads()
+            job._finished.set()
+            self._start_queued()
+        self._record_unrecorded()
+
+    def _record_unrecorded(self) -> None:
+        """Write final statuses that failed before (e.g. the disk has room again)."""
+        with self._lock:
+            pending = list(self._unrecorded.items())
+        for run_dir, done in pending:
+            try:
+                runs.record(run_dir, done)
+            except OSError:
+                continue
+            with self._lock:
+                self._unrecorded.pop(run_dir, None)
+
+    def _drop_unused_uploads(self) -> None:
+        """Delete shipped uploads that no queued or running job still needs."""
+        folder = self.root / UPLOADS_DIR
+        if not folder.is_dir():
+            return
+        needed = {j.upload for j in (*self._queue, *self.running())}
+        for path in folder.glob("*.npz"):
+            if str(path) not in needed:
+                path.unlink(missing_ok=True)
+
+    def _forget_old(self) -> None:
+        """Keep at most KEEP_FINISHED finished jobs in memory (their runs stay on disk)."""
+        finished = [rid for rid in self._order if self._jobs[rid].done()]
+        for rid in finished[:-KEEP_FINISHED] if len(finished) > KEEP_FINISHED else []:
+            self._order.remove(rid)
+            del self._jobs[rid]
+
+    def stop(self, run_id: str, user: User = LOCAL_USER) -> None:
+        """Stop a running job within one batch, or cancel a queued one (status "stopped").
+
+        Only the run's owner or a teacher may (access.AccessDenied otherwise).
+        """
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None or job.done():
+                return
+            access.check_manage(user, job.owner, "stop", run_id)
+            job.stop_requested = True
+            if job in self._queue:
+                self._cancel(job)
+            elif job.handle is not None:
+                job.handle.stop()
+
+    def _cancel(self, job: Job) -> None:
+        self._queue.remove(job)
+        job.spec = None
+        done = ev.make("done", status=runs.RunStatus.STOPPED,
+                       message="Cancelled before it started.")
+        try:
+            runs.record(job.run_dir, done)
+        except OSError:
+            self._unrecorded[job.run_dir] = done
+        job.result = training.TrainResult(runs.RunStatus.STOPPED, done["message"])
+        job.events.add(done)
+        job._finished.set()
+
+    # ---------------------------------------------------------------- reading
+
+    def running(self) -> list[Job]:
+        """Jobs training now, by slot."""
+        with self._lock:
+            return [j for j in self._slots.values() if j is not None]
+
+    def current(self) -> Job | None:
+        """The first job training now, if any."""
+        running = self.running()
+        return running[0] if running else None
+
+    def queued(self) -> list[Job]:
+        """Jobs waiting for a slot, in order."""
+        with self._lock:
+            return list(self._queue)
+
+    def get(self, run_id: str) -> Job | None:
+        """A job this server started (running, queued or done), by run id."""
+        return self._jobs.get(run_id)
+
+    def latest(self, owner: str | None = None) -> Job | None:
+        """The most recently submitted job (of ``owner``, when given)."""
+        with self._lock:
+            for rid in reversed(self._order):
+                if owner is None or self._jobs[rid].owner == owner:
+                    return self._jobs[rid]
+        return None
+
+    def busy(self) -> bool:
+        """Whether every slot is taken (a new run would wait)."""
+        with self._lock:
+            return all(j is not None for j in self._slots.values()) or bool(self._queue)
+
+    def position(self, run_id: str) -> int | None:
+        """How many queued runs are ahead of ``run_id`` (None when it is not queued)."""
+        with self._lock:
+            ids = [j.run_id for j in self._queue]
+            return ids.index(run_id) if run_id in ids else None
+
+
+_ENGINES: dict[Path, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def engine_for(root: Path | str | None = None) -> Engine:
+    """This process's Engine for ``root`` (default: runs.default_root()), made once.
+
+    Raises runs.RunsRootError when the runs root cannot be used.
+    """
+    key = Path(root if root is not None else runs.default_root()).resolve()
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = Engine(key)
+        return engine
+
+
+@atexit.register
+def _close_all() -> None:
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.close()
+        _ENGINES.clear()
