@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 
 import cnnlab
+from cnnlab.cli.native_logs import is_native_log, native_logs_hidden
 from cnnlab.data import datasets
 from cnnlab.model.config import PRESETS
 from cnnlab.runs import store as runs
@@ -130,3 +131,33 @@ def test_ctrl_c_during_train_exits_130_and_marks_the_run_interrupted(tmp_path: P
     assert status["status"] == "interrupted" and "Ctrl-C" in status["message"]
     assert len(runs.load_history(run.run_dir)) >= 1
     assert runs.best_model_path(run.run_dir).is_file()  # nothing already saved is lost
+
+
+def test_tensorflow_log_lines_show_only_with_verbose(tmp_path: Path) -> None:
+    quiet, verbose = (
+        cli("train", "--dataset", "mnist_sample", "--preset", "quick", "--limit", "200",
+            "--epochs", "1", "--runs-dir", str(tmp_path), *extra)
+        for extra in ((), ("--verbose",)))
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    native = [line for line in verbose.stderr.splitlines()
+              if is_native_log(line.encode())]
+    # TensorFlow logs its start-up from C++ (no CUDA driver here, CPU features, oneDNN).
+    assert native, verbose.stderr
+    assert not [line for line in quiet.stderr.splitlines() if is_native_log(line.encode())
+                or "cuda" in line.lower() or "oneDNN" in line], quiet.stderr
+    # Everything the lab itself says still comes through, in order.
+    assert quiet.stderr.startswith("run ") and "epoch 1/1" in quiet.stderr
+    assert "test accuracy" in quiet.stdout
+
+
+def test_the_log_filter_passes_on_all_but_native_lines(capfd: pytest.CaptureFixture) -> None:
+    with native_logs_hidden():
+        os.write(2, b"I0000 00:00:1796290941.850027   13738 cudart_stub.cc:31] Could not "
+                    b"find cuda drivers on your machine, GPU will not be used.\n")
+        os.write(2, b"a line from native code\n")
+        os.write(2, b"E0000 00:00:1796290946.214950   13738 cuda_platform.cc:52] failed call "
+                    b"to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)\n")
+        print("progress from Python", file=sys.stderr)
+    # The pipe's reader is a thread of its own: native lines may come after Python's.
+    assert sorted(capfd.readouterr().err.splitlines()) == [
+        "a line from native code", "progress from Python"]

@@ -189,6 +189,42 @@ def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path) -> Non
     assert out.returncode == 2 and "not a run directory" in out.stderr
 
 
+def test_cli_predict_model_file_agrees_with_its_run(trained_run: Path, tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    image.write_bytes(digit_png(dark_on_light=True))
+    by_run = json.loads(cli("predict", "--run", str(trained_run), "--image", str(image),
+                            "--json").stdout)
+    out = cli("predict", "--model", str(runs.best_model_path(trained_run)), "--image",
+              str(image), "--json")
+    assert out.returncode == 0, out.stderr
+    by_file = json.loads(out.stdout)
+    assert by_file["label"] == by_run["label"] and by_file["class_name"] == str(by_file["label"])
+    assert by_file["probabilities"] == pytest.approx(by_run["probabilities"], abs=1e-5)
+
+
+def test_cli_predict_model_refuses_hostile_oversized_and_missing_files(tmp_path: Path) -> None:
+    image = tmp_path / "one.png"
+    image.write_bytes(digit_png())
+    lam = tmp_path / "lam.keras"
+    lambda_model().save(lam)
+    wide = tmp_path / "wide.keras"
+    dense_model(rescale=True).save(wide)  # 26*26*4*10 + ... = 27,090 parameters
+    cases = [
+        ((lam, {}), "Lambda layer"),
+        ((wide, {"CNNLAB_MAX_PARAMS": "1000"}), "allows at most 1,000"),
+        ((tmp_path / "gone.keras", {}), "--model"),
+    ]
+    for (model, env), says in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "cnnlab", "predict", "--model", str(model), "--image",
+             str(image), "--json"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+        assert out.returncode == 2 and not out.stdout, (model, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
+        assert "Traceback" not in out.stderr
+
+
 # --------------------------------------------------------------------------- page
 
 

@@ -10,10 +10,13 @@ so ``--help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cnnlab.cli.native_logs import native_logs_hidden
 
 if TYPE_CHECKING:
     from cnnlab.data.datasets import Dataset
@@ -132,7 +135,6 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Train a preset or config file on a data set, synchronously; progress to stderr."""
-    import contextlib
     import dataclasses
     import os
     import time
@@ -292,19 +294,27 @@ def _print_progress(event: dict[str, Any]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
-    """Classify one image with a run's best model: label, class name, probabilities, ms."""
+    """Classify one image with a run's best model or a .keras file: label, class name,
+    probabilities, ms."""
     from pathlib import Path
 
     from cnnlab.use import inference
 
-    run_dir, image = Path(args.run), Path(args.image)
-    if not (run_dir / "status.json").is_file() and not (run_dir / "best.keras").is_file():
-        raise CliError(f"--run {run_dir} is not a run directory (no status.json or best.keras); "
-                       "give a folder under runs/ made by `python -m cnnlab train`.")
+    image = Path(args.image)
+    if args.run is not None:
+        run_dir = Path(args.run)
+        if not (run_dir / "status.json").is_file() and not (run_dir / "best.keras").is_file():
+            raise CliError(f"--run {run_dir} is not a run directory (no status.json or "
+                           "best.keras); give a folder under runs/ made by `cnnlab train`.")
+    elif not Path(args.model).is_file():
+        raise CliError(f"--model {args.model} does not exist; give the path of a .keras file "
+                       "saved with model.save('model.keras').")
     if not image.is_file():
         raise CliError(f"--image {image} does not exist; give the path of a PNG or JPEG file.")
     try:
-        return inference.predict_file(run_dir, image)
+        if args.run is not None:
+            return inference.predict_file(run_dir, image)
+        return inference.predict_model_file(args.model, image)
     except ValueError as exc:  # ModelRejected or an unreadable image
         raise CliError(str(exc)) from exc
 
@@ -396,8 +406,12 @@ def parser() -> argparse.ArgumentParser:
                    help="epochs of phase 2, after --epochs of phase 1 (head only)")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("predict", help="classify one image with a trained run")
-    s.add_argument("--run", required=True, help="a run directory")
+    s = sub.add_parser("predict", help="classify one image with a trained run or a .keras file")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a run directory")
+    src.add_argument("--model", metavar="FILE.keras",
+                     help="a Keras model file from anywhere, checked as an upload is (size, "
+                          "safe mode, a load in a child process); its classes are numbered")
     s.add_argument("--image", required=True)
     s.set_defaults(func=cmd_predict)
 
@@ -413,6 +427,8 @@ def parser() -> argparse.ArgumentParser:
     for action in sub.choices.values():
         action.formatter_class = _Help
         action.add_argument("--json", action="store_true", help="print one JSON object")
+        action.add_argument("--verbose", action="store_true",
+                            help="also show TensorFlow's own log lines (CUDA, oneDNN, XLA)")
     return p
 
 
@@ -420,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     args = parser().parse_args(argv)  # bad usage: argparse exits 2 itself
     try:
-        payload = args.func(args)
+        with contextlib.nullcontext() if args.verbose else native_logs_hidden():
+            payload = args.func(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

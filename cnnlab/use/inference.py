@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnlab.data import datasets
 from cnnlab.runs import store as runs
-from cnnlab.uploads import safe_load
+from cnnlab.uploads import model_check, safe_load
 from cnnlab.uploads.model_files import ModelRejected
 
 if TYPE_CHECKING:
@@ -223,24 +223,41 @@ def predictable_runs(root: Path | str | None = None) -> list[runs.RunInfo]:
 
 
 def predict_file(run_dir: Path | str, image_path: Path | str) -> dict[str, Any]:
-    """Classify one image file with a run's model (the CLI's ``predict``).
+    """Classify one image file with a run's best model (the CLI's ``predict --run``)."""
+    predictor = load_run_predictor(run_dir)
+    return predict_image(predictor, run_class_names(run_dir, predictor.n_classes), image_path)
+
+
+def predict_model_file(model_path: Path | str, image_path: Path | str) -> dict[str, Any]:
+    """Classify one image file with a ``.keras`` file from anywhere (``predict --model``).
+
+    The file is untrusted, so it is checked exactly as an upload on Draw & predict is
+    (declared size, a child-process load under a memory ceiling; ModelRejected otherwise).
+    It carries no class names: its classes are numbered.
+    """
+    predictor = Predictor(model_check.load_model_file(model_path))
+    names = tuple(str(i) for i in range(predictor.n_classes))
+    return predict_image(predictor, names, image_path)
+
+
+def predict_image(predictor: Predictor, class_names: Sequence[str], image_path: Path | str
+                  ) -> dict[str, Any]:
+    """Label, class name, probabilities and ms of one image file (ValueError if unreadable).
 
     ``ms`` is preprocessing plus inference for this image, after one warm-up call, so it
     shows the steady cost per image rather than model loading.
     """
     from cnnlab.data.preprocess import image_to_input, open_image
 
-    predictor = load_run_predictor(run_dir)
     image = open_image(Path(image_path).read_bytes(), Path(image_path).name)  # ValueError
     predictor.probabilities(np.zeros(predictor.input_shape, np.float32))  # warm-up
     t0 = time.perf_counter()
     probs = predictor.probabilities(image_to_input(image, predictor.input_shape))
     ms = (time.perf_counter() - t0) * 1000
-    names = run_class_names(run_dir, predictor.n_classes)
     label = int(np.argmax(probs))
     return {
         "label": label,
-        "class_name": names[label] if label < len(names) else str(label),
+        "class_name": class_names[label] if label < len(class_names) else str(label),
         "probabilities": [round(float(p), 6) for p in probs],
         "ms": round(ms, 2),
     }
