@@ -162,3 +162,35 @@ def test_keras_floor_carries_the_security_fixes() -> None:
         assert not floor.requirement.specifier.contains("3.13.2", prereleases=True), (
             f"{floor.describe()} allows Keras 3.13.2, which has the path traversal "
             "GHSA-hqp4-2352-xf5r")
+
+
+REQUIREMENTS = ROOT / "requirements.txt"
+
+
+def test_requirements_txt_installs_this_project_with_the_tested_pins() -> None:
+    """requirements.txt is the set-up a Streamlit user types first: it must install exactly
+    what `pip install -e . -c constraints.txt` does, so it names this project and the pins,
+    and any package it adds must be a pinned floor of pyproject.toml."""
+    lines = [_without_comment(raw)[0] for raw in REQUIREMENTS.read_text().splitlines()]
+    lines = [line for line in lines if line]
+    assert "-c constraints.txt" in lines, (
+        "requirements.txt must apply the tested pins: add the line '-c constraints.txt'")
+    assert "-e ." in lines or "." in lines, (
+        "requirements.txt must install this project (its dependencies live in "
+        "pyproject.toml): add the line '-e .'")
+    pins = read_pins()
+    for line in lines:
+        if line.startswith("-") or line == ".":
+            assert line in ("-c constraints.txt", "-e ."), (
+                f"requirements.txt has {line!r}; allowed are '-c constraints.txt' and '-e .'")
+            continue
+        name = canonicalize_name(Requirement(line).name)
+        assert name in BY_NAME, (f"requirements.txt adds {line!r}, which pyproject.toml does "
+                                 "not list: add it there (with its floor) instead")
+        assert name in pins and Requirement(line).specifier.contains(pins[name][1]), (
+            f"requirements.txt's {line!r} does not allow the tested pin in constraints.txt")
+
+
+def test_readme_sets_up_with_requirements_txt() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install -r requirements.txt && streamlit run app.py" in readme
