@@ -19,7 +19,7 @@ from conftest import with_fit
 from cnnlab.data import datasets
 from cnnlab.model import config, models
 from cnnlab.runs import store as runs
-from cnnlab.train import budgets, callbacks, health, training
+from cnnlab.train import budgets, callbacks, device, health, training
 from cnnlab.train.events import EventLog
 
 TINY = config.ModelConfig(
@@ -174,22 +174,71 @@ def test_stop_ends_within_one_batch_and_keeps_the_run(runs_root: Path, sample) -
     assert runs.load_metrics(run_dir) is not None
 
 
-def test_nan_loss_fails_with_a_clear_message(runs_root: Path, sample) -> None:
-    # The tiny model's loss only grows huge; this one (conv16-conv32-dense64, 3×3, no
-    # dropout) reliably overflows to NaN, in float32 and in bfloat16 (at 1e6 bfloat16's
-    # ReLUs died first and the loss stayed finite).
-    bad = config.ModelConfig(
-        blocks=(config.ConvBlock(filters=16), config.ConvBlock(filters=32)),
-        dense=(config.DenseLayer(64),), optimizer="sgd", learning_rate=1e20)
-    req = request(config=bad)
+# The arithmetic a run computes in: float32, or on a CPU with native bfloat16 oneDNN's bfloat16
+# rewrite of the graphs (models without batch norm) or Keras' mixed_bfloat16 (with it).
+ARITHMETIC = {
+    "float32": (False, False),
+    "bfloat16 graphs": (True, False),
+    "bfloat16 layers": (True, True),
+}
+
+
+def in_arithmetic(monkeypatch: pytest.MonkeyPatch, name: str) -> config.ModelConfig:
+    """Make this process's runs compute in ``name``, whatever this CPU would choose (bfloat16
+    is emulated where the CPU lacks it), and return a small model that takes that path."""
+    bfloat16, batch_norm = ARITHMETIC[name]
+    dev = dataclasses.replace(device.detect(), bfloat16=bfloat16)
+    monkeypatch.setattr(device, "detect", lambda: dev)
+    cfg = config.ModelConfig(
+        blocks=(config.ConvBlock(filters=16, batch_norm=batch_norm),
+                config.ConvBlock(filters=32)), dense=(config.DenseLayer(64),))
+    expected = {"float32": "", "bfloat16 graphs": training.GRAPHS,
+                "bfloat16 layers": training.LAYERS}[name]
+    assert training.bfloat16_mode(cfg, dev) == expected
+    return cfg
+
+
+@pytest.mark.parametrize("arithmetic", list(ARITHMETIC))
+def test_nan_loss_fails_with_a_clear_message(runs_root: Path, sample, arithmetic: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A NaN in the output layer's kernel makes every logit NaN in any arithmetic (NaN times
+    # anything is NaN; no ReLU comes after it). A huge learning rate does not: in bfloat16 on
+    # an AMX CPU the ReLUs died first and the loss stayed finite.
+    cfg = in_arithmetic(monkeypatch, arithmetic)
+    build = training.build_compiled
+
+    def with_a_nan(*args, **kwargs):
+        model = build(*args, **kwargs)
+        kernel = model.layers[-1].kernel
+        values = np.array(kernel.numpy())
+        values[0, 0] = np.nan
+        kernel.assign(values)
+        return model
+
+    monkeypatch.setattr(training, "build_compiled", with_a_nan)
+    req = request(config=cfg)
     run_dir = new_run(runs_root, req, sample)
     result = training.train_run(req, sample, run_dir)
-    assert result.status == "failed"
+    assert result.status == "failed", result.message
     status = runs.load_status(run_dir)
-    assert status["status"] == "failed"
-    assert "NaN" in status["message"] and "learning rate" in status["message"]
-    assert "1e+20" in status["message"] and "sgd" in status["message"]
-    assert result.metrics is None
+    assert status["status"] == "failed" and result.metrics is None
+    assert status["message"].startswith("Loss became NaN at epoch 1, batch 1"), status
+    assert "starting weights" in status["message"] and "learning rate" not in status["message"]
+
+
+def test_nan_from_a_huge_learning_rate_names_it(runs_root: Path, sample,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # How a learning rate of 1e20 ends depends on the arithmetic (bfloat16's ReLUs can die
+    # first, leaving the loss finite), so this runs in float32 on every CPU.
+    cfg = dataclasses.replace(in_arithmetic(monkeypatch, "float32"), optimizer="sgd",
+                              learning_rate=1e20)
+    req = request(config=cfg)
+    run_dir = new_run(runs_root, req, sample)
+    result = training.train_run(req, sample, run_dir)
+    assert result.status == "failed", result.message
+    message = runs.load_status(run_dir)["message"]
+    assert "NaN" in message and "learning rate" in message
+    assert "1e+20" in message and "sgd" in message
 
 
 def test_chance_warning_fires_on_shuffled_labels(runs_root: Path, sample) -> None:

@@ -544,9 +544,14 @@ def _train_run(
     if progress.nan_at is not None:
         ep, b = progress.nan_at
         cfg = request.config
-        msg = (f"Loss became NaN at epoch {ep}, batch {b}: training was stopped. The learning "
-               f"rate {cfg.learning_rate:g} is too high for {cfg.optimizer}; lower it 10× or "
-               "more (1e-3 is a safe start) or add batch norm.")
+        if (ep, b) == (1, 1):  # measured before the first update: not the learning rate
+            msg = ("Loss became NaN at epoch 1, batch 1, before training had changed any "
+                   "weight: the starting weights hold NaN or infinity. Start from fresh "
+                   "weights or another run's best model.")
+        else:
+            msg = (f"Loss became NaN at epoch {ep}, batch {b}: training was stopped. The "
+                   f"learning rate {cfg.learning_rate:g} is too high for {cfg.optimizer}; "
+                   "lower it 10× or more (1e-3 is a safe start) or add batch norm.")
         return TrainResult(RunStatus.FAILED, msg, history)
 
     reason = stop.reason
