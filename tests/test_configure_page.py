@@ -293,7 +293,7 @@ def test_page_with_a_backbone_does_not_import_tensorflow() -> None:
     code = (
         "import sys\n"
         "from streamlit.testing.v1 import AppTest\n"
-        "from cnnlab import backbones\n"
+        "from cnnlab.model import backbones\n"
         "backbones.online = lambda: False\n"
         f"at = AppTest.from_file({PAGE!r}, default_timeout=60).run()\n"
         f"at.selectbox(key='cfg0_backbone').set_value({BACKBONE!r}).run()\n"

@@ -9,7 +9,7 @@ only inside the functions that build (``build_backbone``, ``unfreeze_top``) and 
 
 Example:
 
-    >>> from cnnlab import backbones
+    >>> from cnnlab.model import backbones
     >>> backbones.BACKBONES["ResNet50"].params
     23587712
 """
