@@ -1,14 +1,15 @@
 """CNN Lab: a browser lab for convolutional networks (Streamlit entry point).
 
-Kept light on purpose: no TensorFlow import here, so the home page opens in about a second.
+`streamlit run app.py` imports this file to serve it (``app``: Streamlit with the sign-in
+routes beside it, pages/signin_routes.py), then runs it as every session's script
+(``__main__``). Kept light on purpose: no TensorFlow import here, so the home page opens in
+about a second.
 """
 
 import streamlit as st
 
 from pages.boundary import error_boundary
-from pages.signin import sign_in_page, sign_out_control, signed_in_user
-
-st.set_page_config(page_title="CNN Lab", page_icon=":material/psychology:", layout="wide")
+from pages.signin import address, sign_in_page, sign_out_control, signed_in_user
 
 
 def home() -> None:
@@ -41,20 +42,34 @@ def home() -> None:
     )
 
 
-pages = [
-    st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/explore.py", title="Explore", icon=":material/search:"),
-    st.Page("pages/configure.py", title="Configure", icon=":material/tune:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/predict.py", title="Draw & predict", icon=":material/draw:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/bar_chart:"),
-]
-user = signed_in_user()
-if user is None:  # class mode: the sign-in form and nothing else (no list of pages)
-    sign_in = st.Page(sign_in_page, title="Sign in", icon=":material/login:")
-    st.navigation([sign_in], position="hidden").run()
-    st.stop()
-sign_out_control(user)
-page = st.navigation(pages)
-with error_boundary(page.title):  # one boundary around whichever page runs
-    page.run()
+def main() -> None:
+    """The script of every session: page config, sign-in, the navigation, one page."""
+    st.set_page_config(page_title="CNN Lab", page_icon=":material/psychology:",
+                       layout="wide")
+    pages = [
+        st.Page(home, title="Home", icon=":material/home:", default=True),
+        st.Page("pages/explore.py", title="Explore", icon=":material/search:"),
+        st.Page("pages/configure.py", title="Configure", icon=":material/tune:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/predict.py", title="Draw & predict", icon=":material/draw:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/bar_chart:"),
+    ]
+    user = signed_in_user()
+    if user is None:  # class mode: the sign-in form in place of the page (no list of pages)
+        # Every page is known, so a link such as /runs?run=… finds its page (no "Page not
+        # found") and opens it, with its choice, once signed in.
+        page = st.navigation(pages, position="hidden")
+        sign_in_page(address(page.url_path))
+        st.stop()
+    sign_out_control(user)
+    page = st.navigation(pages)
+    with error_boundary(page.title):  # one boundary around whichever page runs
+        page.run()
+
+
+if __name__ == "__main__":
+    main()
+else:  # imported by `streamlit run app.py`: the server, with the sign-in routes beside it
+    from pages.signin_routes import ROUTES
+
+    app = st.App(__file__, routes=ROUTES)

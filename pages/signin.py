@@ -8,12 +8,17 @@ numpy/Keras imports so the home page stays fast.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import streamlit as st
 
-from cnnlab.people import access, accounts
+from cnnlab.people import access, sessions
 from cnnlab.people.accounts import LOCAL_USER, User
 from cnnlab.text import markdown
+from pages import signin_routes
 from pages.state import USER_KEY
+
+ENDED_KEY = "signin_ended"  # the cookie of this session was refused: say why once
 
 
 def _route_through_app() -> None:
@@ -21,7 +26,9 @@ def _route_through_app() -> None:
     # and only app.py's st.navigation switches it off. When the first request after a
     # server start is a page URL (/train), Streamlit runs the page file alone: no app.py,
     # so no navigation and no wide layout, for every user until someone opens "/". Every
-    # page and app.py import this module, so switch the mode off here and rerun through app.py.
+    # page and app.py ask signed_in_user() first, so switch the mode off there and rerun
+    # through app.py. (Not at import: `streamlit run app.py` imports this module in the
+    # server, outside any session, where a rerun does nothing.)
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
@@ -29,18 +36,14 @@ def _route_through_app() -> None:
         st.rerun()
 
 
-_route_through_app()  # before any sign-in form, so no page list shows before sign-in
-
-
-@st.cache_resource
-def _throttle() -> accounts.Throttle:
-    # One per server process: failed sign-ins from every session count together.
-    return accounts.Throttle()
-
-
 def signed_in_user() -> User | None:
     """The person acting in this session (personal mode: the local user), None when class
-    mode is on and nobody has signed in yet. Draws nothing unless the settings are broken."""
+    mode is on and nobody has signed in yet. Draws nothing unless the settings are broken.
+
+    With local accounts the session cookie is checked on every script run, so a session
+    that expired or was revoked ends at the next click, not only at the next reload.
+    """
+    _route_through_app()  # before any sign-in form, so no page list shows before sign-in
     try:
         settings = access.load_settings()
     except ValueError as exc:  # a bad [class] setting: only the operator can fix it
@@ -58,17 +61,34 @@ def signed_in_user() -> User | None:
             st.error(markdown(exc))
             st.button("Sign out", on_click=st.logout, key="signout_refused")
             st.stop()
-    user = st.session_state.get(USER_KEY)
+    token = st.context.cookies.get(sessions.COOKIE)
+    if isinstance(token, str):  # (AppTest has no browser, and so no cookies)
+        user = access.session_user(settings, token)
+        if user is None:  # forged, truncated, expired or revoked: sign in again
+            st.session_state.pop(USER_KEY, None)
+            st.session_state[ENDED_KEY] = True
+        else:
+            st.session_state[USER_KEY] = user
+        return user
+    user = st.session_state.get(USER_KEY)  # set by tests (AppTest sends no cookies)
     return user if isinstance(user, User) else None
 
 
-def sign_in_page() -> None:
-    """The sign-in form (local accounts) or button (OpenID Connect)."""
+def address(url_path: str = "") -> str:
+    """This page's address with its choices (query parameters): where to return after
+    signing in."""
+    query = urlencode([(k, v) for k in st.query_params for v in st.query_params.get_all(k)])
+    return f"/{url_path}" + (f"?{query}" if query else "")
+
+
+def sign_in_page(next_url: str | None = None) -> None:
+    """The sign-in form (local accounts) or button (OpenID Connect), in place of the page
+    at ``next_url`` (default: this page's address), which opens once signed in."""
     settings = access.load_settings()
     if settings.sign_in == "openid":
         _openid_sign_in()
     else:
-        _account_sign_in(settings)
+        _account_sign_in(next_url or address())
 
 
 def current_user() -> User:
@@ -87,26 +107,16 @@ def _openid_sign_in() -> None:
               key="signin_openid")
 
 
-def _account_sign_in(settings: access.Settings) -> None:
+def _account_sign_in(next_url: str) -> None:
     st.title(":material/psychology: CNN Lab")
+    if st.session_state.pop(ENDED_KEY, False):
+        st.warning("Your sign-in has ended (signed out, expired or not valid here): sign in "
+                   "again.")
     st.write("This lab is shared by a class: sign in with the name and password your "
              "teacher gave you.")
-    with st.form("signin", border=True, width=420):
-        name = st.text_input("Name", key="signin_name", autocomplete="username")
-        password = st.text_input("Password", type="password", key="signin_password",
-                                 autocomplete="current-password")
-        submitted = st.form_submit_button("Sign in", type="primary")
-    if not submitted:
-        return
-    address = st.context.ip_address or "unknown"
-    try:
-        user = accounts.sign_in(accounts.Accounts(settings.accounts_file), _throttle(), name,
-                                password, address)
-    except (accounts.SignInRefused, accounts.AccountError) as exc:
-        st.error(access.for_viewer(str(exc), User("", "student")))
-        return
-    st.session_state[USER_KEY] = user
-    st.rerun()
+    # A plain HTML form: the sign-in route sets the HttpOnly session cookie, which a
+    # websocket message cannot, and then opens next_url again.
+    st.html(signin_routes.form_html(next_url))
 
 
 def md(value: object) -> str:
@@ -124,11 +134,5 @@ def sign_out_control(user: User) -> None:
         st.caption(f"Signed in as **{markdown(user.name)}** ({role})")
         if settings.sign_in == "openid":
             st.button("Sign out", icon=":material/logout:", key="signout", on_click=st.logout)
-        else:
-            st.button("Sign out", icon=":material/logout:", key="signout", on_click=_sign_out)
-
-
-def _sign_out() -> None:
-    # A callback runs before the next script run, so that run already sees nobody.
-    for key in list(st.session_state):
-        del st.session_state[key]  # nothing of this person stays in the session
+        else:  # the sign-out route revokes the session and clears the cookie
+            st.html(signin_routes.sign_out_html())

@@ -133,7 +133,8 @@ def served_app(port: int, cwd: Path, env: dict[str, str], log_path: Path) -> Ite
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
-             str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+             str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"

@@ -1,10 +1,11 @@
 """Who may do what: the server's sign-in mode, run ownership and the checks every action makes.
 
 Everyone signed in may *read* runs (curves, settings, scores); only a run's owner or a
-teacher may stop, delete, rename, resume or fine-tune from it. Images of a user's own
-upload (samples, mistakes) are shown only to that user and teachers. The checks live here
-and in the cnnlab operations that call them, so a page that forgets to hide a button still
-cannot act on someone else's run.
+teacher may stop, cancel, delete, rename, resume or fine-tune from it, and only a teacher
+may move a queued run to the front. Images of a user's own upload (samples, mistakes) are
+shown only to that user and teachers. The checks live here and in the cnnlab operations
+that call them, so a page that forgets to hide a button still cannot act on someone else's
+run.
 
 The operator turns class mode on in ``.streamlit/secrets.toml``::
 
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.people.accounts import LOCAL_USER, User
+from cnnlab.people import sessions
+from cnnlab.people.accounts import LOCAL_USER, AccountError, Accounts, User
 from cnnlab.settings import SECRETS_FILE, secrets_table
 
 DEFAULT_ACCOUNTS_FILE = Path(".streamlit") / "accounts.json"
@@ -44,6 +46,7 @@ class Settings:
     sign_in: str = "personal"
     accounts_file: Path = DEFAULT_ACCOUNTS_FILE
     teachers: tuple[str, ...] = ()
+    session_hours: float = sessions.DEFAULT_HOURS  # how long a local-account sign-in lasts
 
     @property
     def class_mode(self) -> bool:
@@ -64,7 +67,30 @@ def load_settings(secrets_file: Path | str = SECRETS_FILE) -> Settings:
     accounts_file = Path(os.environ.get("CNNLAB_ACCOUNTS_FILE")
                          or table.get("accounts_file", DEFAULT_ACCOUNTS_FILE))
     teachers = tuple(str(t).strip().lower() for t in table.get("teachers", ()))
-    return Settings(mode, accounts_file, teachers)
+    hours = os.environ.get("CNNLAB_SESSION_HOURS") or table.get("session_hours",
+                                                                  sessions.DEFAULT_HOURS)
+    try:
+        session_hours = float(hours)
+    except (TypeError, ValueError):
+        session_hours = -1.0
+    if not 0 < session_hours <= 24 * 366:
+        raise ValueError(f"session_hours {hours!r} is not a number of hours from 0 to a year; "
+                         "set e.g. session_hours = 8 ([class] in .streamlit/secrets.toml or "
+                         "CNNLAB_SESSION_HOURS).")
+    return Settings(mode, accounts_file, teachers, session_hours)
+
+
+def session_user(settings: Settings, token: str | None) -> User | None:
+    """Who a session cookie's token signs in (local accounts), or None when it is missing,
+    unknown, expired or revoked, or its account is gone."""
+    name = sessions.Sessions(sessions.store_path(settings.accounts_file)).user_for(token)
+    if name is None:
+        return None
+    try:
+        return next((u for u in Accounts(settings.accounts_file).users() if u.name == name),
+                    None)
+    except AccountError:  # an unreadable accounts file signs nobody in
+        return None
 
 
 def openid_user(email: str | None, settings: Settings, verified: bool | None = None) -> User:
@@ -106,6 +132,22 @@ def check_manage(user: User, owner: str, action: str, run_id: str) -> None:
             f"You cannot {action} run {run_id}: it is not yours. Only the person who "
             "started it or a teacher may; fine-tune needs your own copy, so train one "
             "with the same settings instead."
+        )
+
+
+def can_reorder(user: User) -> bool:
+    """Whether ``user`` may change the queue's order (move a run to the front): teachers
+    only, since the round-robin order between people is what keeps the queue fair."""
+    return user.is_teacher
+
+
+def check_reorder(user: User, run_id: str) -> None:
+    """AccessDenied unless ``user`` may move queued run ``run_id`` to the front."""
+    if not can_reorder(user):
+        raise AccessDenied(
+            f"You cannot move run {run_id} to the front of the queue: only a teacher may "
+            "change its order. Queued runs start in turn between people, so each keeps its "
+            "fair place; ask your teacher if a run is urgent."
         )
 
 
