@@ -9,7 +9,13 @@ about a second.
 import streamlit as st
 
 from pages.boundary import error_boundary
-from pages.signin import address, sign_in_page, sign_out_control, signed_in_user
+from pages.signin import (
+    address,
+    open_remembered_address,
+    sign_in_page,
+    sign_out_control,
+    signed_in_user,
+)
 
 
 def home() -> None:
@@ -63,6 +69,7 @@ def main() -> None:
         st.stop()
     sign_out_control(user)
     page = st.navigation(pages)
+    open_remembered_address(page, pages)
     with error_boundary(page.title):  # one boundary around whichever page runs
         page.run()
 

@@ -8,9 +8,10 @@ numpy/Keras imports so the home page stays fast.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from cnnlab.people import access, sessions
 from cnnlab.people.accounts import LOCAL_USER, User
@@ -86,7 +87,7 @@ def sign_in_page(next_url: str | None = None) -> None:
     at ``next_url`` (default: this page's address), which opens once signed in."""
     settings = access.load_settings()
     if settings.sign_in == "openid":
-        _openid_sign_in()
+        _openid_sign_in(next_url or address())
     else:
         _account_sign_in(next_url or address())
 
@@ -100,11 +101,32 @@ def current_user() -> User:
     return user
 
 
-def _openid_sign_in() -> None:
+def _openid_sign_in(next_url: str) -> None:
     st.title(":material/psychology: CNN Lab")
     st.write("This lab is shared by a class: sign in with your school account to start.")
-    st.button("Sign in", type="primary", icon=":material/login:", on_click=st.login,
-              key="signin_openid")
+    # Through the lab's own route, which remembers next_url: st.login's callback lands on "/".
+    st.html(signin_routes.openid_button_html(next_url))
+
+
+@st.cache_resource
+def _opened_addresses() -> set[str]:
+    # One per web process: the remembered addresses already opened, so a later visit to
+    # "/" within the cookie's ten minutes stays on "/".
+    return set()
+
+
+def open_remembered_address(page: StreamlitPage, pages: list[StreamlitPage]) -> None:
+    """Right after an OpenID sign-in (which lands on "/"), open the address it was started
+    from, once. Other sign-ins return to their address themselves."""
+    remembered = signin_routes.remembered_address(
+        st.context.cookies.get(signin_routes.NEXT_COOKIE))
+    if page.url_path != "" or remembered is None or remembered[0] in _opened_addresses():
+        return
+    _opened_addresses().add(remembered[0])
+    path, _, query = remembered[1].partition("?")
+    target = next((p for p in pages if p.url_path == path.strip("/")), None)
+    if target is not None and (target.url_path or query):
+        st.switch_page(target, query_params=parse_qsl(query))
 
 
 def _account_sign_in(next_url: str) -> None:

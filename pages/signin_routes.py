@@ -10,7 +10,8 @@ https) and send the browser back to that address, so a link survives signing in.
 from __future__ import annotations
 
 import html
-from urllib.parse import urlsplit
+import secrets
+from urllib.parse import urlencode, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +22,11 @@ from cnnlab.people import access, accounts, sessions
 
 SIGN_IN_PATH = "/signin"
 SIGN_OUT_PATH = "/signout"
+OPENID_PATH = "/signin/openid"
+# The address an OpenID sign-in was started from: st.login's callback always lands on "/",
+# so the app opens this once afterwards (a random id, so a later visit to "/" does not).
+NEXT_COOKIE = "cnnlab_next"
+NEXT_SECONDS = 600  # long enough to sign in at the school's provider
 THROTTLE = accounts.Throttle()  # one per web process: failed sign-ins count together
 
 
@@ -56,6 +62,21 @@ def sign_out_html() -> str:
     return (f'<form method="post" action="{SIGN_OUT_PATH}"><button type="submit" '
             'style="padding:.35em 1em;border:1px solid #bbb;border-radius:.4em;'
             'background:transparent;color:inherit;cursor:pointer">Sign out</button></form>')
+
+
+def openid_button_html(next_url: str) -> str:
+    """The OpenID Connect Sign in button: through the route that remembers ``next_url``."""
+    return (f'<a role="button" href="{OPENID_PATH}?{urlencode({"next": next_url})}" '
+            'target="_self" style="display:inline-block;padding:.5em 1.4em;border-radius:.4em;'
+            'background:#ff4b4b;color:#fff;text-decoration:none">Sign in</a>')
+
+
+def remembered_address(cookie: object) -> tuple[str, str] | None:
+    """(id, address) from the NEXT_COOKIE value, or None when it is missing or malformed."""
+    if not isinstance(cookie, str) or "|" not in cookie:
+        return None
+    nonce, next_url = cookie.split("|", 1)
+    return nonce, safe_next(next_url)
 
 
 def _page(body: str, status: int) -> HTMLResponse:
@@ -117,5 +138,20 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
+async def openid_sign_in(request: Request) -> Response:
+    """Remember the address to return to, then start Streamlit's own OpenID sign-in."""
+    # Streamlit's st.login sends the browser to this same URL (its provider token is signed
+    # with the [auth] cookie_secret); its callback then always lands on "/".
+    from streamlit.user_info import generate_login_redirect_url
+
+    next_url = safe_next(request.query_params.get("next"))
+    response = RedirectResponse(generate_login_redirect_url("default"), status_code=302)
+    response.set_cookie(NEXT_COOKIE, f"{secrets.token_urlsafe(9)}|{next_url}",
+                        max_age=NEXT_SECONDS, path="/", httponly=True, samesite="lax",
+                        secure=_https(request))
+    return response
+
+
 ROUTES = [Route(SIGN_IN_PATH, sign_in, methods=["POST"]),
-          Route(SIGN_OUT_PATH, sign_out, methods=["POST"])]
+          Route(SIGN_OUT_PATH, sign_out, methods=["POST"]),
+          Route(OPENID_PATH, openid_sign_in, methods=["GET"])]

@@ -426,3 +426,23 @@ def test_a_forged_id_token_signs_no_one_in(forgery: str, openid_server: Server,
     assert "_streamlit_user" not in {c["name"] for c in page.context.cookies(openid_server.url)}
     # Streamlit logs why (joserfc's InvalidClaimError, BadSignatureError, …) with this line.
     assert refusals_logged(openid_server.log) == refusals + 1
+
+
+def test_a_link_survives_an_openid_sign_in(openid_server: Server, provider: Provider,
+                                           people: Callable[[str], Page]) -> None:
+    # st.login's callback always lands on "/": the lab remembers the link and opens it once.
+    link = f"{openid_server.url}/configure?dataset=mnist_sample&preset=quick"
+    ben = people("ben")
+    provider.email = STUDENT
+    ben.goto(link)
+    ben.get_by_role("button", name="Sign in").click()
+    ben.wait_for_url(link, timeout=60_000)
+    assert signed_in_as(ben) == f"Signed in as {STUDENT} (student)"
+    ben.get_by_role("heading", name="Configure").wait_for()
+    assert ben.get_by_text("Page not found").count() == 0
+    # The link was opened once: home, opened afresh within the ten minutes, stays home.
+    ben.goto(openid_server.url)
+    assert signed_in_as(ben) == f"Signed in as {STUDENT} (student)"
+    ben.get_by_text("Learn, tweak and demo").wait_for()
+    assert ben.url.rstrip("/") == openid_server.url
+    assert provider.errors == [], provider.errors
