@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cnnlab.data.datasets import Dataset
     from cnnlab.model.config import ModelConfig
     from cnnlab.model.fit_settings import FitSettings
+    from cnnlab.people.accounts import Accounts
 
 # Exit statuses (DESIGN: CLI exit codes).
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -320,16 +321,29 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_users(args: argparse.Namespace) -> dict[str, Any]:
-    """Local accounts for class mode: add (password from stdin or a prompt), list, remove."""
+    """Local accounts for class mode: add (password from stdin or a prompt), list, remove,
+    import a roster, reset a password, and list or end sessions."""
     import getpass
 
     from cnnlab.people import access, accounts
 
+    if args.passwords_out and args.action != "import":
+        raise CliError("--passwords-out goes with users import ROSTER.csv only.")
+    if (args.revoke or args.user) and args.action != "sessions":
+        raise CliError("--revoke and --user go with users sessions only.")
+    example = {"add": "a NAME, e.g. python -m cnnlab users add kim",
+               "remove": "a NAME; see python -m cnnlab users list",
+               "reset": "a NAME; see python -m cnnlab users list",
+               "import": "the roster CSV file, e.g. python -m cnnlab users import roster.csv"}
+    if args.action in example and not args.name:
+        raise CliError(f"users {args.action} needs {example[args.action]}")
+    if args.action == "sessions" and args.name:
+        raise CliError(f"users sessions takes no name ({args.name!r} was given): end a "
+                       "person's sessions with --user NAME, or one session with --revoke ID.")
     store = accounts.Accounts(args.accounts_file or access.load_settings().accounts_file)
+    where = {"accounts_file": str(store.path)}
     try:
         if args.action == "add":
-            if not args.name:
-                raise CliError("users add needs a NAME, e.g. python -m cnnlab users add kim")
             if sys.stdin.isatty():
                 password = getpass.getpass(f"Password for {args.name}: ")
                 if getpass.getpass("Again: ") != password:
@@ -337,16 +351,88 @@ def cmd_users(args: argparse.Namespace) -> dict[str, Any]:
             else:  # scripts: one password per line on standard input
                 password = sys.stdin.readline().rstrip("\r\n")
             user = store.add(args.name, password, teacher=args.teacher)
-            return {"added": user.name, "role": user.role, "accounts_file": str(store.path)}
+            return {"added": user.name, "role": user.role, **where}
         if args.action == "remove":
-            if not args.name:
-                raise CliError("users remove needs a NAME; see python -m cnnlab users list")
             store.remove(args.name)
-            return {"removed": accounts.check_name(args.name), "accounts_file": str(store.path)}
-        return {"users": [{"name": u.name, "role": u.role} for u in store.users()],
-                "accounts_file": str(store.path)}
+            return {"removed": accounts.check_name(args.name), **where}
+        if args.action == "reset":
+            password = store.reset_password(args.name)
+            return {"reset": accounts.check_name(args.name), "password": password, **where}
+        if args.action == "import":
+            return {**_import_roster(store, Path(args.name), args.passwords_out), **where}
+        if args.action == "sessions":
+            return _sessions(store.path, args.revoke, args.user)
+        return {"users": [{"name": u.name, "role": u.role} for u in store.users()], **where}
     except accounts.AccountError as exc:
         raise CliError(str(exc)) from exc
+
+
+def _import_roster(store: Accounts, roster_file: Path, passwords_out: str | None) -> dict[str, Any]:
+    """``users import``: every account of the roster or none; the passwords in the result,
+    or in ``passwords_out`` (made owner-only, never overwritten) when given."""
+    import csv
+    import os
+
+    from cnnlab.people import roster
+
+    try:
+        text = roster_file.read_text(encoding="utf-8-sig")  # -sig: Excel's "CSV UTF-8" BOM
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{roster_file} is not UTF-8 text; save it as CSV UTF-8 and import "
+                       "it again.") from exc
+    except OSError as exc:
+        raise CliError(f"cannot read the roster {roster_file}: {exc.strerror or exc}; give "
+                       "the path of a CSV file with one name (and optional role) a line.") from exc
+    if not passwords_out:
+        created = roster.import_roster(store, text)
+        return {"imported": [c._asdict() for c in created]}
+    roster.check_roster(text, store)  # a bad roster leaves no passwords file behind
+    out = Path(passwords_out)
+    try:  # O_EXCL: an earlier class's passwords are never overwritten
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise CliError(f"--passwords-out {out} exists already; it is never overwritten (it "
+                       "may hold passwords handed out before): give a new file name.") from exc
+    except OSError as exc:
+        raise CliError(f"cannot create --passwords-out {out}: {exc.strerror or exc}.") from exc
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask, only the operator reads it
+        created = roster.import_roster(store, text)
+    except BaseException:
+        os.close(fd)
+        out.unlink(missing_ok=True)
+        raise
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(roster.Created._fields)
+        writer.writerows(created)
+    return {"imported": [{"name": c.name, "role": c.role} for c in created],
+            "passwords_file": str(out)}
+
+
+def _sessions(accounts_file: Path, revoke: str | None, user: str | None) -> dict[str, Any]:
+    """``users sessions``: the live sign-ins, or end one (``--revoke ID``) or a person's
+    (``--user NAME``)."""
+    from datetime import datetime
+
+    from cnnlab.people import accounts, sessions
+
+    store = sessions.Sessions(sessions.store_path(accounts_file))
+    where = {"sessions_file": str(store.path)}
+    if revoke:
+        if not store.revoke_id(revoke):
+            raise CliError(f"there is no live session {revoke!r}; see python -m cnnlab users "
+                           "sessions for the ids.")
+        return {"revoked": 1, "session": revoke.strip().lower(), **where}
+    if user:
+        name = accounts.check_name(user)
+        return {"revoked": store.revoke_user(name), "user": name, **where}
+
+    def when(epoch: float) -> str:
+        return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+    return {"sessions": [{"id": s.id, "user": s.user, "created": when(s.created),
+                          "expires": when(s.expires)} for s in store.live()], **where}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -416,9 +502,19 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("users", help="local accounts for class mode (see README)")
-    s.add_argument("action", choices=("add", "list", "remove"))
-    s.add_argument("name", nargs="?", help="the account name (add, remove)")
+    s.add_argument("action", choices=("add", "list", "remove", "import", "reset", "sessions"))
+    s.add_argument("name", nargs="?", metavar="NAME_OR_CSV",
+                   help="the account name (add, remove, reset), or the roster (import): a CSV "
+                        "file, one name and optional role (student, teacher) a line")
     s.add_argument("--teacher", action="store_true", help="add: give the teacher role")
+    s.add_argument("--passwords-out", metavar="FILE", default=None,
+                   help="import: write name,role,password to this new file (owner-only, never "
+                        "overwritten) instead of printing the passwords")
+    ended = s.add_mutually_exclusive_group()
+    ended.add_argument("--revoke", metavar="ID", default=None,
+                       help="sessions: end the session with this id")
+    ended.add_argument("--user", metavar="NAME", default=None,
+                       help="sessions: end every session of this person")
     s.add_argument("--accounts-file", default=None,
                    help="default: [class] accounts_file in .streamlit/secrets.toml, else "
                         ".streamlit/accounts.json")

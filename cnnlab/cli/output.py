@@ -35,6 +35,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def count(n: int, noun: str) -> str:
+    """'1 account', '30 accounts'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def mib(n_bytes: float) -> str:
     """Bytes as MiB with one decimal (KiB below one MiB)."""
     if n_bytes < 1024**2:
@@ -96,16 +101,59 @@ def predict_text(payload: dict[str, Any]) -> str:
 
 
 def users_text(payload: dict[str, Any]) -> str:
-    """What ``users add/remove`` did, or the accounts as a table."""
+    """What ``users add/remove/import/reset`` did, the accounts as a table, or the sessions."""
+    if "sessions" in payload or "revoked" in payload:
+        return sessions_text(payload)
     where = payload["accounts_file"]
     if "added" in payload:
         return f"added {payload['added']} ({payload['role']}) to {where}"
     if "removed" in payload:
-        return f"removed {payload['removed']} from {where}"
+        return f"removed {payload['removed']} from {where}; their sessions have ended"
+    if "reset" in payload:
+        return (f"new password for {payload['reset']}: {payload['password']}\n\n"
+                "Shown only this once (only its hash is kept): give it to them now. Their "
+                "sessions have ended; they sign in again with it.")
+    if "imported" in payload:
+        return imported_text(payload)
     users = payload["users"]
     if not users:
         return f"no accounts in {where}"
     return table(("NAME", "ROLE"), [(u["name"], u["role"]) for u in users]) + f"\n\n{where}"
+
+
+def imported_text(payload: dict[str, Any]) -> str:
+    """A roster's new accounts: with their passwords (shown once), or where those went."""
+    made = payload["imported"]
+    teachers = sum(1 for u in made if u["role"] == "teacher")
+    done = (f"{count(len(made), 'account')} created in {payload['accounts_file']} "
+            f"({count(len(made) - teachers, 'student')}, {count(teachers, 'teacher')}).")
+    if "passwords_file" in payload:
+        return (f"{done}\nTheir passwords are in {payload['passwords_file']}, readable only by "
+                "you: hand them out, then delete the file.")
+    rows = [(u["name"], u["role"], u["password"]) for u in made]
+    return "\n".join([
+        table(("NAME", "ROLE", "PASSWORD"), rows), "", done,
+        "These passwords are shown only this once (only their hashes are kept): hand them out "
+        "now. A lost one: python -m cnnlab users reset NAME."])
+
+
+def sessions_text(payload: dict[str, Any]) -> str:
+    """The live sign-ins as a table, or which were ended."""
+    if "session" in payload:
+        return f"ended session {payload['session']}"
+    if "user" in payload:
+        return f"ended {count(payload['revoked'], 'session')} of {payload['user']}"
+    found = payload["sessions"]
+    if not found:
+        return f"nobody is signed in ({payload['sessions_file']})"
+    rows = [(s["id"], s["user"], _minute(s["created"]), _minute(s["expires"])) for s in found]
+    return (table(("ID", "USER", "SINCE", "UNTIL"), rows)
+            + "\n\nEnd one with --revoke ID, or a person's with --user NAME.")
+
+
+def _minute(iso: str) -> str:
+    """'2025-05-01T09:30:12+02:00' → '2025-05-01 09:30' (local time, as the server keeps)."""
+    return iso[:16].replace("T", " ")
 
 
 def _plain(payload: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ Two modes (cnnlab.people.access.load_settings says which):
 - **personal** — a laptop: no sign-in; everyone is LOCAL_USER, who owns every run.
 - **class** — one server for a room: each person signs in, through the school's OpenID
   Connect provider (Streamlit's st.login) or with a local account made by the teacher
-  (``python -m cnnlab users add NAME [--teacher]``).
+  (``python -m cnnlab users add NAME [--teacher]``, or a whole class at once with
+  ``python -m cnnlab users import roster.csv``, see cnnlab.people.roster).
 
 Local accounts live in one JSON file that holds only argon2id hashes (argon2-cffi, the
 maintained binding of the Password Hashing Competition winner), never a password. Failed
@@ -13,6 +14,10 @@ sign-ins are slowed: after n failures in a row for an account *or* an address, t
 attempt waits 2**(n-1) seconds (1, 2, 4, … capped at MAX_DELAY_S), which keeps a typo cheap
 and guessing useless. A classroom often shares one address (NAT), so an address gets
 ADDRESS_FREE_FAILURES free failures first; failures are forgotten after FORGET_AFTER_S.
+
+Removing an account or resetting its password ends every session of that person
+(cnnlab.people.sessions, beside the accounts file), so an old password or a departed
+student's open browser stops working at the next click.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import json
 import math
 import os
 import re
+import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cnnlab.people import sessions
 
 ROLES = ("student", "teacher")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
@@ -34,6 +42,9 @@ MIN_PASSWORD = 8
 MAX_DELAY_S = 300.0
 ADDRESS_FREE_FAILURES = 10
 FORGET_AFTER_S = 900.0
+# Generated passwords: no look-alikes (0/o, 1/l/i), so a student can copy one off paper.
+PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+PASSWORD_GROUPS, PASSWORD_GROUP_CHARS = 3, 4  # "k7mq-x3rp-9tdw": 12 random chars, ~59 bits
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,14 @@ def check_name(name: str) -> str:
             "'.', '_', '-' or '@', starting with a letter or digit (e.g. 'kim.minji')."
         )
     return clean
+
+
+def generate_password() -> str:
+    """A new random password to hand out, e.g. ``k7mq-x3rp-9tdw`` (``secrets``, ~59 bits:
+    with argon2 and slowed sign-in, far beyond guessing; typed easily from a slip of paper)."""
+    groups = ("".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_GROUP_CHARS))
+              for _ in range(PASSWORD_GROUPS))
+    return "-".join(groups)
 
 
 class Accounts:
@@ -127,24 +146,86 @@ class Accounts:
             users = self._read()
             if name in users:
                 raise AccountError(
-                    f"There is already an account {name!r}: remove it first "
-                    f"(python -m cnnlab users remove {name}) to give it a new password."
+                    f"There is already an account {name!r}: to give it a new password, reset "
+                    f"it (python -m cnnlab users reset {name})."
                 )
             role = "teacher" if teacher else "student"
             users[name] = {"role": role, "hash": _hasher().hash(password)}
             self._write(users)
         return User(name, role)
 
+    def add_many(self, new: Sequence[tuple[str, str, str]]) -> list[User]:
+        """Create every ``(name, role, password)`` account in one write, or none of them.
+
+        AccountError naming each problem (a bad name, role or password, a name twice, a name
+        that has an account) and nothing written; cnnlab.people.roster checks a roster file
+        line by line first, so this is the last guard (e.g. an account added meanwhile).
+        """
+        problems, clean = [], []
+        for name, role, password in new:
+            try:
+                name = check_name(name)
+            except AccountError as exc:
+                problems.append(str(exc))
+                continue
+            if role not in ROLES:
+                problems.append(f"{name}: the role {role!r} is not one of {', '.join(ROLES)}.")
+            if len(password) < MIN_PASSWORD:
+                problems.append(f"{name}: the password has {len(password)} characters; use at "
+                                f"least {MIN_PASSWORD}.")
+            clean.append((name, role, password))
+        names = [n for n, _, _ in clean]
+        problems += [f"{n}: the name is given more than once." for n in sorted(set(names))
+                     if names.count(n) > 1]
+        if problems:
+            raise AccountError("No account was created: " + " ".join(problems))
+        hashes = [_hasher().hash(p) for _, _, p in clean]  # slow (~0.1 s each): before the lock
+        with self._lock:
+            users = self._read()
+            taken = sorted(set(names) & set(users))
+            if taken:
+                raise AccountError(
+                    f"No account was created: there are already accounts {', '.join(taken)}; "
+                    "leave them out, or reset their passwords (python -m cnnlab users reset "
+                    "NAME).")
+            for (name, role, _), hashed in zip(clean, hashes, strict=True):
+                users[name] = {"role": role, "hash": hashed}
+            self._write(users)
+        return [User(n, r) for n, r, _ in clean]
+
+    def reset_password(self, name: str) -> str:
+        """Give ``name`` a new generated password and end all their sessions; returns the
+        password (to show once: only its hash is kept). AccountError for an unknown name."""
+        name = check_name(name)
+        password = generate_password()
+        hashed = _hasher().hash(password)
+        with self._lock:
+            users = self._read()
+            if name not in users:
+                raise AccountError(self._unknown(name))
+            users[name] = {**users[name], "hash": hashed}
+            self._write(users)
+        self._end_sessions(name)
+        return password
+
     def remove(self, name: str) -> None:
-        """Delete an account (its runs stay, owned by the name)."""
+        """Delete an account and end its sessions (its runs stay, owned by the name)."""
         name = check_name(name)
         with self._lock:
             users = self._read()
             if name not in users:
-                raise AccountError(f"There is no account {name!r}; see python -m cnnlab users "
-                                   "list.")
+                raise AccountError(self._unknown(name))
             del users[name]
             self._write(users)
+        self._end_sessions(name)
+
+    def _unknown(self, name: str) -> str:
+        return f"There is no account {name!r}; see python -m cnnlab users list."
+
+    def _end_sessions(self, name: str) -> int:
+        # Called once the accounts file is written: sessions begun with the old password (or
+        # by the removed account) end; sign-ins from now on already see the new file.
+        return sessions.Sessions(sessions.store_path(self.path)).revoke_user(name)
 
     def users(self) -> list[User]:
         """Every account, by name."""
