@@ -19,6 +19,7 @@ from cnnlab.text import markdown
 from pages import signin_routes
 from pages.state import USER_KEY
 
+_routed = False  # _route_through_app has run in this process
 ENDED_KEY = "signin_ended"  # the cookie of this session was refused: say why once
 
 
@@ -30,6 +31,12 @@ def _route_through_app() -> None:
     # page and app.py ask signed_in_user() first, so switch the mode off there and rerun
     # through app.py. (Not at import: `streamlit run app.py` imports this module in the
     # server, outside any session, where a rerun does nothing.)
+    # Once per process, as the import used to: AppTest runs a switched-to page in that mode
+    # on purpose, and switching it off then would undo the switch.
+    global _routed
+    if _routed:
+        return
+    _routed = True
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
