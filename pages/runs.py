@@ -48,7 +48,7 @@ if not all_runs:
 
 rows = [compare.run_row(r) for r in all_runs]
 if user.is_teacher and class_mode:
-    teacher_panel(manager, rows)
+    teacher_panel(manager, rows, user)
 if class_mode:
     rows = scoped_rows(user, rows)
 by_id = {r["run_id"]: r for r in rows}

@@ -22,6 +22,7 @@ from cnnlab import charts
 from cnnlab.runs import store as runs
 from cnnlab.use import compare
 from pages import state
+from pages.class_queue import queue_section
 from pages.signin import md
 
 if TYPE_CHECKING:
@@ -81,17 +82,11 @@ def no_runs(where: str) -> None:
         st.switch_page("pages/train.py")
 
 
-def teacher_panel(manager: Engine, rows: list[dict]) -> None:
-    """Teachers: the queue with its owners and each person's use of the server."""
+def teacher_panel(manager: Engine, rows: list[dict], user: User) -> None:
+    """Teachers: the queue with owners, estimated starts and its actions (pages.class_queue),
+    and each person's use of the server."""
     with st.expander("Class: the queue and who uses the server", icon=":material/school:"):
-        jobs_now = [(j, "training") for j in manager.running()] + [
-            (j, f"queued #{n}") for n, j in enumerate(manager.queued(), 1)]
-        if jobs_now:
-            st.dataframe(pd.DataFrame(
-                [{"run_id": j.run_id, "owner": j.owner, "state": doing} for j, doing in jobs_now]),
-                hide_index=True, width="stretch", key="runs_class_queue")
-        else:
-            st.caption("Nothing is training or queued.")
+        queue_section(manager, user)
         st.dataframe(pd.DataFrame(compare.usage(rows)), hide_index=True, width="stretch",
                      key="runs_class_usage", column_config={
                          "owner": "Person", "runs": "Runs", "active": "Queued or training",

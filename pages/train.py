@@ -20,7 +20,7 @@ from cnnlab.model.fit_settings import FitSettings
 from cnnlab.people import access
 from cnnlab.runs import store as runs
 from cnnlab.runs.store import RESUMABLE, RunStatus
-from cnnlab.train import callbacks, jobs, training
+from cnnlab.train import callbacks, jobs, training, wait_estimate
 from pages import insight, state
 from pages.boundary import guarded
 from pages.common import (
@@ -220,10 +220,12 @@ def status_view(run_id: str, was_active: bool, epochs_drawn: int) -> None:
     st.markdown(f"**Run** `{run_id}` · **{state}** · device: "
                 f"**{status.get('device') or 'starting…'}**{speed}")
     if state == RunStatus.QUEUED:
-        ahead = manager.position(run_id)
-        where = f"{ahead} queued run(s) ahead of it" if ahead else "next in line"
-        st.info(f"Queued: {where}. It starts when a worker is free.",
+        # Counts and minutes only: who owns the runs ahead is for teachers (Runs ▸ Class).
+        wait = manager.wait_for(run_id)
+        st.info(f"Queued: {wait_estimate.sentence(wait) if wait else 'starting…'}",
                 icon=":material/hourglass_top:")
+        st.caption("Queued runs start in turn between people. The estimate follows the runs "
+                   "ahead as they train; early stopping can make it sooner.")
     elif state == RunStatus.RUNNING:
         done_epochs = len(hist)
         if batch:

@@ -9,6 +9,11 @@ Runs train in workers (cnnlab.train.executors), never here: the engine sends a R
 the events that come back into the run's files (``runs.record``) and into each job's
 EventLog for pages to poll, and starts the next queued run when a slot frees. A finished
 job keeps only its ids and a few small events: no data set, no model.
+
+Queued runs start round-robin between people (cnnlab.train.queue_order: one person's third
+run never goes ahead of another's first), and each queued run's place and estimated start
+come from the runs ahead (cnnlab.train.wait_estimate, from epoch times measured here). A
+teacher may move a queued run to the front; its owner or a teacher may cancel it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import atexit
 import collections
 import fcntl
 import hashlib
+import itertools
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +36,7 @@ from cnnlab.people import access
 from cnnlab.people.accounts import LOCAL_USER, User
 from cnnlab.runs import store as runs
 from cnnlab.train import budgets as budgets_mod
-from cnnlab.train import callbacks, executors, health, training
+from cnnlab.train import callbacks, executors, health, queue_order, training, wait_estimate
 from cnnlab.train import events as ev
 
 if TYPE_CHECKING:
@@ -49,11 +56,21 @@ class Job:
     """A run as the server sees it: ids, owner, live events; no data set, no model."""
 
     def __init__(self, run_dir: Path, request: training.TrainRequest, owner: str,
-                 n_classes: int, spec: executors.RunSpec) -> None:
+                 n_classes: int, spec: executors.RunSpec, arrival: int = 0,
+                 epochs_done: int = 0) -> None:
         self.run_dir = run_dir
         self.run_id = run_dir.name
         self.request, self.owner, self.n_classes = request, owner, n_classes
         self.spec: executors.RunSpec | None = spec  # dropped once started
+        # Its place in the queue (queue_order): when it was queued, whether (the move's
+        # count) a teacher moved it to the front, and its round while it waits.
+        self.arrival, self.front, self.turn = arrival, 0, 0
+        # What its wait estimate reads (wait_estimate): its shape, finished epochs (a
+        # resumed run's earlier ones included) and the times of those it trained here.
+        self.shape = wait_estimate.shape_key(request)
+        self.epochs_done = epochs_done
+        self.epoch_seconds: list[float] = []
+        self.started_at: float | None = None
         self.upload = spec.dataset.npz  # an uploaded data set's shipped file, if any
         self.events = ev.EventLog()
         self.handle: executors.Handle | None = None
@@ -99,13 +116,21 @@ class Engine:
         root: the runs root.
         executor: where runs train (default: executors.make(), i.e. CNNLAB_EXECUTOR).
         budgets: the operator's limits (default: budgets.load()).
+        clock: the wall clock (time.time), which workers also stamp events with; tests
+            pass their own.
     """
 
     def __init__(self, root: Path | str, executor: executors.Executor | None = None,
-                 budgets: budgets_mod.Budgets | None = None) -> None:
+                 budgets: budgets_mod.Budgets | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.root = runs.ensure_root(root).resolve()
         self.budgets = budgets or budgets_mod.load()
+        self.clock = clock
         self._lock = threading.RLock()
+        self._arrivals = itertools.count()
+        self._moves = itertools.count(1)
+        self._turns = queue_order.Turns()
+        self._times = wait_estimate.EpochTimes()
         self._jobs: dict[str, Job] = {}
         self._order: collections.deque[str] = collections.deque()
         self._queue: collections.deque[Job] = collections.deque()
@@ -260,7 +285,8 @@ class Engine:
                                     {**runs.load_config(run_dir), "fit": request.fit.to_dict()})
             inputs = (callbacks.LAST_FILE, callbacks.CHECKPOINT_FILE, runs.BEST_FILE)
             return self._enqueue(run_dir, request, dataset, owner, "resume",
-                                 tuple(f for f in inputs if (run_dir / f).exists()))
+                                 tuple(f for f in inputs if (run_dir / f).exists()),
+                                 epochs_done=state["epoch"])
 
     def fine_tune(self, parent_dir: Path | str, dataset: Dataset, epochs: int,
                   user: User = LOCAL_USER, name: str = "", corrections: int = 0) -> Job:
@@ -331,20 +357,21 @@ class Engine:
         return executors.DatasetRef(name, str(path))
 
     def _enqueue(self, run_dir: Path, request: training.TrainRequest, dataset: Dataset,
-                 owner: str, mode: str, inputs: tuple[str, ...]) -> Job:
+                 owner: str, mode: str, inputs: tuple[str, ...], epochs_done: int = 0) -> Job:
         spec = executors.RunSpec(
             run_id=run_dir.name, request=request.to_dict(),
             dataset=self._dataset_ref(dataset), budgets=self.budgets.to_dict(),
             mode=mode, inputs=inputs,
         )
-        job = Job(run_dir, request, owner, len(dataset.info.class_names), spec)
         with self._lock:
+            job = Job(run_dir, request, owner, len(dataset.info.class_names), spec,
+                      arrival=next(self._arrivals), epochs_done=epochs_done)
             self._jobs[job.run_id] = job
             self._order.append(job.run_id)
             self._queue.append(job)
             self._start_queued()
             if not job.started:
-                ahead = len(self.running()) + len(self._queue) - 1
+                ahead = len(self.running()) + self._queue.index(job)
                 runs.update_status(run_dir, status=runs.RunStatus.QUEUED,
                                    message=f"Queued: {ahead} run(s) ahead of it.")
             self._forget_old()
@@ -352,15 +379,25 @@ class Engine:
 
     # ---------------------------------------------------------------- running
 
+    def _reorder(self) -> None:
+        """Put the queue in its fair order (queue_order; called under the lock)."""
+        ranked = self._turns.ranked(list(self._queue))
+        for job, turn in ranked:
+            job.turn = turn
+        self._queue = collections.deque(job for job, _ in ranked)
+
     def _start_queued(self) -> None:
-        """Start queued jobs while slots are free (called under the lock)."""
+        """Start queued jobs, in fair order, while slots are free (called under the lock)."""
         assert self.executor is not None
+        self._reorder()
         for slot, holder in self._slots.items():
             if holder is not None or not self._queue:
                 continue
             job = self._queue.popleft()
+            self._turns.started(job, job.turn)
             self._slots[slot] = job
             job.slot = slot
+            job.started_at = self.clock()
             spec, job.spec = job.spec, None
             assert spec is not None
             job.handle = self.executor.start(spec, job.run_dir, self._on_event(job), slot)
@@ -379,9 +416,20 @@ class Engine:
                     with self._lock:
                         self._unrecorded[job.run_dir] = event
             stored = job.events.add(event)
+            if event["kind"] == "epoch":
+                self._timed(job, event)
             if event["kind"] == "done":
                 self._finish(job, stored)
         return on_event
+
+    def _timed(self, job: Job, epoch: ev.Event) -> None:
+        """Keep a finished epoch's time for wait estimates (the job's and its shape's)."""
+        with self._lock:
+            job.epochs_done = int(epoch["epoch"])
+            seconds = epoch.get("seconds")
+            if seconds is not None:
+                job.epoch_seconds.append(float(seconds))
+                self._times.add_epoch(job.shape, float(seconds))
 
     def _finish(self, job: Job, done: ev.Event) -> None:
         job.result = training.TrainResult(done["status"], done["message"],
@@ -389,6 +437,9 @@ class Engine:
         with self._lock:
             if job.slot is not None and self._slots.get(job.slot) is job:
                 self._slots[job.slot] = None
+            if job.started_at is not None and job.epoch_seconds:
+                # Start-up and evaluation: what a queued run costs beyond its epochs.
+                self._times.add_overhead(self.clock() - job.started_at - sum(job.epoch_seconds))
             job.handle = None
             job.events.compact()
             self._drop_unused_uploads()
@@ -441,8 +492,44 @@ class Engine:
             elif job.handle is not None:
                 job.handle.stop()
 
+    def cancel(self, run_id: str, user: User = LOCAL_USER) -> None:
+        """Cancel a queued run before it starts (status "stopped").
+
+        Only the run's owner or a teacher may (access.AccessDenied otherwise). Raises
+        EngineRefused when the run is not queued (it started or ended meanwhile).
+        """
+        with self._lock:
+            job = self._queued_job(run_id, "cancel")
+            access.check_manage(user, job.owner, "cancel", run_id)
+            job.stop_requested = True
+            self._cancel(job)
+
+    def move_to_front(self, run_id: str, user: User = LOCAL_USER) -> None:
+        """Make a queued run the next to start, ahead of the fair order.
+
+        Only a teacher may (access.AccessDenied otherwise): the order is what makes the
+        queue fair, so no student may jump it, even with their own run. Raises
+        EngineRefused when the run is not queued.
+        """
+        with self._lock:
+            job = self._queued_job(run_id, "move to the front")
+            access.check_reorder(user, run_id)
+            job.front = next(self._moves)
+            self._reorder()
+
+    def _queued_job(self, run_id: str, action: str) -> Job:
+        """The queued job ``run_id``; EngineRefused saying where it is otherwise."""
+        job = self._jobs.get(run_id)
+        if job is not None and job in self._queue:
+            return job
+        where = ("is not a run of this server" if job is None
+                 else "has ended" if job.done() else "is already training")
+        raise EngineRefused(f"Cannot {action} run {run_id}: it {where}, and only a queued "
+                            "run can be; reload the queue to see where each run is now.")
+
     def _cancel(self, job: Job) -> None:
         self._queue.remove(job)
+        self._reorder()  # its owner's later runs move up a round
         job.spec = None
         done = ev.make("done", status=runs.RunStatus.STOPPED,
                        message="Cancelled before it started.")
@@ -493,6 +580,25 @@ class Engine:
         with self._lock:
             ids = [j.run_id for j in self._queue]
             return ids.index(run_id) if run_id in ids else None
+
+    def queue_estimate(self, now: float | None = None) -> wait_estimate.QueueEstimate:
+        """Each queued run's place and estimated start, and each running run's time left
+        (wait_estimate: epochs left × epoch times measured here). Reads memory only."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            running = {
+                j.run_id: wait_estimate.progress(
+                    j.shape, training.total_epochs(j.request), j.epochs_done, j.epoch_seconds,
+                    j.events.latest_batch, now)
+                for j in self._slots.values() if j is not None}
+            queued = [wait_estimate.Planned(
+                j.run_id, j.owner, j.shape,
+                max(0, training.total_epochs(j.request) - j.epochs_done)) for j in self._queue]
+            return wait_estimate.estimate(len(self._slots), running, queued, self._times)
+
+    def wait_for(self, run_id: str, now: float | None = None) -> wait_estimate.Wait | None:
+        """``run_id``'s wait (place, runs ahead, estimated start); None when not queued."""
+        return next((w for w in self.queue_estimate(now).waits if w.run_id == run_id), None)
 
 
 _ENGINES: dict[Path, Engine] = {}
