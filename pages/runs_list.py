@@ -22,6 +22,7 @@ from cnnlab import charts
 from cnnlab.runs import store as runs
 from cnnlab.use import compare
 from pages import state
+from pages.class_accounts import password_reset_section
 from pages.class_queue import queue_section
 from pages.signin import md
 
@@ -94,6 +95,7 @@ def teacher_panel(manager: Engine, rows: list[dict], user: User) -> None:
                                                                       format="%.1f"),
                          "gpu_minutes": st.column_config.NumberColumn("GPU minutes",
                                                                       format="%.1f")})
+        password_reset_section(user)  # local accounts: a student's forgotten password
 
 
 def scoped_rows(user: User, rows: list[dict]) -> list[dict]:
