@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.runs import store as runs
 from cnnlab.people.accounts import User
+from cnnlab.runs import store as runs
 
 CORRECTIONS_DIR = ".corrections"  # a dot name: never listed as a run
 SET_FILE = "set.json"

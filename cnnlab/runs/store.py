@@ -30,8 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from cnnlab.people import access
 from cnnlab import text
+from cnnlab.people import access
 from cnnlab.people.accounts import LOCAL_USER, User
 
 
