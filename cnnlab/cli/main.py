@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnlab.cli.common import CliError, Help, print_progress
 from cnnlab.cli.native_logs import native_logs_hidden
 
 if TYPE_CHECKING:
@@ -28,27 +29,15 @@ if TYPE_CHECKING:
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class CliError(Exception):
-    """A user error: printed as one line to stderr, exit status 2."""
-
-
-class _Help(argparse.HelpFormatter):
-    """Help text wrapped at spaces only, so names such as best-fashion stay whole."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        import textwrap
-
-        return textwrap.wrap(text, width, break_on_hyphens=False)
-
-
 def emit(payload: dict[str, Any], as_json: bool, command: str) -> None:
     """Print the result: one JSON object with --json, else readable lines."""
     if as_json:
         print(json.dumps(payload))
     else:
         from cnnlab.cli.output import render
+        from cnnlab.cli.runs_output import TEXT as RUNS_TEXT
 
-        print(render(command, payload))
+        print(RUNS_TEXT[command](payload) if command in RUNS_TEXT else render(command, payload))
 
 
 def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON object
-            result = training.train_run(request, dataset, run_dir, _print_progress)
+            result = training.train_run(request, dataset, run_dir, print_progress)
     except KeyboardInterrupt:
         _mark_interrupted(run_dir)
         raise
@@ -271,27 +260,6 @@ def _zip_dataset(args: argparse.Namespace) -> Dataset:
                                  name=f"{UPLOAD_PREFIX}{path.name}")
     except datasets.BadUpload as exc:
         raise CliError(str(exc)) from exc
-
-
-def _print_progress(event: dict[str, Any]) -> None:
-    """One stderr line per epoch (and a live batch line on a terminal)."""
-    if event["kind"] == "epoch":
-        phase = f"  (phase {event['phase']})" if "phase" in event else ""
-        print(
-            f"\repoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  "
-            f"acc {event['accuracy']:.4f}  val_loss {event['val_loss']:.4f}  "
-            f"val_acc {event['val_accuracy']:.4f}  {event['seconds']:.1f}s{phase}",
-            file=sys.stderr,
-        )
-    elif event["kind"] == "batch" and sys.stderr.isatty():
-        print(
-            f"\repoch {event['epoch']}/{event['epochs']}  batch {event['batch']}/"
-            f"{event['batches']}  loss {event['loss']:.4f}  "
-            f"{event['samples_per_s']:.0f} samples/s  ETA {event['eta_epoch_s']:.0f}s",
-            end="", file=sys.stderr,
-        )
-    elif event["kind"] == "status" and event.get("message"):
-        print(event["message"], file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -443,7 +411,7 @@ def parser() -> argparse.ArgumentParser:
     from cnnlab.model.config import PRESETS
 
     presets, names, backbone_names = list(PRESETS), list(REGISTRY), list(BACKBONES)
-    p = argparse.ArgumentParser(prog="cnnlab", description=__doc__, formatter_class=_Help,
+    p = argparse.ArgumentParser(prog="cnnlab", description=__doc__, formatter_class=Help,
                                 epilog="`cnnlab` and `python -m cnnlab` are the same command.")
     p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -520,8 +488,13 @@ def parser() -> argparse.ArgumentParser:
                         ".streamlit/accounts.json")
     s.set_defaults(func=cmd_users)
 
-    for action in sub.choices.values():
-        action.formatter_class = _Help
+    from cnnlab.cli import runs_commands
+
+    runs_commands.add_parser(sub)
+    # `runs` itself takes no options: each of its actions does (`cnnlab runs list --json`).
+    commands = [command for name, command in sub.choices.items() if name != "runs"]
+    for action in [*commands, *runs_commands.actions_of(sub)]:
+        action.formatter_class = Help
         action.add_argument("--json", action="store_true", help="print one JSON object")
         action.add_argument("--verbose", action="store_true",
                             help="also show TensorFlow's own log lines (CUDA, oneDNN, XLA)")

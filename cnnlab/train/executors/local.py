@@ -51,6 +51,10 @@ def main(fd: int) -> None:
 
     conn = Connection(fd)
     background_priority()
+    # Ctrl-C in a terminal reaches the whole process group: the server (or the CLI that
+    # started this worker) answers it by sending "stop", so the run ends at a batch with its
+    # last whole epoch kept, never with a KeyboardInterrupt in the middle of a step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import keras  # noqa: F401  (a standby worker pays the framework's start-up before its run)
 
     try:
