@@ -7,6 +7,10 @@ cnnlab functions as pages/runs_list.py, pages/run_detail.py and pages/run_manage
 training, ``cnnlab.runs.evaluate`` and ``cnnlab.use.export`` for the rest. The command line
 acts as the personal-mode user (``LOCAL_USER``, a teacher), as the app does without sign-in.
 
+This module holds the reading and naming actions and the parser; resume and fine-tune are
+in cli/runs_training.py, evaluate and export in cli/runs_files.py, the lookup of a run in
+cli/run_lookup.py and the readable text in cli/runs_output.py.
+
 A run is named by its id or a unique prefix of it; an unknown or ambiguous one is refused
 (exit 2) before any file is touched. Every refusal leaves the run store as it was.
 
@@ -19,91 +23,18 @@ Example:
 from __future__ import annotations
 
 import argparse
-import errno
-import os
-import signal
 import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.cli.common import CliError, Help, print_progress
+from cnnlab.cli.common import CliError, Help
+from cnnlab.cli.run_lookup import find_run, runs_root
+from cnnlab.cli.runs_files import FORMATS, cmd_evaluate, cmd_export
+from cnnlab.cli.runs_training import cmd_fine_tune, cmd_resume
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cnnlab.data.datasets import Dataset
     from cnnlab.runs.store import RunInfo
-    from cnnlab.train.jobs import Engine, Job
-
-FORMATS = ("savedmodel", "tflite", "tflite-int8")
-STOP_WAIT_S = 120  # how long a Ctrl-C'd run gets to stop at a batch before it is killed
-
-
-# ---------------------------------------------------------------- finding runs
-
-
-def runs_root(args: argparse.Namespace) -> Path:
-    """``--runs-dir``, else the app's default (``CNNLAB_RUNS_DIR``, else ``runs/``)."""
-    from cnnlab.runs import store as runs
-
-    return Path(args.runs_dir) if args.runs_dir else runs.default_root()
-
-
-def find_run(root: Path, given: str) -> RunInfo:
-    """The run whose id is ``given`` or starts with it; CliError naming the candidates."""
-    from cnnlab.runs import store as runs
-
-    # ``given`` is only compared with the listed ids: no path is ever made from it.
-    found = runs.list_runs(root)
-    exact = [r for r in found if r.run_id == given]
-    matches = exact or [r for r in found if r.run_id.startswith(given)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        near = ", ".join(r.run_id for r in found[:5]) or "none yet"
-        raise CliError(f"there is no run {given!r} in {root} (newest: {near}); see "
-                       f"`cnnlab runs list --runs-dir {root}`.")
-    ids = ", ".join(r.run_id for r in matches)
-    raise CliError(f"{given!r} is the start of {len(matches)} runs ({ids}); give more of "
-                   "the id.")
-
-
-def _readable_config(info: RunInfo) -> dict[str, Any]:
-    """The run's config.json, or CliError when it is damaged (the page's check)."""
-    from cnnlab.runs import store as runs
-
-    problems = [p for p in runs.run_problems(info.run_dir) if p.startswith(runs.CONFIG_FILE)]
-    if problems:
-        raise CliError(f"run {info.run_id} is damaged: {problems[0]}")
-    return runs.load_config(info.run_dir)
-
-
-def _dataset(info: RunInfo, config: dict[str, Any], wanted: str | None) -> Dataset:
-    """``--dataset`` (a registry name or a zip of class folders), else the run's own set."""
-    from cnnlab.data import datasets
-
-    name = wanted or str(config.get("dataset") or "")
-    if name.lower().endswith(".zip"):
-        path = Path(name)
-        shape = list(config.get("input_shape") or (64, 64, 3))
-        try:
-            return datasets.load_zip(path.read_bytes(), (int(shape[0]), int(shape[1])),
-                                     int(shape[-1]) == 1,
-                                     name=f"{datasets.UPLOAD_PREFIX}{path.name}")
-        except OSError as exc:
-            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        except datasets.BadUpload as exc:
-            raise CliError(str(exc)) from exc
-    if name.startswith(datasets.UPLOAD_PREFIX):
-        raise CliError(f"run {info.run_id} was trained on the uploaded pictures "
-                       f"{name[len(datasets.UPLOAD_PREFIX):]!r}: give that zip again with "
-                       "--dataset PATH.zip.")
-    try:
-        return datasets.load(name)
-    except (datasets.DatasetUnavailable, KeyError) as exc:
-        raise CliError(str(exc).strip("'\"")) from exc
 
 
 # ---------------------------------------------------------------- reading
@@ -178,244 +109,6 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """The best model on a test set: accuracy, loss, confusion matrix, per-class scores.
-
-    Nothing is written: metrics.json stays the training's own evaluation.
-    """
-    from cnnlab.runs import evaluate
-    from cnnlab.runs import store as runs
-    from cnnlab.use.inference import load_run_model
-
-    info = find_run(runs_root(args), args.run)
-    config = _readable_config(info)
-    best = runs.best_model_path(info.run_dir)
-    if not best.is_file():
-        raise CliError(f"run {info.run_id} has no {runs.BEST_FILE}, so there is no model to "
-                       "evaluate.")
-    dataset = _dataset(info, config, args.dataset)
-    want = tuple(config.get("input_shape") or ())
-    if want and want != tuple(dataset.info.image_shape):
-        raise CliError(f"run {info.run_id}'s model takes {'×'.join(map(str, want))} images; "
-                       f"{dataset.info.name!r} has "
-                       f"{'×'.join(map(str, dataset.info.image_shape))} images.")
-    print(f"evaluating {info.run_id} on {dataset.info.name} "
-          f"({len(dataset.x_test):,} test images)…", file=sys.stderr)
-    metrics = evaluate.evaluate(load_run_model(best), dataset.x_test, dataset.y_test,
-                                dataset.info.class_names)
-    return {"run_id": info.run_id, "dataset": dataset.info.name,
-            **{k: metrics[k] for k in ("test_accuracy", "test_loss", "n_test", "class_names",
-                                       "confusion", "per_class")}}
-
-
-# ---------------------------------------------------------------- training
-
-
-def _engine(root: Path) -> Engine:
-    """An Engine on ``root`` with one local worker slot (as the app's default executor)."""
-    from cnnlab.train import executors, jobs
-
-    try:
-        engine = jobs.Engine(root, executor=executors.make("local", 1))
-    except (OSError, executors.ExecutorUnavailable) as exc:
-        raise CliError(str(exc)) from exc
-    if engine.unavailable():
-        why = engine.unavailable()
-        engine.close()
-        raise CliError(why)
-    return engine
-
-
-def _follow(engine: Engine, job: Job) -> dict[str, Any]:
-    """Wait for ``job`` to end, its epoch lines on stderr; the train command's result.
-
-    Ctrl-C stops the run at the next batch (its last whole epoch is kept), marks it
-    "interrupted" and raises KeyboardInterrupt (exit 130).
-    """
-    from cnnlab.runs import store as runs
-    from cnnlab.train import training
-
-    print(f"run {job.run_dir}", file=sys.stderr)
-    t0, seq = time.perf_counter(), 0
-    try:
-        while True:
-            ended = job.wait(0.2)
-            for event in job.events.since(seq):
-                seq = event["seq"]
-                print_progress(event)
-            if ended:
-                break
-    except KeyboardInterrupt:
-        _interrupt(engine, job)
-        raise
-    result = job.result
-    status = runs.load_status(job.run_dir)
-    metrics = runs.load_metrics(job.run_dir)
-    rows = [{str(k): v for k, v in row.items()}
-            for row in runs.load_history(job.run_dir).to_dict(orient="records")]
-    if status.get("status") == runs.RunStatus.FAILED:
-        print(f"error: {status.get('message')} (run kept in {job.run_dir})", file=sys.stderr)
-    return {
-        "run_id": job.run_id,
-        "run_dir": str(job.run_dir),
-        "status": str(status.get("status") or (result.status if result else "failed")),
-        "message": str(status.get("message") or (result.message if result else "")),
-        "history": training.history_dict(rows),
-        "test_accuracy": (metrics or {}).get("test_accuracy") if status.get("status") ==
-        runs.RunStatus.FINISHED else None,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-
-
-def _interrupt(engine: Engine, job: Job) -> None:
-    """Ctrl-C: stop the worker at a batch, wait for it, record the run as "interrupted"."""
-    from cnnlab.runs import store as runs
-    from cnnlab.train import callbacks
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this
-    print("stopping the run at the next batch…", file=sys.stderr)
-    engine.stop(job.run_id)
-    if not job.wait(STOP_WAIT_S) and job.handle is not None:
-        job.handle.kill()
-        job.wait(30)
-    if runs.load_status(job.run_dir).get("status") == runs.RunStatus.FINISHED:
-        return
-    state = callbacks.read_checkpoint(job.run_dir)
-    done = state["epoch"] if state else 0
-    runs.update_status(
-        job.run_dir, status=runs.RunStatus.INTERRUPTED,
-        message=f"Interrupted (Ctrl-C) after {done} complete epoch(s); the history and best "
-                "model are kept — resume it (cnnlab runs resume, or the Runs page) to "
-                "continue.")
-    print(f"run kept in {job.run_dir}", file=sys.stderr)
-
-
-def _train(args: argparse.Namespace, start: str) -> dict[str, Any]:
-    """Resume (``start="resume"``) or fine-tune a run in a worker and wait for it."""
-    from cnnlab.data.datasets import DatasetUnavailable
-    from cnnlab.people.access import AccessDenied
-    from cnnlab.runs import store as runs
-    from cnnlab.train import callbacks, training
-
-    root = runs_root(args)
-    info = find_run(root, args.run)
-    config = _readable_config(info)
-    if args.epochs is not None and args.epochs < 1:
-        raise CliError(f"--epochs {args.epochs}: give a whole number of epochs, 1 or more.")
-    status = info.status.get("status") if isinstance(info.status, dict) else None
-    if start == "resume":
-        if status not in runs.RESUMABLE:
-            raise CliError(f"run {info.run_id} is {status}: only a stopped, interrupted, "
-                           "failed or timed-out run resumes; fine-tune a finished one.")
-        if callbacks.read_checkpoint(info.run_dir) is None:
-            raise CliError(f"run {info.run_id} has no resumable checkpoint "
-                           f"({callbacks.LAST_FILE}): fine-tune from its best model instead "
-                           f"(cnnlab runs fine-tune {info.run_id}).")
-    elif status in runs.ACTIVE:
-        raise CliError(f"run {info.run_id} is {status}: wait for it to end, or stop it first.")
-    try:
-        epochs = args.epochs if args.epochs is not None or start == "resume" else \
-            training.total_epochs(training.request_from_config(config))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CliError(f"run {info.run_id}'s config.json cannot be read back ({exc}).") \
-            from exc
-    dataset = _dataset(info, config, args.dataset)
-    engine = _engine(root)
-    try:
-        try:
-            if start == "resume":
-                job = engine.resume(info.run_dir, dataset, epochs=epochs)
-            else:
-                assert epochs is not None
-                job = engine.fine_tune(info.run_dir, dataset, epochs=epochs)
-        except (ValueError, TypeError, KeyError, AccessDenied, DatasetUnavailable) as exc:
-            raise CliError(str(exc)) from exc  # EngineRefused is a ValueError
-        payload = _follow(engine, job)
-        if start == "fine-tune":
-            payload["parent"] = info.run_id
-        return payload
-    finally:
-        engine.close()
-
-
-def cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
-    """Continue a run from its last whole epoch (weights, optimizer, schedule, early
-    stopping), as the page's Resume."""
-    return _train(args, "resume")
-
-
-def cmd_fine_tune(args: argparse.Namespace) -> dict[str, Any]:
-    """A new run from this run's best weights, with a fresh optimizer; it records its
-    parent."""
-    return _train(args, "fine-tune")
-
-
-# ---------------------------------------------------------------- files
-
-
-def _check_out(out: Path) -> None:
-    """CliError unless ``out`` can be written: a file in an existing, writable folder."""
-    if out.is_dir():
-        raise CliError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.tflite'}.")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise CliError(f"--out {out}: the folder {parent} does not exist; create it first.")
-    try:  # a real try, before any conversion: permissions, a read-only or virtual disk
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-        if out.exists() and not os.access(out, os.W_OK):
-            raise PermissionError(errno.EACCES, "Permission denied")
-    except OSError as exc:
-        raise CliError(f"--out {out} cannot be written ({exc.strerror or exc}); give a path "
-                       "in a folder you can write to.") from exc
-
-
-def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    """best.keras as a SavedModel zip or a TFLite model, prepared as on the page (kept in
-    the run's export/ folder, each TFLite model checked on the test images), copied to
-    ``--out``."""
-    from cnnlab.data.datasets import DatasetUnavailable
-    from cnnlab.runs import store as runs
-    from cnnlab.uploads.model_files import ModelRejected
-    from cnnlab.use import export
-
-    info = find_run(runs_root(args), args.run)
-    out = Path(args.out)
-    _check_out(out)
-    config = _readable_config(info)
-    if not runs.best_model_path(info.run_dir).is_file():
-        raise CliError(f"run {info.run_id} has no {runs.BEST_FILE}, so there is nothing to "
-                       "export.")
-    wanted = {"savedmodel": export.SAVED_MODEL_ZIP, "tflite": export.TFLITE_FLOAT,
-              "tflite-int8": export.TFLITE_INT8}[args.format]
-    prepared = export.load_exports(info.run_dir)
-    if prepared is None:
-        try:
-            x_check = _dataset(info, config, None).x_test[:export.CHECK_IMAGES]
-        except (CliError, DatasetUnavailable) as exc:
-            print(f"the test images are not available here, so the TFLite models are not "
-                  f"checked: {exc}", file=sys.stderr)
-            x_check = None
-
-        def progress(_fraction: float, text: str) -> None:
-            print(text, file=sys.stderr)
-
-        try:
-            prepared = export.prepare_exports(info.run_dir, x_check, progress)
-        except (export.ExportUnavailable, ModelRejected, FileNotFoundError) as exc:
-            raise CliError(str(exc)) from exc
-    item = next(f for f in prepared if f.file_name == wanted)
-    data = export.export_path(info.run_dir, item.file_name).read_bytes()
-    try:
-        runs.write_bytes(out, data)
-    except OSError as exc:
-        raise CliError(f"cannot write --out {out}: {exc.strerror or exc}.") from exc
-    return {"run_id": info.run_id, "format": args.format, "label": item.label,
-            "out": str(out), "size": item.size,
-            "agreement": list(item.agreement) if item.agreement else None}
-
-
 def _not_active(info: RunInfo, action: str) -> None:
     """CliError when the run is queued or training (stop it first, as on the page)."""
     from cnnlab.runs import store as runs
@@ -461,6 +154,9 @@ def cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
     except (runs.RunPathError, AccessDenied, ValueError, OSError) as exc:
         raise CliError(str(exc)) from exc
     return {"deleted": info.run_id, "name": info.name}
+
+
+# ---------------------------------------------------------------- the parser
 
 
 # ---------------------------------------------------------------- the parser
