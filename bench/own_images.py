@@ -1,6 +1,6 @@
 """Your own images with every default: upload-equivalent zip → Train → test accuracy.
 
-    python -m bench.own_images [--skip-fashion]
+    python -m bench.own_images [--skip-fashion] [--size 64] [--settle 8]
     # from the repository root, with the package installed: pip install -e ".[dev]"
 
 Two data sets, each as a zip read exactly like an Explore upload (datasets.load_zip, 20 %
@@ -8,7 +8,8 @@ kept for testing) and trained through the engine (a worker process) with the req
 Train page offers untouched (training.default_request):
 
 - ``shapes``: the zip this bench writes: circles vs squares, 60 colour 64×64 pictures each
-  (goal: ≥ 95 % test accuracy in ≤ 90 s on 2 CPU cores);
+  (goal: ≥ 95 % test accuracy in ≤ 90 s on 2 CPU cores); ``--size`` makes them smaller, read
+  at that size (tests/test_benches.py's smoke run: 16);
 - ``fashion``: Fashion-MNIST subsampled to 100 training images per class, zipped as 28×28
   grayscale PNGs and read at 28 px grayscale (goal: ≥ 75 %).
 
@@ -66,12 +67,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--skip-fashion", action="store_true")
+    p.add_argument("--size", type=int, default=64, help="side of the shapes pictures (pixels)")
+    p.add_argument("--settle", type=float, default=8.0,
+                   help="seconds the warm standby gets before the first run (a user's look)")
     args = p.parse_args()
     engine = jobs.Engine(tempfile.mkdtemp(prefix="cnnlab-own-images-"))
     engine.warm()  # as the Train page does while the user looks at the settings
-    time.sleep(8)
+    time.sleep(args.settle)
     try:
-        out = {"shapes": train_defaults(engine, shapes_zip(), "shapes.zip", 64, False)}
+        out = {"shapes": train_defaults(engine, shapes_zip(size=args.size), "shapes.zip",
+                                        args.size, False)}
         if not args.skip_fashion:
             out["fashion_100_per_class"] = train_defaults(
                 engine, fashion_zip(100), "fashion.zip", 28, True)

@@ -69,10 +69,17 @@ def _never_the_working_runs_folder(tmp_path_factory, monkeypatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _close_engines():
-    """Close the engines pages made during a test: their workers and runs-root locks."""
+    """Close the engines pages made during a test: their workers and runs-root locks.
+
+    An unused warm standby (the Train page starts one) is killed first: released, it would
+    exit only once its TensorFlow import is done, about 5 s of every such test's teardown.
+    (tests/test_engine.py checks that a released standby exits by itself.)"""
     yield
     from cnnlab.train import jobs
 
+    for engine in list(jobs._ENGINES.values()):
+        for standby in list(getattr(engine.executor, "_standby", {}).values()):
+            standby.popen.kill()
     jobs._close_all()
 
 
@@ -92,6 +99,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TEST_OUTPUT = ROOT / "test-output"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every browser test is also slow (a server, Chromium): `-m "not slow"` leaves them out
+    even where a module only says ``pytest.mark.browser``."""
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(hookwrapper=True)

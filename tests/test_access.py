@@ -209,6 +209,7 @@ def test_only_the_owner_or_a_teacher_may_rename_or_delete(runs_root: Path, sampl
         runs.delete_run(runs_root, old.name, ANN)
 
 
+@pytest.mark.slow
 def test_only_the_owner_or_a_teacher_may_stop_resume_or_fine_tune(runs_root: Path,
                                                                    sample) -> None:
     manager = jobs.Engine(runs_root)
@@ -369,6 +370,7 @@ def test_a_teacher_manages_every_run_and_sees_the_class(accounts_file, class_run
     assert runs.load_config(class_runs["ann"])["name"] == "checked by kim"
 
 
+@pytest.mark.slow
 def test_the_train_page_shows_only_the_students_own_run(accounts_file, runs_root, sample,
                                                          monkeypatch) -> None:
     monkeypatch.setenv("KERAS_HOME", str(runs_root / "no-keras"))

@@ -332,6 +332,7 @@ def test_transfer_preset_is_valid_and_sized() -> None:
 # --- Keras script -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keras_script_of_a_backbone_builds_and_has_both_phases(tmp_path) -> None:
     config = transfer_config("MobileNetV3Small")
     fit = FitSettings(batch_size=16, epochs=2, patience=1, fine_tune_epochs=3)

@@ -99,6 +99,7 @@ def layer_classes(path: Path) -> set[str]:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
 def test_a_run_trains_fused_and_saves_keras_own_layer(tmp_path: Path) -> None:
     ds = datasets.load("mnist_sample")
     cfg = config.PRESETS["best-mnist"].config

@@ -27,7 +27,8 @@ def bench(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_accuracy_bench_trains_two_seeds() -> None:
     from bench import accuracy
     from cnnlab.runs import store as runs
 
@@ -44,12 +45,19 @@ def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     assert out["seconds"] == max(first["seconds"], second["seconds"])
     # The machine names the vector units the run had: they set the speed (3-4× apart).
     assert out["machine"].startswith(f"{os.cpu_count()} CPU cores")
+    one = first["test_accuracy"]
+    assert accuracy.accuracy_cell(one, [one]) == f"{one:.2%}"
+
+
+def test_accuracy_bench_names_the_cpu_and_writes_its_table(tmp_path: Path) -> None:
+    """The bench's table logic, without a run (the fast loop's check of bench.accuracy)."""
+    from bench import accuracy
+
     assert accuracy.vector_units("fpu avx avx2 fma") == "AVX2"
     assert accuracy.vector_units("avx2 avx512f avx512bw") == "AVX-512"
     assert accuracy.vector_units("avx2 avx512f avx512_bf16") == "AVX-512, bfloat16"
     assert accuracy.vector_units("sse2") == ""
-    one = first["test_accuracy"]
-    assert accuracy.accuracy_cell(one, [one]) == f"{one:.2%}"
+    assert accuracy.accuracy_cell(0.9871, [0.9871]) == "98.71%"
     assert accuracy.accuracy_cell((0.9936 + 0.9953) / 2, [0.9936, 0.9953]) == (
         "99.45% (99.36, 99.53)")
     # The table: a measured row replaces its preset's; the others say they are not measured.
@@ -63,6 +71,7 @@ def test_accuracy_bench_trains_and_writes_its_table(tmp_path: Path) -> None:
     assert text.count("not measured here") == 1  # CIFAR-10: a GPU target
 
 
+@pytest.mark.slow
 def test_accuracy_bench_float32_trains_in_float32_on_a_bfloat16_cpu(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import keras
@@ -97,6 +106,7 @@ def test_accuracy_bench_float32_trains_in_float32_on_a_bfloat16_cpu(
     assert accuracy.machine().endswith("(AVX-512, float32)")
 
 
+@pytest.mark.slow
 def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
     out = bench("bench.overhead", "--dataset", "mnist_sample", "--limit", "600",
                 "--epochs", "3", "--pairs", "1")
@@ -106,6 +116,7 @@ def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
     assert out["bare_epoch_s"] > 0 and out["lab_epoch_s"] > 0
 
 
+@pytest.mark.slow
 def test_batch_norm_bench_prints_the_speed_up_its_interval_and_a_control() -> None:
     out = bench("bench.batch_norm", "--limit", "600", "--epochs", "2", "--pairs", "1")
     assert out["preset"] == "best-mnist" and out["pairs"] == 1
@@ -115,6 +126,7 @@ def test_batch_norm_bench_prints_the_speed_up_its_interval_and_a_control() -> No
     assert out["keras_epoch_s"] > 0 and out["fused_epoch_s"] > 0
 
 
+@pytest.mark.slow
 def test_throughput_bench_measures_one_run_either_way() -> None:
     before = bench("bench.throughput", "--one", "--before", "--limit", "600", "--epochs", "2")
     today = bench("bench.throughput", "--one", "--limit", "600", "--epochs", "2")
@@ -133,8 +145,10 @@ def test_throughput_bench_measures_one_run_either_way() -> None:
     assert one_thread["inter_op_threads"] == "1" and one_thread["samples_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_own_images_bench_trains_an_upload_with_the_offered_defaults() -> None:
-    out = bench("bench.own_images", "--skip-fashion")["shapes"]
+    # Its smallest settings: 16×16 shapes (the Train page's upload test's size), no settling.
+    out = bench("bench.own_images", "--skip-fashion", "--size", "16", "--settle", "0")["shapes"]
     assert out["preset"] == "own-images" and out["status"] == "finished"
     assert out["images"] == {"train": 96, "test": 24}
     assert 1 <= out["epochs_run"] <= out["epochs_offered"]

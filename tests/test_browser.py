@@ -9,7 +9,7 @@ import pytest
 from test_predict_page import make_run
 from ui_steps import draw_stroke
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SEVEN = [(0.2, 0.15), (0.8, 0.15), (0.45, 0.9)]  # one stroke, in canvas fractions
 

@@ -17,7 +17,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, TEST_OUTPUT
 from test_e2e import go, metric_value, new_run_id, no_exception, wait_finished
 from ui_steps import SLOW, set_number, settle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 VIDEO_PLAYS = """() => {

@@ -13,7 +13,7 @@ from test_predict_page import make_run
 from cnnlab.people import accounts
 from cnnlab.runs import store as runs
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PASSWORDS = {"ann": "ann-password-1", "bob": "bob-password-2", "kim": "kim-password-3"}
 

@@ -19,7 +19,7 @@ from ui_steps import SLOW, settle
 from cnnlab.runs import predictions
 from cnnlab.runs import store as runs
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from test_browser import SEVEN
 from test_predict_page import make_run
 from ui_steps import draw_stroke
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

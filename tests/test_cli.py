@@ -104,6 +104,7 @@ def test_a_run_that_fails_exits_1_with_its_result(tmp_path: Path) -> None:
     assert "error: Training failed" in out.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_train_exits_130_and_marks_the_run_interrupted(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist_sample", "--preset",
@@ -133,6 +134,7 @@ def test_ctrl_c_during_train_exits_130_and_marks_the_run_interrupted(tmp_path: P
     assert runs.best_model_path(run.run_dir).is_file()  # nothing already saved is lost
 
 
+@pytest.mark.slow
 def test_tensorflow_log_lines_show_only_with_verbose(tmp_path: Path) -> None:
     quiet, verbose = (
         cli("train", "--dataset", "mnist_sample", "--preset", "quick", "--limit", "200",

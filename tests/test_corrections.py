@@ -138,6 +138,7 @@ def test_the_mix_repeats_corrections_beside_a_replay_sample(sample) -> None:
 # --------------------------------------------------------------------------- fine-tuning
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_corrections_learns_them(runs_root: Path, sample) -> None:
     parent = train_parent(runs_root, sample)
     model = inference.load_run_model(runs.best_model_path(parent))
@@ -188,6 +189,7 @@ def fake_canvas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "streamlit_drawable_canvas", module)
 
 
+@pytest.mark.slow
 def test_panel_saves_lists_deletes_and_fine_tunes(runs_root: Path, sample,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest

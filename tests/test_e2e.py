@@ -20,7 +20,7 @@ from test_browser import SEVEN
 from test_predict_page import make_run
 from ui_steps import SLOW, draw_stroke, load_explore, open_selectbox, pick, set_number, settle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 RUN_ID = re.compile(r"\b\d{8}-\d{6}(?:-\d+)?-[a-z0-9][a-z0-9_-]*\b")
 EXCEPTION = '[data-testid="stException"]'

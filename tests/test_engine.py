@@ -84,6 +84,7 @@ def test_a_worker_process_trains_and_its_events_arrive_in_order(engine, sample) 
     assert runs.load_config(job.run_dir)["owner"] == jobs.LOCAL_OWNER
 
 
+@pytest.mark.slow
 def test_events_stream_live_in_order(engine, sample) -> None:
     eng = engine()
     seen: list[dict] = []
@@ -105,6 +106,7 @@ def test_events_stream_live_in_order(engine, sample) -> None:
     assert progress == sorted(progress)  # batches of an epoch, then its row, epoch by epoch
 
 
+@pytest.mark.slow
 def test_stop_ends_the_run_within_one_batch_across_processes(engine, sample) -> None:
     eng = engine()
     # Big batches of a wider model: each takes longer than a batch event's throttle.
@@ -123,9 +125,10 @@ def test_stop_ends_the_run_within_one_batch_across_processes(engine, sample) -> 
     assert runs.best_model_path(job.run_dir).exists()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_its_run_and_the_queue_goes_on(engine, sample) -> None:
     eng = engine()
-    victim = eng.submit(request(epochs=30, limit=None, name="victim"), sample)
+    victim = eng.submit(request(epochs=30, limit=2000, name="victim"), sample)
     after = eng.submit(request(name="after"), sample)
     assert not after.started
     wait_for(lambda: len(runs.load_history(victim.run_dir)) >= 1, what="the first epoch")
@@ -146,6 +149,7 @@ def test_a_killed_worker_fails_its_run_and_the_queue_goes_on(engine, sample) -> 
     assert runs.load_history(victim.run_dir)["epoch"].tolist() == list(range(1, done + 2))
 
 
+@pytest.mark.slow
 def test_two_runs_train_at_once_with_two_workers(engine, sample, monkeypatch) -> None:
     monkeypatch.setenv("CNNLAB_WORKERS", "2")
     eng = engine()
@@ -160,6 +164,7 @@ def test_two_runs_train_at_once_with_two_workers(engine, sample, monkeypatch) ->
     assert a.result.status == b.result.status == "finished"
 
 
+@pytest.mark.slow
 def test_per_user_queue_cap(engine, sample) -> None:
     eng = engine(budgets=budgets.Budgets(max_runs_per_user=2))
     first = eng.submit(request(epochs=2), sample, user=User("ann"))
@@ -184,6 +189,7 @@ def test_over_budget_requests_are_refused_before_queueing(engine, sample, runs_r
     assert not any(p.is_dir() for p in runs_root.iterdir() if not p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_an_upload_is_shipped_once_and_dropped_when_unused(engine, sample, runs_root) -> None:
     info = datasets.DatasetInfo("folder:shapes.zip", "shapes", ("a", "b"), (16, 16, 3))
     rng = np.random.default_rng(0)
@@ -198,6 +204,7 @@ def test_an_upload_is_shipped_once_and_dropped_when_unused(engine, sample, runs_
     assert not list((runs_root / jobs.UPLOADS_DIR).glob("*.npz"))  # no copy left behind
 
 
+@pytest.mark.slow
 def test_fine_tune_starts_a_child_run_from_the_best_model(engine, sample) -> None:
     eng = engine()
     parent = eng.submit(request(epochs=1), sample)
@@ -213,6 +220,7 @@ def test_fine_tune_starts_a_child_run_from_the_best_model(engine, sample) -> Non
     assert int(best.optimizer.iterations.numpy()) > 0
 
 
+@pytest.mark.slow
 def test_exact_resume_through_the_engine(engine, sample) -> None:
     eng = engine()
     job = eng.submit(request(epochs=2), sample)
@@ -229,6 +237,7 @@ def test_exact_resume_through_the_engine(engine, sample) -> None:
     assert runs.load_config(job.run_dir)["fit"]["epochs"] == 4
 
 
+@pytest.mark.slow
 def test_a_second_engine_on_the_same_root_does_not_run_the_queue(engine, sample) -> None:
     first = engine()
     job = first.submit(request(epochs=2), sample)
@@ -278,23 +287,34 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def test_server_memory_stays_flat_over_twenty_runs(engine, sample, monkeypatch) -> None:
+# Eight runs measure a leak as well as twenty did: the server's RSS grows by about 0.03 MB a
+# run here, with well under 1 MB of noise (0.5 MB over 20 runs), so the bar stays 2.5 MB a
+# run, as the 50 MB over 20 runs it replaces. What it guards against is per-run state kept
+# in the server: an upload's arrays (a few MB), model-file bytes, uncompacted batch events.
+MEMORY_RUNS = 8
+MEMORY_MB_PER_RUN = 2.5
+
+
+@pytest.mark.slow
+def test_server_memory_stays_flat_over_many_runs(engine, sample, monkeypatch) -> None:
     monkeypatch.setenv("CNNLAB_WORKERS", "2")
     eng = engine()
     small = request(limit=40, batch_size=8, val_fraction=0.25)
-    for _ in range(2):  # warm-up: first-use imports and caches
-        assert eng.submit(small, sample).wait(WAIT)
+    # Warm-up, one run in each slot at once: first-use imports and caches.
+    warm = [eng.submit(small, sample) for _ in range(2)]
+    assert all(job.wait(WAIT) for job in warm)
     before = rss_mb()
     batch = [eng.submit(dataclasses.replace(small, name=f"r{i}"), sample, user=User(f"u{i}"))
-             for i in range(20)]
+             for i in range(MEMORY_RUNS)]
     for job in batch:
         assert job.wait(WAIT) and job.result.status == "finished", job.result.message
     grown = rss_mb() - before
-    print(f"server RSS grew {grown:.1f} MB over 20 runs")
-    assert grown < 50
+    print(f"server RSS grew {grown:.1f} MB over {MEMORY_RUNS} runs")
+    assert grown < MEMORY_RUNS * MEMORY_MB_PER_RUN
     assert all(len(j.events.since(0)) <= 50 for j in batch)
 
 
+@pytest.mark.slow
 def test_a_warm_standby_trains_the_next_run_once(engine, sample) -> None:
     eng = engine()
     eng.warm()
@@ -310,6 +330,7 @@ def test_a_warm_standby_trains_the_next_run_once(engine, sample) -> None:
     assert second.wait(30) == 0  # an unused standby is released with the engine
 
 
+@pytest.mark.slow
 def test_a_worker_over_its_memory_budget_is_stopped_with_a_message(engine, sample) -> None:
     # TensorFlow alone takes a few hundred MB, so a 150 MB budget trips at the first check.
     eng = engine(budgets=budgets.Budgets(max_worker_memory_mb=150))

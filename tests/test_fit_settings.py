@@ -90,6 +90,7 @@ def test_augmented_images_are_the_models_own_augmentation() -> None:
     assert (same == ds.x_train[:4]).all()  # no augmentation layers: unchanged
 
 
+@pytest.mark.slow
 def test_cli_trains_a_zip_exactly_like_the_upload(tmp_path: Path, runs_root: Path) -> None:
     data = shapes_zip(per_class=20, size=32)
     path = tmp_path / "shapes.zip"
@@ -139,6 +140,7 @@ def test_steps_per_execution_groups_short_steps_only() -> None:
     assert fit_settings.steps_per_execution(flops, 128, 24) == 3  # an eighth of 24 steps
 
 
+@pytest.mark.slow
 def test_steps_per_execution_changes_speed_not_results() -> None:
     import keras
 

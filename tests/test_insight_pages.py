@@ -144,6 +144,7 @@ def test_an_upload_run_shows_a_student_numbers_but_no_images(
         assert allowed or not any("not available here" in c.value for c in at.caption)
 
 
+@pytest.mark.slow
 def test_the_train_page_shows_the_sample_strip_and_a_cells_images(runs_root: Path) -> None:
     from pages.common import engine
 

@@ -27,8 +27,9 @@ from cnnlab.data import datasets
 from cnnlab.runs import store as runs
 from cnnlab.use import inference
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                                reason="jax is not installed (pip install -e \".[dev]\")")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                 reason="jax is not installed (pip install -e \".[dev]\")")]
 
 # Runs in the child: the CLI's train command, then inference on its best model. The CLI
 # prints its own JSON object first; the second stdout line is this script's report.

@@ -144,6 +144,7 @@ def test_exported_script_builds_the_same_model(name: str) -> None:
     assert type(model.optimizer).__name__.lower() == preset.config.optimizer
 
 
+@pytest.mark.slow
 def test_exported_script_runs_standalone_in_build_only_mode(tmp_path) -> None:
     preset = PRESETS["seed003-fashion"]
     script = tmp_path / "model.py"

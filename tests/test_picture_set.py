@@ -175,6 +175,7 @@ def kept(at) -> PictureSet:
     return at.session_state["explore_pictures"]
 
 
+@pytest.mark.slow
 def test_explore_makes_a_data_set_from_camera_photos_and_files():
     at = explore_page()
     assert not at.exception

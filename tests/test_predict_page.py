@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,27 @@ from cnnlab.use import inference
 from cnnlab.use.inference import Predictor
 from pages import state
 
+_MADE: dict[tuple[int, int], Path] = {}  # (limit, epochs): a finished run made by make_run
+
 
 def make_run(root: Path, limit: int = 600, epochs: int = 1) -> Path:
-    """A real finished run (quick preset on the bundled MNIST sample) under ``root``."""
+    """A real finished run (quick preset on the bundled MNIST sample) under ``root``.
+
+    Trained once per ``limit`` and ``epochs`` in a test process, copied after that (the same
+    files and run id; about 4 s less each time, and a dozen modules make one)."""
+    made = _MADE.get((limit, epochs))
+    if made is not None and not (Path(root) / made.name).exists():
+        return Path(shutil.copytree(made, runs.ensure_root(root) / made.name))
+    run_dir = train_quick_run(root, limit, epochs)
+    if (limit, epochs) not in _MADE:
+        keep = Path(tempfile.mkdtemp(prefix="cnnlab-made-run-"))
+        atexit.register(shutil.rmtree, keep, ignore_errors=True)
+        _MADE[limit, epochs] = Path(shutil.copytree(run_dir, keep / run_dir.name))
+    return run_dir
+
+
+def train_quick_run(root: Path, limit: int, epochs: int) -> Path:
+    """Train make_run's run under ``root``."""
     from cnnlab.data import datasets
     from cnnlab.model.config import PRESETS
     from cnnlab.model.fit_settings import FitSettings
@@ -95,6 +115,7 @@ def test_rejects_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None:
         model_check.load_model_file(path)
 
 
+@pytest.mark.slow
 def test_rejects_unsafe_lambda_model(tmp_path: Path) -> None:
     path = tmp_path / "lam.keras"
     lambda_model().save(path)
@@ -167,6 +188,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, cwd=ROOT, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_predict_json(trained_run: Path, tmp_path: Path) -> None:
     image = tmp_path / "one.png"
     image.write_bytes(digit_png(dark_on_light=True))
@@ -180,6 +202,7 @@ def test_cli_predict_json(trained_run: Path, tmp_path: Path) -> None:
     assert payload["class_name"] == str(payload["label"]) and payload["ms"] > 0
 
 
+@pytest.mark.slow
 def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path) -> None:
     text = tmp_path / "x.png"
     text.write_text("not an image")
@@ -189,6 +212,7 @@ def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path) -> Non
     assert out.returncode == 2 and "not a run directory" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_predict_model_file_agrees_with_its_run(trained_run: Path, tmp_path: Path) -> None:
     image = tmp_path / "one.png"
     image.write_bytes(digit_png(dark_on_light=True))
@@ -202,6 +226,7 @@ def test_cli_predict_model_file_agrees_with_its_run(trained_run: Path, tmp_path:
     assert by_file["probabilities"] == pytest.approx(by_run["probabilities"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_predict_model_refuses_hostile_oversized_and_missing_files(tmp_path: Path) -> None:
     image = tmp_path / "one.png"
     image.write_bytes(digit_png())
@@ -234,6 +259,7 @@ def page():
     return AppTest.from_file(str(ROOT / "pages" / "predict.py"), default_timeout=APPTEST_TIMEOUT)
 
 
+@pytest.mark.slow
 def test_page_without_runs_trains_the_quick_preset_in_one_click(
     runs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -375,6 +401,7 @@ def test_page_refuses_a_bad_picture(runs_with_model: Path) -> None:
     assert "not a readable picture" in at.error[0].value
 
 
+@pytest.mark.slow
 def test_page_own_model_upload(runs_root: Path, tmp_path: Path) -> None:
     at = page().run()
     uploader = at.file_uploader(key="own_model")
@@ -450,6 +477,7 @@ def test_an_unknown_or_unsafe_run_in_the_address_is_a_warning(runs_with_model: P
         assert address(at, "run") == runs_with_model.name
 
 
+@pytest.mark.slow
 def test_a_backbone_run_is_listed_in_runs_and_predicts_an_uploaded_picture(
     runs_root: Path,
 ) -> None:

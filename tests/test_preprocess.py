@@ -292,6 +292,7 @@ def mnist_model():
     return model, x_test[:500], y_test[:500]
 
 
+@pytest.mark.slow
 def test_pasted_mnist_digits_keep_accuracy(mnist_model) -> None:
     model, x_test, y_test = mnist_model
     rng = np.random.default_rng(0)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from conftest import with_fit
 
+pytestmark = pytest.mark.slow  # a real local Ray instance and worker start-ups
+
 ray = pytest.importorskip("ray")
 
 from cnnlab.data import datasets  # noqa: E402

@@ -277,6 +277,7 @@ def test_address_opens_a_run_and_follows_the_pick(root: Path) -> None:
     assert (shown[-1] if isinstance(shown, list) else shown) == ids["base"]
 
 
+@pytest.mark.slow
 def test_fine_tune_from_best_starts_a_child_run_and_resume_needs_a_checkpoint(
         root: Path) -> None:
     from cnnlab.train import callbacks

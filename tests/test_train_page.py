@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from cnnlab.runs import store as runs
@@ -44,6 +45,7 @@ def metric(at: AppTest, label: str):
     return next((m for m in at.metric if m.label == label), None)
 
 
+@pytest.mark.slow
 def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> None:
     from pages.common import engine
 
@@ -76,6 +78,7 @@ def test_tiny_run_trains_survives_reruns_and_shows_results(runs_root: Path) -> N
     assert any(job.run_id in m.value and "finished" in m.value for m in other.markdown)
 
 
+@pytest.mark.slow
 def test_clearing_streamlit_caches_keeps_the_engine_and_the_live_run(runs_root: Path) -> None:
     import streamlit as st
 
@@ -135,6 +138,7 @@ def test_uses_the_configure_page_model(runs_root: Path) -> None:
     assert epochs.value == 7
 
 
+@pytest.mark.slow
 def test_an_upload_trains_with_every_default(runs_root: Path) -> None:
     from shapes import shapes_zip
 
