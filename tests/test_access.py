@@ -116,6 +116,7 @@ def test_a_wrong_password_is_refused_and_slowed(accounts_file: Path) -> None:
     assert attempt(PASSWORDS["bob"], name="bob", address="10.0.0.10") == BOB
 
 
+@pytest.mark.slow
 def test_the_users_command_reads_passwords_from_stdin(tmp_path: Path) -> None:
     path = tmp_path / "class.json"
 

@@ -93,6 +93,7 @@ def _small_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_exits_1_with_its_result(tmp_path: Path) -> None:
     out = cli("train", "--dataset", "mnist_sample", "--preset", "quick", "--limit", "300",
               "--epochs", "2", "--runs-dir", str(tmp_path), "--json",
