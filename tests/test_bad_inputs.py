@@ -940,7 +940,7 @@ def test_a_big_picture_is_decoded_once_to_a_small_one() -> None:
 def test_the_predict_page_decodes_an_uploaded_picture_once(runs_root: Path, monkeypatch) -> None:
     from test_predict_page import make_run
 
-    make_run(runs_root, limit=200)
+    make_run(runs_root)  # make_run's default run: a copy once it was trained
     calls = []
     real_open = preprocess.open_image
 

@@ -36,7 +36,7 @@ def server_env(accounts_path: Path) -> dict[str, str]:
 def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished run, Ann's."""
     root = tmp_path_factory.mktemp("class-runs")
-    run_dir = make_run(root, limit=300)
+    run_dir = make_run(root)
     runs.write_json(run_dir / runs.CONFIG_FILE,
                     {**runs.load_config(run_dir), "owner": "ann", "name": "ann-digits"})
     return root

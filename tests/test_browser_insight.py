@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The served runs root, holding one finished run (overrides conftest's empty one)."""
     root = tmp_path_factory.mktemp("browser-insight-runs")
-    make_run(root, limit=300)
+    make_run(root)
     return root
 
 

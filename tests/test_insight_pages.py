@@ -35,8 +35,9 @@ from tests.conftest import APPTEST_TIMEOUT, ROOT
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real finished run (quick preset, 300 MNIST-sample images, one epoch)."""
-    return make_run(tmp_path_factory.mktemp("insight") / "runs", limit=300)
+    """One real finished run (quick preset, 600 MNIST-sample images, one epoch: make_run's
+    default, a copy when another module made it first)."""
+    return make_run(tmp_path_factory.mktemp("insight") / "runs")
 
 
 def open_runs_page(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
@@ -74,7 +75,7 @@ def test_runs_page_shows_the_images_of_a_chosen_cell(trained: Path, monkeypatch)
     metrics = runs.load_metrics(trained)
     i, j = busiest_mistake(metrics["confusion"])
     expected = predictions.cell_examples(preds, i, j, 24)
-    assert len(expected)  # one epoch on 300 images makes mistakes
+    assert len(expected)  # one epoch on 600 images makes mistakes
 
     at.selectbox(key=f"runs_cell_true_{run_id}").set_value(i).run()
     at.selectbox(key=f"runs_cell_pred_{run_id}").set_value(j).run()
