@@ -184,7 +184,16 @@ def streamlit_server(server_runs_dir: Path, server_env: dict[str, str],
 
     Started once per module, waited for on /_stcore/health, terminated afterwards.
     """
-    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir), **server_env}
+    with lab_server(server_runs_dir, server_env, tmp_path_factory) as url:
+        yield url
+
+
+@contextmanager
+def lab_server(runs_dir: Path, extra_env: dict[str, str],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `streamlit run app.py` on a free port serving ``runs_dir`` (a module may start a
+    second one on the same root: several web processes of one class)."""
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(runs_dir), **extra_env}
     if SHARED_KERAS.is_dir():
         env.setdefault("KERAS_HOME", str(SHARED_KERAS))
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"

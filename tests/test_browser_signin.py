@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT, _free_port, served_app
+from conftest import ROOT, TEST_OUTPUT, lab_server
 from test_predict_page import make_run
 
 from cnnlab.people import accounts, sessions
@@ -52,13 +52,7 @@ def server_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def second_server(server_runs_dir: Path, server_env: dict[str, str],
                   tmp_path_factory: pytest.TempPathFactory):
     """Another web process on the same runs root and accounts."""
-    import os
-
-    env = {**os.environ, "CNNLAB_RUNS_DIR": str(server_runs_dir), **server_env}
-    if SHARED_KERAS.is_dir():
-        env.setdefault("KERAS_HOME", str(SHARED_KERAS))
-    log = tmp_path_factory.mktemp("streamlit2") / "server.log"
-    with served_app(_free_port(), ROOT, env, log) as url:
+    with lab_server(server_runs_dir, server_env, tmp_path_factory) as url:
         yield url
 
 
