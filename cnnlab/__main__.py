@@ -1,8 +1,6 @@
 """``python -m cnnlab``: the same command line as ``cnnlab`` (cnnlab.cli.main)."""
 
-import sys
-
-from cnnlab.cli.main import main
+from cnnlab.cli.main import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

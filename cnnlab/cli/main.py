@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,7 +127,6 @@ def cmd_summary(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Train a preset or config file on a data set, synchronously; progress to stderr."""
     import dataclasses
-    import os
     import time
     from pathlib import Path
 
@@ -339,7 +339,6 @@ def _import_roster(store: Accounts, roster_file: Path, passwords_out: str | None
     """``users import``: every account of the roster or none; the passwords in the result,
     or in ``passwords_out`` (made owner-only, never overwritten) when given."""
     import csv
-    import os
 
     from cnnlab.people import roster
 
@@ -515,4 +514,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     emit(payload, args.json, args.command)
     return EXIT_FAILED if payload.get("status") == "failed" else EXIT_DONE
+
+
+def run() -> None:
+    """The ``cnnlab`` command: main(), then exit with its status."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        # Ctrl-C can land inside a TensorFlow op; tearing the interpreter down around its
+        # threads then sometimes crashes (SIGSEGV, seen in CI). The run's files are
+        # written by now, so leave without that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
