@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -316,15 +317,26 @@ def test_the_worker_checks_budgets_again(runs_root: Path, sample) -> None:
     assert not runs.best_model_path(run_dir).exists()
 
 
-def test_time_limit_ends_the_run_with_its_files(runs_root: Path, sample) -> None:
+def test_time_limit_ends_the_run_with_its_files(runs_root: Path, sample,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     req = request(epochs=50, limit=None, patience=0)  # no early stop before the limit
     run_dir = new_run(runs_root, req, sample)
-    limit = budgets.Budgets(max_run_minutes=4 / 60)  # 4 s: a few epochs, then the limit
-    result = training.train_run(req, sample, run_dir, budgets=limit)
+    # The clock jumps an hour once epoch 2 has ended, so the 1-minute limit strikes in epoch
+    # 3 on any machine, however fast or slow.
+    jump = [0.0]
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + jump[0])
+
+    def hour_after_epoch_two(event: dict) -> None:
+        if event["kind"] == "epoch" and event["epoch"] == 2:
+            jump[0] = 3600.0
+
+    result = training.train_run(req, sample, run_dir, hour_after_epoch_two,
+                                budgets=budgets.Budgets(max_run_minutes=1))
     assert result.status == "time limit", result.message
-    assert "time limit of" in result.message
+    assert "time limit of 1 minutes" in result.message
     status = runs.load_status(run_dir)
-    assert status["status"] == "time limit" and 1 <= status["epochs_done"] < 50
+    assert status["status"] == "time limit" and status["epochs_done"] == 2
     assert runs.best_model_path(run_dir).exists() and runs.load_metrics(run_dir) is not None
 
 
