@@ -6,6 +6,7 @@ The data set is in the address (``?dataset=mnist``), so a link opens this page o
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab import charts
@@ -44,14 +45,6 @@ def registry_stats(name: str) -> tuple[np.ndarray, np.ndarray]:
     ds = cached_dataset(name)
     return (charts.class_mean_images(ds.x_train, ds.y_train, len(ds.info.class_names)),
             charts.pixel_counts(ds.x_train))
-
-
-def stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Cached for registry sets; uploads are small and per-session, so computed directly."""
-    if ds.info.name.startswith(UPLOAD_PREFIX):
-        return (charts.class_mean_images(ds.x_train, ds.y_train, len(ds.info.class_names)),
-                charts.pixel_counts(ds.x_train))
-    return registry_stats(ds.info.name)
 
 
 def upload_form() -> None:
@@ -192,14 +185,52 @@ def sample_grid(ds: Dataset) -> None:
     pick = c2.selectbox("Class", ["All classes", *names], key="explore_class")
     if c3.button("Reshuffle", icon=":material/shuffle:", width="stretch"):
         st.session_state["explore_seed"] = st.session_state.get("explore_seed", 0) + 1
+    seed = st.session_state.get("explore_seed", 0)
+    fig = (sample_grid_figure(ds, rows, pick, seed) if is_upload(ds)
+           else registry_sample_grid(ds.info.name, rows, pick, seed))
+    st.plotly_chart(fig, key="explore_grid", config={"displayModeBar": False})
+
+
+def sample_grid_figure(ds: Dataset, rows: int, pick: str, seed: int) -> go.Figure:
+    """``rows`` rows of random training images of class ``pick`` (or all), captioned."""
+    names = ds.info.class_names
     pool = (np.arange(len(ds.y_train)) if pick == "All classes"
             else np.flatnonzero(ds.y_train == names.index(pick)))
-    rng = np.random.default_rng(st.session_state.get("explore_seed", 0))
+    rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(pool, size=min(len(pool), rows * GRID_COLS), replace=False))
     captions = [names[int(k)] for k in ds.y_train[idx]]
-    st.plotly_chart(charts.image_grid_figure(ds.x_train[idx], captions, GRID_COLS, tile_px=56),
-                    key="explore_grid",
-                    config={"displayModeBar": False})
+    return charts.image_grid_figure(ds.x_train[idx], captions, GRID_COLS, tile_px=56)
+
+
+# A registry set's figures are the same for everyone, so each is built once per input and
+# kept as an object: st.cache_data would pickle it, and unpickling re-validates the whole
+# figure (31 ms for a sample grid, against 3.7 ms for st.plotly_chart to send a kept one).
+# st.plotly_chart only reads a figure, so sessions may share it.
+@st.cache_resource(max_entries=256, show_spinner=False)
+def registry_sample_grid(name: str, rows: int, pick: str, seed: int) -> go.Figure:
+    """sample_grid_figure of a registry set, shared by every session."""
+    return sample_grid_figure(cached_dataset(name), rows, pick, seed)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def registry_figures(name: str) -> tuple[go.Figure, go.Figure, go.Figure]:
+    """A registry set's class counts, mean images and pixel histogram, shared by every
+    session."""
+    return overview_figures(cached_dataset(name), *registry_stats(name))
+
+
+def overview_figures(ds: Dataset, means: np.ndarray, counts: np.ndarray
+                     ) -> tuple[go.Figure, go.Figure, go.Figure]:
+    """The class counts, mean images and pixel histogram of ``ds``."""
+    names = ds.info.class_names
+    return (charts.class_counts_figure(names, ds.y_train, ds.y_test),
+            charts.image_grid_figure(means, list(names), 5),
+            charts.pixel_histogram_figure(counts))
+
+
+def is_upload(ds: Dataset) -> bool:
+    """Uploads are per session (and small): their figures are built on each run."""
+    return ds.info.name.startswith(UPLOAD_PREFIX)
 
 
 def augmentation_preview(ds: Dataset) -> None:
@@ -245,25 +276,25 @@ cols[2].metric("Test images", f"{len(ds.y_test):,}")
 cols[3].metric("Classes", len(info.class_names), help=f"images are {h}×{w}, {c} channel(s)")
 st.caption(f"{info.title}: {h}×{w} pixels, {'grayscale' if c == 1 else 'colour'}, uint8 0–255.")
 
+if is_upload(ds):
+    counts_fig, means_fig, hist_fig = overview_figures(
+        ds, charts.class_mean_images(ds.x_train, ds.y_train, len(info.class_names)),
+        charts.pixel_counts(ds.x_train))
+else:
+    counts_fig, means_fig, hist_fig = registry_figures(info.name)
 st.subheader("Images per class")
-st.plotly_chart(charts.class_counts_figure(info.class_names, ds.y_train, ds.y_test),
-                key="explore_counts", config={"displayModeBar": False})
+st.plotly_chart(counts_fig, key="explore_counts", config={"displayModeBar": False})
 
 st.subheader("Samples")
 sample_grid(ds)
 
-if name.startswith(UPLOAD_PREFIX):
+if is_upload(ds):
     augmentation_preview(ds)
 
-means, counts = stats(ds)
 left, right = st.columns(2)
 with left:
     st.subheader("Mean image per class")
-    st.plotly_chart(
-        charts.image_grid_figure(means, list(info.class_names), 5),
-        key="explore_means", config={"displayModeBar": False},
-    )
+    st.plotly_chart(means_fig, key="explore_means", config={"displayModeBar": False})
 with right:
     st.subheader("Pixel intensities")
-    st.plotly_chart(charts.pixel_histogram_figure(counts),
-                    key="explore_hist", config={"displayModeBar": False})
+    st.plotly_chart(hist_fig, key="explore_hist", config={"displayModeBar": False})

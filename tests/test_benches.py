@@ -153,3 +153,14 @@ def test_own_images_bench_trains_an_upload_with_the_offered_defaults() -> None:
     assert out["images"] == {"train": 96, "test": 24}
     assert 1 <= out["epochs_run"] <= out["epochs_offered"]
     assert 0.0 <= out["test_accuracy"] <= 1.0 and out["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_page_cost_bench_times_every_page() -> None:
+    out = bench("bench.page_cost", "--runs", "2")
+    assert set(out["pages"]) == {"Home", "Explore", "Configure", "Train", "Draw & predict",
+                                 "Runs"}
+    for page, cost in out["pages"].items():
+        assert cost["errors"] == 0, page
+        assert 0 < cost["p50_ms"] <= cost["p95_ms"], page
+    assert out["machine"].startswith(f"{os.cpu_count()} CPU cores")
