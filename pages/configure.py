@@ -11,6 +11,7 @@ The data set and the preset are in the address (``?dataset=mnist&preset=quick``)
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab import charts
@@ -18,6 +19,7 @@ from cnnlab.model import backbone_stages
 from cnnlab.model.config import (
     PRESETS,
     ConfigError,
+    ModelConfig,
     advice,
     default_preset,
     file_json,
@@ -38,6 +40,29 @@ from pages.configure_sources import (
 )
 from pages.configure_widgets import config_widgets
 from pages.signin import current_user, md
+
+
+# A model's tables and figures are the same for everyone who shapes it: built once per model
+# and shared (st.cache_resource, as on Explore: st.plotly_chart and st.dataframe only read
+# them), so a rerun that changed nothing rebuilds nothing.
+@st.cache_resource(max_entries=256, show_spinner=False)
+def model_views(config: ModelConfig, input_shape: tuple[int, ...], n_classes: int
+                ) -> tuple[list[dict], dict[str, int], pd.DataFrame, go.Figure]:
+    """The layer rows, memory estimate, layer table and parameter chart of ``config``."""
+    rows = layer_table(config, input_shape, n_classes)
+    layers = pd.DataFrame(
+        {
+            "layer": [r["name"] for r in rows],
+            "type": [r["type"] for r in rows],
+            "output shape": ["×".join(map(str, r["output_shape"])) for r in rows],
+            "params": [r["params"] for r in rows],
+            "trainable": [r["trainable"] for r in rows],
+            "frozen": [r["params"] - r["trainable"] for r in rows],
+        }
+    )
+    return (rows, memory_bytes(config, input_shape, n_classes), layers,
+            charts.params_figure(rows))
+
 
 # ------------------------------------------------------------------------------------ page
 
@@ -84,8 +109,7 @@ problems = validate(config, input_shape) + fit.problems()
 # The server's budgets, with these fit settings (Train may change epochs and batch size).
 over_budget = budgets.problems(engine().budgets, config, input_shape, n_classes,
                                fit.epochs, fit.batch_size)
-rows = layer_table(config, input_shape, n_classes)
-memory = memory_bytes(config, input_shape, n_classes)
+rows, memory, layers, params_fig = model_views(config, tuple(input_shape), n_classes)
 
 
 with summary:
@@ -129,19 +153,9 @@ with right:
         ["Layers", "Diagram", "Parameters", "Keras script", "Config JSON"]
     )
     with tab_layers:
-        table = pd.DataFrame(
-            {
-                "layer": [r["name"] for r in rows],
-                "type": [r["type"] for r in rows],
-                "output shape": ["×".join(map(str, r["output_shape"])) for r in rows],
-                "params": [r["params"] for r in rows],
-                "trainable": [r["trainable"] for r in rows],
-                "frozen": [r["params"] - r["trainable"] for r in rows],
-            }
-        )
         count = st.column_config.NumberColumn(format="localized")
         st.dataframe(
-            table, hide_index=True, width="stretch",
+            layers, hide_index=True, width="stretch",
             height=min(38 + 35 * len(rows), 600),
             # "output" keeps the six columns inside the half-page without a scroll bar.
             column_config={"output shape": st.column_config.TextColumn("output"),
@@ -165,7 +179,7 @@ with right:
     with tab_diagram:
         st.graphviz_chart(charts.architecture_dot(rows, inside), width="content")
     with tab_params:
-        st.plotly_chart(charts.params_figure(rows), width="stretch")
+        st.plotly_chart(params_fig, width="stretch")
     with tab_code:
         script = to_keras_script(config, fit, input_shape, n_classes, dataset_name)
         st.download_button("Download script", script, icon=":material/download:",
