@@ -274,7 +274,9 @@ cols[0].metric("Training images", f"{len(ds.y_train) - n_val:,}")
 cols[1].metric("Validation images", f"{n_val:,}", help="10 % of each class, held out of training")
 cols[2].metric("Test images", f"{len(ds.y_test):,}")
 cols[3].metric("Classes", len(info.class_names), help=f"images are {h}×{w}, {c} channel(s)")
-st.caption(f"{info.title}: {h}×{w} pixels, {'grayscale' if c == 1 else 'colour'}, uint8 0–255.")
+st.caption(f"{info.title}: {h}×{w} pixels, {'grayscale' if c == 1 else 'colour'}, uint8 0–255."
+           + (f" Test set from {md(info.test_source)}: {len(ds.y_test):,} images."
+              if info.test_source else ""))
 
 if is_upload(ds):
     counts_fig, means_fig, hist_fig = overview_figures(

@@ -233,7 +233,7 @@ def good_files() -> dict[str, bytes]:
         "pets/test/cats/3.png": png((40, 40), "RGBA", (0, 0, 0, 0)),  # transparent → white
         "pets/train/dogs/1.jpg": jpg.getvalue(),
         "pets/train/dogs/2.png": png((8, 8), "P", 3),
-        "pets/train/dogs/3.gif": png((16, 32), "1", 1),
+        "pets/test/dogs/3.gif": png((16, 32), "1", 1),
         "__MACOSX/pets/._1.png": b"junk",
         "pets/.DS_Store": b"junk",
     }
@@ -259,7 +259,8 @@ def test_zip_mixed_sizes_and_modes_are_converted(quiet_dir):
     assert ds.info.image_shape == (24, 32, 3)
     assert ds.x_train.shape[1:] == (24, 32, 3) and ds.x_train.dtype == np.uint8
     assert len(ds.y_train) + len(ds.y_test) == 6
-    assert sorted(np.bincount(ds.y_test).tolist()) == [1, 1]  # 20 %, at least one per class
+    assert sorted(np.bincount(ds.y_test).tolist()) == [1, 1]  # the test part: one per class
+    assert ds.info.test_source == "pets/test/" and ds.info.skipped_files == 2
     all_x = np.concatenate([ds.x_train, ds.x_test])
     assert any((img == [255, 255, 255]).all() for img in all_x)  # the transparent one
     assert any((img[..., 0] > 200).all() and (img[..., 1] < 50).all() for img in all_x)

@@ -178,3 +178,20 @@ def test_someone_elses_upload_in_the_address_is_a_warning():
     assert not at.exception
     assert "not in this browser session" in at.warning[0].value
     assert at.selectbox(key="explore_dataset").value in datasets.REGISTRY
+
+
+def test_an_upload_with_its_own_test_part_says_where_the_test_set_came_from():
+    from shapes import shapes_zip
+    from test_zip_layout import notes_zip
+
+    ds = datasets.load_zip(notes_zip(train=4, test=3), (16, 16), False, name="folder:cd.zip")
+    at = explore("folder:cd.zip", upload=ds)
+    assert not at.exception and not at.error
+    assert at.metric[2].value == "6"  # Test images: the test part's, not 20 % at random
+    captions = [c.value for c in at.caption]
+    assert any(c.endswith(r"Test set from test\_set/: 6 images.") for c in captions), captions
+    # A zip without parts is split at random, and the caption does not claim otherwise.
+    ds = datasets.load_zip(shapes_zip(per_class=5, size=16), (16, 16), False,
+                           name="folder:shapes.zip")
+    at = explore("folder:shapes.zip", upload=ds)
+    assert not at.exception and not any("Test set from" in c.value for c in at.caption)

@@ -59,6 +59,17 @@ MAX_DECODE_SECONDS = 60.0
 MIN_SIZE, MAX_SIZE = 8, 256
 UPLOAD_PREFIX = "folder:"  # the name prefix of a data set made from the user's own images
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Folder names that mark a part of an archive as data sets ship them (train/test, the
+# notes' training_set/test_set, train/val/test), compared in lower case.
+PART_FOLDERS = {
+    "train": frozenset({"train", "training", "train_set", "training_set"}),
+    "val": frozenset({"val", "valid", "validation", "val_set", "validation_set"}),
+    "test": frozenset({"test", "testing", "test_set", "testing_set"}),
+}
+PART_WORDS = {"train": "training", "val": "validation", "test": "test"}
+# File names that operating systems add beside images (lower case). "_ds_store": tools
+# that cannot keep a leading dot re-pack macOS's .DS_Store under this name.
+OS_JUNK_FILES = ("thumbs.db", "desktop.ini", "_ds_store")
 
 
 class DatasetUnavailable(Exception):
@@ -80,6 +91,10 @@ class DatasetInfo:
         image_shape: (height, width, channels) of every image.
         digits: hand-written digits: the drawing canvas suits them and a flip breaks them.
         keras_module: the ``keras.datasets`` module that loads it in exported scripts.
+        test_source: for a zip that holds its own test part, that part's folder in the
+            zip (e.g. ``"test_set/"``); None when the test set was drawn at random.
+        skipped_files: zip entries that operating systems add (``.DS_Store``,
+            ``__MACOSX/…``, ``Thumbs.db``, ``desktop.ini``), left out when reading.
     """
 
     name: str
@@ -88,6 +103,8 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]
     digits: bool = False
     keras_module: str | None = None
+    test_source: str | None = None
+    skipped_files: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -457,21 +474,26 @@ def to_npz_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     info = {"name": ds.info.name, "title": ds.info.title,
             "class_names": list(ds.info.class_names), "image_shape": list(ds.info.image_shape),
-            "digits": ds.info.digits, "keras_module": ds.info.keras_module}
+            "digits": ds.info.digits, "keras_module": ds.info.keras_module,
+            "test_source": ds.info.test_source, "skipped_files": ds.info.skipped_files}
     np.savez_compressed(buf, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
                         y_test=ds.y_test, info=np.frombuffer(json.dumps(info).encode(), np.uint8))
     return buf.getvalue()
 
 
 def from_npz(source: bytes | Path | str) -> Dataset:
-    """The Dataset in an .npz made by ``to_npz_bytes`` (bytes or a file path)."""
+    """The Dataset in an .npz made by ``to_npz_bytes`` (bytes or a file path).
+
+    Fields added to DatasetInfo later take their defaults when an older file lacks them.
+    """
     import json
 
     with np.load(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
         raw = json.loads(z["info"].tobytes().decode())
         info = DatasetInfo(raw["name"], raw["title"], tuple(raw["class_names"]),
                            tuple(raw["image_shape"]), bool(raw.get("digits", False)),
-                           raw.get("keras_module"))
+                           raw.get("keras_module"), raw.get("test_source"),
+                           int(raw.get("skipped_files", 0)))
         return Dataset(info, z["x_train"], z["y_train"], z["x_test"], z["y_test"])
 
 
@@ -549,10 +571,160 @@ def _member_problem(name: str) -> str | None:
 
 
 def _skipped(name: str) -> bool:
-    """Folders and the junk that zip tools add (macOS forks, hidden files, Thumbs.db)."""
+    """Folders, and the files operating systems add beside images: macOS forks
+    (``__MACOSX/`` at any depth, ``._x.jpg``), hidden files (``.DS_Store``), Windows'
+    ``Thumbs.db`` and ``desktop.ini``."""
     parts = name.split("/")
-    return (name.endswith("/") or parts[0] == "__MACOSX" or parts[-1].startswith(".")
-            or parts[-1].lower() in ("thumbs.db", "desktop.ini"))
+    return (name.endswith("/") or "__MACOSX" in parts[:-1] or parts[-1].startswith(".")
+            or parts[-1].lower() in OS_JUNK_FILES)
+
+
+def _part_kind(folder: str) -> str | None:
+    """"train", "val" or "test" when ``folder`` names that part of an archive, else None."""
+    low = folder.lower()
+    return next((kind for kind, names in PART_FOLDERS.items() if low in names), None)
+
+
+def _class_of(member: str) -> str:
+    """An image's class: the folder it sits in (``train/cats/1.png`` is "cats")."""
+    return posixpath.basename(posixpath.dirname(member))
+
+
+def _part_of(member: str) -> tuple[str, str] | None:
+    """(kind, folder) of the part above ``member``'s class folder, or None.
+
+    The innermost part-named folder decides the kind (``training/test/cats/1.jpg`` is in
+    the test part); its folder is reported from the first of a run of same-kind names, so
+    the notes' ``test_set/test_set/cats/1.jpg`` is in ``test_set/``, as a person says it.
+    """
+    dirs = member.split("/")[:-2]  # the folders above the class folder
+    inner = next((k for k in range(len(dirs) - 1, -1, -1) if _part_kind(dirs[k])), None)
+    if inner is None:
+        return None
+    kind, start = _part_kind(dirs[inner]), inner
+    while start > 0 and _part_kind(dirs[start - 1]) == kind:
+        start -= 1
+    return str(kind), "/".join(dirs[: start + 1]) + "/"
+
+
+def _archive_parts(members: list[str]) -> tuple[list[bool], str, str] | None:
+    """Per image whether it is in the test part, the test part's folder and the training
+    part's folder(s), when the archive holds a training (or val) and a test part; None
+    when it does not, and its images are one pool to split at random.
+
+    A folder named like a part on its own is no split: a zip of ``test/cats``, ``test/dogs``
+    (or a class named "test") reads as before. Raises BadUpload for a part holding images
+    directly or an image outside both parts.
+    """
+    where = [_part_of(m) for m in members]
+    loose = [m for m in members if _part_kind(_class_of(m))]
+    kinds = {w[0] for w in where if w} | {_part_kind(_class_of(m)) for m in loose}
+    if "test" not in kinds or not kinds & {"train", "val"}:
+        return None
+    test_source = ", ".join(sorted({w[1] for w in where if w and w[0] == "test"}))
+    train_source = ", ".join(sorted({w[1] for w in where if w and w[0] != "test"}))
+    if loose:
+        folder = posixpath.dirname(loose[0])
+        kind = PART_WORDS[str(_part_kind(_class_of(loose[0])))]
+        loose_set = set(loose)
+        example = min((_class_of(m) for m, w in zip(members, where, strict=True)
+                       if w and m not in loose_set), default="cats")
+        raise BadUpload(
+            f"{folder}/ holds images directly ({loose[0]}), but the zip's {kind} part needs "
+            f"one sub-folder per class, as in Keras' image_dataset_from_directory: move them "
+            f"into class folders such as {folder}/{example}/ and zip again."
+        )
+    outside = [m for m, w in zip(members, where, strict=True) if w is None]
+    if outside:
+        raise BadUpload(
+            f"{outside[0]} is in neither the training part ({train_source or 'none'}) nor "
+            f"the test part ({test_source}) of the zip, and with both parts every image must "
+            "be in one: move it into a class folder of one part, or remove it, and zip again."
+        )
+    return [w is not None and w[0] == "test" for w in where], test_source, train_source
+
+
+def _check_part_classes(labels: list[str], in_test: list[bool], test_source: str,
+                        train_source: str) -> None:
+    """BadUpload unless the training and test parts hold the same class folders.
+
+    Keras numbers classes by the sorted folder names of each directory it reads, so parts
+    with different folders would give one label two meanings; and a class met only in
+    testing could never be learnt.
+    """
+    train = {c for c, t in zip(labels, in_test, strict=True) if not t}
+    test = {c for c, t in zip(labels, in_test, strict=True) if t}
+    if test - train:
+        only = min(test - train)
+        raise BadUpload(
+            f"Class {only!r} is only in the test part ({test_source}), so the model could "
+            f"never learn it; the training and test parts need the same class folders: add "
+            f"{only!r} images to the training part ({train_source}), or remove its folder "
+            "from the test part, and zip again."
+        )
+    if train - test:
+        missing = ", ".join(repr(c) for c in sorted(train - test))
+        raise BadUpload(
+            f"The training part ({train_source}) has class folders that the test part "
+            f"({test_source}) lacks: {missing}; the two parts need the same class folders: "
+            "add those classes' test images to the test part, or remove their folders from "
+            "the training part, and zip again."
+        )
+
+
+def _image_entries(infos: list[zipfile.ZipInfo]) -> tuple[list[zipfile.ZipInfo], int]:
+    """The zip's image entries and how many junk files were left out (see _skipped);
+    BadUpload for an unsafe name, a file that is no image, or an image outside a folder."""
+    images, junk = [], 0
+    for info in infos:
+        member = info.filename
+        problem = _member_problem(member)
+        if problem == CONTROL_CHARACTER:
+            raise BadUpload(
+                f"The zip entry {member!r} {problem}; names may not contain control or "
+                "bidirectional-text characters: rename the file or folder and zip again."
+            )
+        if problem:
+            raise BadUpload(
+                f"The zip entry {member!r} {problem}; only relative paths inside the "
+                "zip are allowed: zip the folder again with a normal zip tool."
+            )
+        if _skipped(member):
+            junk += not member.endswith("/")  # folder entries are structure, not junk
+            continue
+        if not member.lower().endswith(IMAGE_EXTENSIONS):
+            raise BadUpload(
+                f"{member} is not an image; allowed are {', '.join(IMAGE_EXTENSIONS)} "
+                "files: remove it and zip again."
+            )
+        if not posixpath.dirname(member):
+            raise BadUpload(
+                f"{member} is not in a class folder; put each class's images in its "
+                "own sub-folder (e.g. cats/1.jpg, dogs/1.jpg) and zip again."
+            )
+        images.append(info)
+    return images, junk
+
+
+def _decode_all(zf: zipfile.ZipFile, entries: list[zipfile.ZipInfo], size: tuple[int, int],
+                grayscale: bool, progress: Progress | None) -> list[np.ndarray]:
+    """Every image entry decoded (see _decode), within MAX_DECODE_SECONDS and
+    MAX_TOTAL_PIXELS; ``progress`` hears about a hundred rising fractions."""
+    deadline = time.monotonic() + MAX_DECODE_SECONDS
+    pixels = [0]  # decoded so far, shared with _decode
+    images: list[np.ndarray] = []
+    every = max(1, len(entries) // 100)  # about a hundred reports, however big the zip
+    for i, info in enumerate(entries):
+        if i % every == 0:
+            _tell(progress, i / len(entries), f"Decoding images: {i:,} of {len(entries):,}")
+        if time.monotonic() > deadline:
+            raise BadUpload(
+                f"Decoding the zip took more than {MAX_DECODE_SECONDS:.0f} s ({i:,} of "
+                f"{len(entries):,} images done); at most {MAX_DECODE_SECONDS:.0f} s is "
+                "allowed: upload fewer or smaller images (a few hundred pixels a side)."
+            )
+        images.append(_decode(_read_member(zf, info), info.filename, size, grayscale, pixels))
+    return images
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -645,14 +817,22 @@ def load_zip(
     test_fraction: float = 0.2,
     progress: Progress | None = None,
 ) -> Dataset:
-    """A data set from a zip of images with one sub-folder per class.
+    """A data set from a zip of images with one sub-folder per class, read as Keras'
+    ``image_dataset_from_directory`` reads a folder.
 
-    The class of an image is the folder it sits in (so ``train/cat/1.png`` and
-    ``test/cat/2.png`` are both "cat"); images of any size or colour mode are converted
-    and resized to ``size`` = (height, width), then split stratified into train/test.
-    Members are read in memory; nothing is extracted or written anywhere.
-    ``progress(fraction, text)``, when given, hears rising fractions every few images
-    decoded, and 1.0 last. Raises BadUpload naming the problem.
+    The class of an image is the folder it sits in, at any depth (``shapes/circle/1.png``
+    is "circle"). When the zip holds a training and a test part (``train/`` and
+    ``test/``, ``training_set/`` and ``test_set/``, nested too, as in the reference notes'
+    ``training_set/training_set/cats/1.jpg``), the test set is exactly the test part and
+    ``info.test_source`` names it; a ``val/`` part joins training, because every run takes
+    its validation share from the training images (as the notes do with
+    ``validation_split=0.1``). Otherwise ``test_fraction`` of each class is drawn at
+    random (seeded) for testing. Files that operating systems add (``.DS_Store``,
+    ``__MACOSX/``, ``Thumbs.db``, ``desktop.ini``) are left out and counted in
+    ``info.skipped_files``. Images of any size or colour mode are converted and resized to
+    ``size`` = (height, width). Members are read in memory; nothing is extracted or
+    written anywhere. ``progress(fraction, text)``, when given, hears rising fractions
+    every few images decoded, and 1.0 last. Raises BadUpload naming the problem.
     """
     from cnnlab import text
 
@@ -673,8 +853,6 @@ def load_zip(
         ) from exc
     with zf:
         infos = zf.infolist()
-        deadline = time.monotonic() + MAX_DECODE_SECONDS
-        pixels = [0]  # decoded so far, shared with _decode
         if len(infos) > MAX_FILES:
             raise BadUpload(
                 f"The zip holds {len(infos):,} entries; at most {MAX_FILES:,} are allowed: "
@@ -686,47 +864,14 @@ def load_zip(
                 f"The zip unpacks to {total:,} bytes; at most {MAX_UNCOMPRESSED_BYTES:,} "
                 "are allowed: upload fewer or smaller images."
             )
-        images: list[np.ndarray] = []
-        labels: list[str] = []
-        every = max(1, len(infos) // 100)  # about a hundred reports, however big the zip
-        for i, info in enumerate(infos, start=1):
-            member = info.filename
-            if i % every == 0:
-                _tell(progress, (i - 1) / len(infos),
-                      f"Decoding images: {len(images):,} done, {i - 1:,} of {len(infos):,} "
-                      "zip entries")
-            problem = _member_problem(member)
-            if problem == CONTROL_CHARACTER:
-                raise BadUpload(
-                    f"The zip entry {member!r} {problem}; names may not contain control or "
-                    "bidirectional-text characters: rename the file or folder and zip again."
-                )
-            if problem:
-                raise BadUpload(
-                    f"The zip entry {member!r} {problem}; only relative paths inside the "
-                    "zip are allowed: zip the folder again with a normal zip tool."
-                )
-            if _skipped(member):
-                continue
-            if not member.lower().endswith(IMAGE_EXTENSIONS):
-                raise BadUpload(
-                    f"{member} is not an image; allowed are {', '.join(IMAGE_EXTENSIONS)} "
-                    "files: remove it and zip again."
-                )
-            folder = posixpath.dirname(member)
-            if not folder:
-                raise BadUpload(
-                    f"{member} is not in a class folder; put each class's images in its "
-                    "own sub-folder (e.g. cats/1.jpg, dogs/1.jpg) and zip again."
-                )
-            if time.monotonic() > deadline:
-                raise BadUpload(
-                    f"Decoding the zip took more than {MAX_DECODE_SECONDS:.0f} s ({len(images):,}"
-                    f" of {len(infos):,} entries done); at most {MAX_DECODE_SECONDS:.0f} s is "
-                    "allowed: upload fewer or smaller images (a few hundred pixels a side)."
-                )
-            images.append(_decode(_read_member(zf, info), member, size, grayscale, pixels))
-            labels.append(posixpath.basename(folder))
+        entries, junk = _image_entries(infos)
+        members = [i.filename for i in entries]
+        labels = [_class_of(m) for m in members]
+        # The layout is checked on names, before any second is spent decoding.
+        parts = _archive_parts(members)
+        if parts is not None:
+            _check_part_classes(labels, *parts)
+        images = _decode_all(zf, entries, size, grayscale, progress)
     class_names = tuple(sorted(set(labels)))
     counts = {c: labels.count(c) for c in class_names}
     if len(class_names) < 2:
@@ -744,8 +889,19 @@ def load_zip(
     x = np.stack(images)
     y = np.array([class_names.index(c) for c in labels], dtype=np.uint8 if len(
         class_names) <= 255 else np.int64)
-    x_train, y_train, x_test, y_test = train_val_split(x, y, test_fraction, seed=42)
-    dataset_info = DatasetInfo(name, "Your images", class_names, (h, w, 1 if grayscale else 3))
-    _tell(progress, 1.0, f"Decoded {len(images):,} images in {len(class_names)} classes")
+    if parts is None:
+        x_train, y_train, x_test, y_test = train_val_split(x, y, test_fraction, seed=42)
+        test_source = None
+    else:
+        in_test, test_source = np.array(parts[0]), parts[1]
+        # Seeded shuffles: a zip lists a class's images together, and the order of a
+        # data set's arrays should not tell the class (the random split shuffles too).
+        rng = np.random.default_rng(42)
+        tr, te = (rng.permutation(np.flatnonzero(~in_test)),
+                  rng.permutation(np.flatnonzero(in_test)))
+        x_train, y_train, x_test, y_test = x[tr], y[tr], x[te], y[te]
+    dataset_info = DatasetInfo(name, "Your images", class_names, (h, w, 1 if grayscale else 3),
+                               test_source=test_source, skipped_files=junk)
+    skipped = f"; {junk:,} system files skipped" if junk else ""
+    _tell(progress, 1.0, f"Decoded {len(images):,} images in {len(class_names)} classes{skipped}")
     return Dataset(dataset_info, x_train, y_train, x_test, y_test)
-
