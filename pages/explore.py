@@ -52,7 +52,9 @@ def upload_form() -> None:
     with st.expander("Use your own images (.zip with one folder per class)"):
         st.caption(
             "For example `cats/1.jpg, cats/2.jpg, dogs/1.jpg, …`. Images of any size and "
-            "colour mode are resized; 20 % of each class is kept for testing."
+            "colour mode are resized. A zip with its own training and test parts "
+            "(`train/` and `test/`, `training_set/` and `test_set/`, at any depth) keeps "
+            "that split; otherwise 20 % of each class is kept for testing."
         )
         file = st.file_uploader("Zip file", type=["zip"], key="explore_zip")
         c1, c2 = st.columns(2)
