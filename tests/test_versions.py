@@ -194,3 +194,13 @@ def test_requirements_txt_installs_this_project_with_the_tested_pins() -> None:
 def test_readme_sets_up_with_requirements_txt() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "pip install -r requirements.txt && streamlit run app.py" in readme
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """A module moved (the rooms of cnnlab/) must not leave the docs pointing at nothing."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    named = {(doc.name, path) for doc in docs
+             for path in re.findall(r"\b(?:cnnlab|pages|bench|tests)/[\w/]+\.py\b",
+                                    doc.read_text())}
+    assert named, "the docs name no files: the pattern is wrong"
+    assert [(doc, path) for doc, path in sorted(named) if not (ROOT / path).exists()] == []
