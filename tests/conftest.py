@@ -61,6 +61,29 @@ def has_real_mnist() -> bool:
     return (Path(home) / "datasets" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
+def _ray_home_listing() -> dict[str, tuple[int, int]] | None:
+    """Every file under ~/.ray with its (mtime_ns, size); None when there is no ~/.ray."""
+    folder = Path.home() / ".ray"
+    if not folder.is_dir():
+        return None
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _never_the_home_ray_folder() -> Iterator[None]:
+    """No test writes into ~/.ray, where Ray keeps its token (auth_token): a Ray started with
+    no token writes a new one there, and from then on every `ray start --head` on this
+    account turns token authentication on."""
+    before = _ray_home_listing()
+    yield
+    after = _ray_home_listing()
+    assert after == before, (
+        f"The tests changed {Path.home() / '.ray'} (before: {before}, after: {after}). A test "
+        "that starts Ray must give it a token as RAY_AUTH_TOKEN (tests/test_ray.py) or run it "
+        "with HOME in a temporary folder (tests/test_ray_cluster.py).")
+
+
 @pytest.fixture(autouse=True)
 def _never_the_working_runs_folder(tmp_path_factory, monkeypatch) -> None:
     """No test touches ./runs: the default runs root is a fresh temporary folder."""

@@ -2,10 +2,15 @@
 
 No shared file system is assumed: the worker trains in its own temporary folder and the
 files must come back through the event stream. No mocks: real Ray, real TensorFlow.
+The instance keeps to loopback and runs with token authentication on (Ray's default for a
+local start) on a token of this module's own, so nothing is written to ~/.ray.
+tests/test_ray_cluster.py joins a `ray start --head` cluster instead.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from pathlib import Path
 
@@ -31,12 +36,32 @@ WAIT = 300
 @pytest.fixture(scope="module")
 def ray_engine(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("ray-runs")
-    t0 = time.perf_counter()
-    executor = RayExecutor()  # starts a local Ray instance: no RAY_ADDRESS here
-    print(f"Ray started in {time.perf_counter() - t0:.1f} s: {executor.describe()}")
-    engine = jobs.Engine(root, executor=executor)
-    yield engine
-    engine.close()  # shuts down the Ray instance it started
+    with pytest.MonkeyPatch.context() as env:
+        # A local start turns token authentication on (it sets RAY_AUTH_MODE=token in this
+        # process) and, with no token anywhere, writes a new one to ~/.ray/auth_token; a
+        # token given as RAY_AUTH_TOKEN is used instead. RAY_AUTH_MODE stays Ray's to set:
+        # one set here, after `import ray`, would not reach this process's Ray (its config
+        # is read at import), so it would send no token to its own GCS.
+        env.delenv("RAY_AUTH_MODE", raising=False)
+        env.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        env.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+        env.delenv("RAY_ADDRESS", raising=False)
+        # Loopback only. On Linux Ray swaps 127.0.0.1 for the routable address (and its GCS
+        # then listens on every interface) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which
+        # it reads once, at import (ray_constants): hence the constant too. The assertion
+        # below says so if a Ray release moves it.
+        env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        env.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+        t0 = time.perf_counter()
+        executor = RayExecutor()  # starts a local Ray instance: no RAY_ADDRESS here
+        engine = jobs.Engine(root, executor=executor)
+        try:
+            print(f"Ray started in {time.perf_counter() - t0:.1f} s: {executor.describe()}")
+            assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+            yield engine
+        finally:
+            engine.close()  # shuts down the Ray instance it started
+            os.environ.pop("RAY_AUTH_MODE", None)  # Ray's, from its local start
     assert not ray.is_initialized()
 
 

@@ -11,6 +11,11 @@ uploaded data set through Ray's object store, and sends its events through a Ray
 with every new or changed model file as a ``file`` event before the epoch it belongs to.
 The cnnlab package itself reaches the workers as a Ray ``py_modules`` runtime environment;
 TensorFlow/Keras must be installed on every worker node (``pip install ".[ray]"``).
+
+A cluster with token authentication on (Ray turns it on once a token exists) is joined only
+with ``RAY_AUTH_MODE=token`` and the cluster's token here (``RAY_AUTH_TOKEN``, a file named
+by ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``): Ray never turns token mode on by
+itself when an address is given. A join it refuses says so, and what to set.
 """
 
 from __future__ import annotations
@@ -68,6 +73,61 @@ class FileShipper:
                 self.emit(ev.make("file", name=name,
                                   data=(self.work_dir / name).read_bytes()))
         self.seen = now
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    """True when ``exc`` or an exception behind it is Ray refusing this process's token.
+
+    ray.init wraps the refusal: ConnectionError("Failed to connect to Ray cluster …") from a
+    RuntimeError whose text holds the AuthenticationError ("InvalidAuthToken") of its last try.
+    """
+    from ray import exceptions
+
+    refused = getattr(exceptions, "AuthenticationError", ())  # not in Rays before tokens
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, refused) or any(
+                word in str(cause) for word in ("AuthenticationError", "InvalidAuthToken")):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _token_source() -> str | None:
+    """Where Ray would read this process's token from (never the token itself)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']}"
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def _join_error(address: str | None, exc: Exception) -> str:
+    """One sentence on a failed ray.init: the cause, what was given, and what to do."""
+    what = f"join Ray (RAY_ADDRESS={address!r})" if address else "start Ray (no RAY_ADDRESS)"
+    set_token = ("Set RAY_AUTH_MODE=token and the cluster's token (`ray get-auth-token` on "
+                 "the head node prints it) as RAY_AUTH_TOKEN, or in a file named by "
+                 "RAY_AUTH_TOKEN_PATH or at ~/.ray/auth_token, then restart the lab "
+                 "(README, \"Scaling out with Ray\")")
+    if _is_auth_failure(exc):
+        mode = os.environ.get("RAY_AUTH_MODE") or "unset"
+        source = _token_source()
+        if mode.lower() != "token":
+            return (f"Could not {what}: the cluster asks for token "
+                    f"authentication and this server sent no token (RAY_AUTH_MODE is {mode}, "
+                    "and Ray only sends a token when it is 'token'). " + set_token + ".")
+        if source is None:
+            return (f"Could not {what}: RAY_AUTH_MODE=token but this server has "
+                    "no authentication token (no RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                    "~/.ray/auth_token). " + set_token + ".")
+        return (f"Could not {what}: the cluster refused the authentication "
+                f"token this server sent (from {source}). Give it the token the head node "
+                "uses: `ray get-auth-token` there prints it.")
+    return (f"Could not {what}: {type(exc).__name__}: {exc}. Check the address and that "
+            "`ray start --head` runs there, or unset CNNLAB_EXECUTOR.")
 
 
 @functools.cache
@@ -200,11 +260,8 @@ class RayExecutor:
                          runtime_env={"py_modules": [cnnlab],
                                       "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}},
                          **local)
-            except Exception as exc:  # no cluster at that address, a version mismatch
-                raise ExecutorUnavailable(
-                    f"Could not start or join Ray (RAY_ADDRESS={address!r}): "
-                    f"{type(exc).__name__}: {exc}. Check the address and that `ray start "
-                    "--head` runs there, or unset CNNLAB_EXECUTOR.") from exc
+            except Exception as exc:  # no cluster there, its token refused, a version mismatch
+                raise ExecutorUnavailable(_join_error(address, exc)) from exc
             self._started_ray = True
         total = ray.cluster_resources()
         self.gpu = self.gpus > 0 and total.get("GPU", 0) > 0
