@@ -124,12 +124,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 TEST_OUTPUT = ROOT / "test-output"
 
 
+# Test files that start a local Ray instance (~800 MB, a dozen processes): one at a time.
+RAY_FILES = {"test_ray.py", "test_ray_cluster.py"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every browser test is also slow (a server, Chromium): `-m "not slow"` leaves them out
-    even where a module only says ``pytest.mark.browser``."""
+    even where a module only says ``pytest.mark.browser``.
+
+    With pytest-xdist (`-n 2 --dist loadgroup`, the README's command) each test file runs
+    on one worker, so its module fixtures (a server, a trained run, a Ray instance) are made
+    once; the Ray files share one worker."""
     for item in items:
         if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        group = "ray" if item.path.name in RAY_FILES else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(hookwrapper=True)
