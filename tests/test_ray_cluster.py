@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,10 +98,12 @@ def _end(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def head() -> Iterator[dict[str, str]]:
     """A token-authenticated Ray head node on loopback; yields the address, the token and
     the HOME every process here uses. Ended (and its processes gone) afterwards."""
-    base = tmp_path_factory.mktemp("ray")  # short: Ray's socket paths live under it
+    # Straight under /tmp, not pytest's tmp_path (…/popen-gw0/… under xdist): Ray's socket
+    # paths live under it and a Unix socket path may not exceed 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     home = base / "home"
     home.mkdir()
     token = secrets.token_hex(32)  # what `ray get-auth-token --generate` makes
@@ -127,7 +131,10 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         yield {"address": f"127.0.0.1:{port}", "token": token, "home": str(home)}
     finally:
         _end(proc)
-    assert not (home / ".ray").exists(), "a token given as RAY_AUTH_TOKEN left no file"
+    try:
+        assert not (home / ".ray").exists(), "a token given as RAY_AUTH_TOKEN left no file"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def lab(head: dict[str, str], tmp_path: Path, **env: str | None) -> dict:
