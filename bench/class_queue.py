@@ -27,6 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.accuracy import machine  # noqa: E402
+from bench.stats import ratio_summary  # noqa: E402
+
 
 def log(*args: object) -> None:
     print(*args, file=sys.stderr, flush=True)
@@ -95,13 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                       "each": [r[key] for r in rows]}
                 for key in ("wall_s", "median_wait_s", "max_wait_s")}
 
+    def walls(rows: list[dict[str, float]]) -> list[float]:
+        return [r["wall_s"] for r in rows]
+
+    # Pairs in the order they ran (A B, then B A); the control compares each round's two
+    # 1-worker classes (A against A), so it shows what the machine's noise alone gives.
+    ones, twos = walls(results[1]), walls(results[2])
     print(json.dumps({
         "people": args.people, "limit": args.limit, "epochs": args.epochs,
-        "cores": os.cpu_count(), "order": "ABBA", "rounds": args.rounds,
+        "machine": machine(), "order": "ABBA", "rounds": args.rounds,
         "workers_1": summary(results[1]), "workers_2": summary(results[2]),
-        "wall_ratio_2_to_1": round(statistics.median(results[2][i]["wall_s"]
-                                                     / results[1][i]["wall_s"]
-                                                     for i in range(len(results[1]))), 3),
+        "wall_2_to_1": ratio_summary(ones, twos),
+        "wait_2_to_1": ratio_summary([r["median_wait_s"] for r in results[1]],
+                                     [r["median_wait_s"] for r in results[2]]),
+        "control_1_to_1": ratio_summary(ones[0::2], ones[1::2]),
     }))
     return 0
 

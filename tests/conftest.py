@@ -23,6 +23,9 @@ SHARED_KERAS = ROOT.parent / "shared" / "keras"
 if "KERAS_HOME" not in os.environ and SHARED_KERAS.is_dir():
     os.environ["KERAS_HOME"] = str(SHARED_KERAS)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One run at a time unless a test asks for more: the queue tests (a second run waits for
+# the first) are written for one worker; cpu_slots, the default on a CPU, has its own test.
+os.environ.setdefault("CNNLAB_WORKERS", "1")
 
 # Pages that import Keras need more than AppTest's default 3 s.
 APPTEST_TIMEOUT = 120

@@ -340,3 +340,46 @@ def test_a_worker_over_its_memory_budget_is_stopped_with_a_message(engine, sampl
     message = runs.load_status(job.run_dir)["message"]
     assert "MB of memory, above this server's limit of 150 MB" in message
     assert "smaller batch size" in message
+
+
+def test_a_cpu_server_trains_two_runs_at_once_then_one_per_four_cores(monkeypatch) -> None:
+    from cnnlab.train.executors import local
+
+    assert [local.cpu_slots(n) for n in (1, 2, 3, 4, 8, 12, 16, 64)] == [1, 2, 2, 2, 2, 3, 4, 16]
+    monkeypatch.delenv("CNNLAB_WORKERS")  # the default, as a server without the setting gets
+    monkeypatch.setattr(local, "gpu_ids", lambda: [])
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    cpu = executors.make("local")
+    assert cpu.slots == 4 and cpu.worker_env(3)["TF_NUM_INTRAOP_THREADS"] == "4"
+    monkeypatch.setattr(local, "gpu_ids", lambda: ["0", "1"])
+    gpus = executors.make("local")  # one per GPU, whatever the cores
+    assert gpus.slots == 2 and gpus.worker_env(1) == {"CUDA_VISIBLE_DEVICES": "1"}
+
+
+@pytest.mark.slow
+def test_a_queued_run_starts_in_a_worker_that_warmed_up_meanwhile(engine, sample,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # a core beside the one slot's run
+    eng = engine()  # one slot (conftest)
+    first = eng.submit(request(), sample, user=User("ann"))
+    second = eng.submit(request(), sample, user=User("ben"))
+    assert eng.queued() == [second]
+    standby = eng.executor._standby[0].popen  # started for the queued run, not after
+    assert standby.pid != first.handle.pid
+    started = wait_for(lambda: second.handle, WAIT, "the queued run to start")
+    assert started.pid == standby.pid
+    assert 0 not in eng.executor._standby  # nothing queued any more: no spare worker
+    assert second.wait(WAIT) and second.result.status == "finished", second.result.message
+
+
+def test_a_waiting_queue_warms_a_worker_only_where_a_core_is_left(monkeypatch) -> None:
+    from cnnlab.train.executors import local
+
+    monkeypatch.setattr(local, "gpu_ids", lambda: [])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    warmed = []
+    for slots in (1, 2):
+        executor = local.LocalExecutor(slots)
+        monkeypatch.setattr(executor, "warm", lambda s=slots: warmed.append(s))
+        executor.warm_for_queue()
+    assert warmed == [1]  # two runs on two cores: a third process would only slow them

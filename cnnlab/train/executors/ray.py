@@ -282,6 +282,9 @@ class RayExecutor:
     def warm(self) -> None:
         """Nothing to do: Ray starts actors on demand."""
 
+    def warm_for_queue(self) -> None:
+        """Nothing to do: Ray starts actors on demand."""
+
     def start(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit, slot: int) -> RayHandle:
         """Start ``spec`` in a new actor."""
         return RayHandle(spec, run_dir, on_event, self.options)
