@@ -385,3 +385,15 @@ def test_cli_refuses_an_over_budget_run_with_exit_2(runs_root: Path) -> None:
     assert "Epochs is 5" in done.stderr and "at most 3" in done.stderr
     assert "114,314 parameters" in done.stderr and "at most 50,000" in done.stderr
     assert done.stdout == "" and not runs.list_runs(runs_root)
+
+
+def test_a_resume_writes_back_a_history_row_its_checkpoint_has(runs_root: Path, sample) -> None:
+    # Killed after epoch 2's checkpoint was written but before its history row was.
+    req = request(epochs=2)
+    run_dir = new_run(runs_root, req, sample)
+    assert training.train_run(req, sample, run_dir, evaluate=False).status == "finished"
+    runs.truncate_history(run_dir, 1)
+    resumed = training.train_run(training.with_epochs(req, 3), sample, run_dir, resume=True,
+                                 evaluate=False)
+    assert resumed.status == "finished", resumed.message
+    assert runs.load_history(run_dir)["epoch"].tolist() == [1, 2, 3]

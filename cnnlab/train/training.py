@@ -476,6 +476,9 @@ def _train_run(
         device=dev.label + (", bfloat16 compute" if bf16 else ""),
         n_train=int(len(y_tr)), n_val=int(len(y_val)), epochs_done=initial_epoch,
         message=message,
+        # history.csv from the checkpoint: a run killed between the checkpoint's write and
+        # its history row's would otherwise resume with that epoch's row missing.
+        **({"history": previous} if resume else {}),
     ))
 
     cls = callbacks.classes()
