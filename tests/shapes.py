@@ -23,6 +23,15 @@ def shape_image(kind: str, rng: np.random.Generator, size: int = 64) -> Image.Im
     return im
 
 
+def zip_of(members: dict[str, bytes]) -> bytes:
+    """A zip holding ``members`` (name → bytes), in that order."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
 def shapes_zip(per_class: int = 60, size: int = 64, seed: int = 0) -> bytes:
     """A zip with circle/ and square/ folders of ``per_class`` PNG pictures each."""
     rng = np.random.default_rng(seed)

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from conftest import APPTEST_TIMEOUT, ROOT, plain, wait_until, with_fit
 from PIL import Image
+from shapes import zip_of
 
 from cnnlab.data import datasets, preprocess
 from cnnlab.data.datasets import BadUpload, DatasetUnavailable
@@ -78,14 +79,6 @@ def noise_png(side: int = 64) -> bytes:
 CORRUPT_PNG = noise_png()[:2000]  # a real PNG cut off in its pixel data
 TEXT_PNG = b"just some notes, not a picture\n"
 BOMB_PNG = png_header(20_000, 20_000)
-
-
-def zip_of(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def two_classes(extra: dict[str, bytes] | None = None) -> bytes:

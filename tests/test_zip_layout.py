@@ -9,13 +9,13 @@ import json
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ROOT
 from PIL import Image
+from shapes import zip_of
 
 from cnnlab.data import datasets
 from cnnlab.data.datasets import BadUpload
@@ -58,27 +58,15 @@ def notes_zip(train: int = 4, test: int = 2, root: str = "",
     """The notes' archive: ``training_set/training_set/{cats,dogs}`` and
     ``test_set/test_set/{cats,dogs}`` (cats JPEG, dogs PNG), with OS junk and folder
     entries, under ``root`` (e.g. "cat_dog/") when given."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for folder in FOLDERS:
-            zf.writestr(root + folder, b"")
-        for part, n in (("training_set", train), ("test_set", test)):
-            for label, cls in enumerate(CLASSES):
-                for i in range(n):
-                    fmt, ext = ("JPEG", "jpg") if cls == "cats" else ("PNG", "png")
-                    zf.writestr(f"{root}{part}/{part}/{cls}/{cls[:-1]}.{i}.{ext}",
-                                picture(level(part, label, i), fmt))
-        for name, data in {**JUNK, **(extra or {})}.items():
-            zf.writestr(root + name, data)
-    return buf.getvalue()
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+    members = {root + folder: b"" for folder in FOLDERS}
+    for part, n in (("training_set", train), ("test_set", test)):
+        for label, cls in enumerate(CLASSES):
+            for i in range(n):
+                fmt, ext = ("JPEG", "jpg") if cls == "cats" else ("PNG", "png")
+                members[f"{root}{part}/{part}/{cls}/{cls[:-1]}.{i}.{ext}"] = picture(
+                    level(part, label, i), fmt)
+    members.update({root + name: data for name, data in {**JUNK, **(extra or {})}.items()})
+    return zip_of(members)
 
 
 def levels(x: np.ndarray) -> list[int]:
@@ -113,7 +101,7 @@ def test_a_common_root_above_the_parts_is_read_the_same():
 
 
 def test_val_part_joins_training_and_test_stays_the_test_part():
-    data = make_zip(layout({"train/": {"a": 5, "b": 5}, "val/": {"a": 2, "b": 2},
+    data = zip_of(layout({"train/": {"a": 5, "b": 5}, "val/": {"a": 2, "b": 2},
                             "test/": {"a": 3, "b": 1}}, root="pets/"))
     ds = datasets.load_zip(data, (8, 8), True)
     assert (len(ds.y_train), len(ds.y_test)) == (14, 4)
@@ -136,11 +124,11 @@ def test_without_parts_the_split_is_random_as_before():
     # A single folder named like a part is a root, not a split; so is train/ with val/.
     for parts in ({"test/": {"cats": 5, "dogs": 5}}, {"train/": {"cats": 4, "dogs": 4},
                                                       "val/": {"cats": 1, "dogs": 1}}):
-        ds = datasets.load_zip(make_zip(layout(parts)), (8, 8), True)
+        ds = datasets.load_zip(zip_of(layout(parts)), (8, 8), True)
         assert ds.info.test_source is None
         assert np.bincount(ds.y_test).tolist() == [1, 1]  # 20 % of each class
     # Classes that happen to be called "train" and "bird", at the top: read as before.
-    ds = datasets.load_zip(make_zip(layout({"": {"train": 5, "bird": 5}})), (8, 8), True)
+    ds = datasets.load_zip(zip_of(layout({"": {"train": 5, "bird": 5}})), (8, 8), True)
     assert ds.info.class_names == ("bird", "train") and ds.info.test_source is None
 
 
@@ -222,7 +210,7 @@ def test_bad_layout_is_refused_in_one_sentence_before_decoding(case, monkeypatch
 
     monkeypatch.setattr(datasets, "_decode", no_decoding)
     with pytest.raises(BadUpload) as err:
-        datasets.load_zip(make_zip(members), (8, 8), True)
+        datasets.load_zip(zip_of(members), (8, 8), True)
     message = str(err.value)
     assert given in message and todo in message
     assert message.endswith("zip again.") and not re.search(r"\.\s+[A-Z]", message)
