@@ -39,14 +39,6 @@ SAVED_KEY = "explore_pictures_saved"  # the name it was last saved under
 THUMB_COLS = 8
 
 
-@st.cache_data(show_spinner="Computing class means and pixel histogram…", max_entries=8)
-def registry_stats(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class mean images and pixel counts of a registry set, computed once per server."""
-    ds = cached_dataset(name)
-    return (charts.class_mean_images(ds.x_train, ds.y_train, len(ds.info.class_names)),
-            charts.pixel_counts(ds.x_train))
-
-
 def upload_form() -> None:
     """Zip upload: one sub-folder per class; on success it becomes the current data set."""
     with st.expander("Use your own images (.zip with one folder per class)"):
@@ -214,20 +206,19 @@ def registry_sample_grid(name: str, rows: int, pick: str, seed: int) -> go.Figur
     return sample_grid_figure(cached_dataset(name), rows, pick, seed)
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner="Computing class means and pixel histogram…")
 def registry_figures(name: str) -> tuple[go.Figure, go.Figure, go.Figure]:
-    """A registry set's class counts, mean images and pixel histogram, shared by every
-    session."""
-    return overview_figures(cached_dataset(name), *registry_stats(name))
+    """overview_figures of a registry set, computed once per server and shared."""
+    return overview_figures(cached_dataset(name))
 
 
-def overview_figures(ds: Dataset, means: np.ndarray, counts: np.ndarray
-                     ) -> tuple[go.Figure, go.Figure, go.Figure]:
-    """The class counts, mean images and pixel histogram of ``ds``."""
+def overview_figures(ds: Dataset) -> tuple[go.Figure, go.Figure, go.Figure]:
+    """The class counts, mean image per class and pixel histogram of ``ds``."""
     names = ds.info.class_names
     return (charts.class_counts_figure(names, ds.y_train, ds.y_test),
-            charts.image_grid_figure(means, list(names), 5),
-            charts.pixel_histogram_figure(counts))
+            charts.image_grid_figure(
+                charts.class_mean_images(ds.x_train, ds.y_train, len(names)), list(names), 5),
+            charts.pixel_histogram_figure(charts.pixel_counts(ds.x_train)))
 
 
 def is_upload(ds: Dataset) -> bool:
@@ -280,12 +271,8 @@ st.caption(f"{info.title}: {h}×{w} pixels, {'grayscale' if c == 1 else 'colour'
            + (f" Test set from {md(info.test_source)}: {len(ds.y_test):,} images."
               if info.test_source else ""))
 
-if is_upload(ds):
-    counts_fig, means_fig, hist_fig = overview_figures(
-        ds, charts.class_mean_images(ds.x_train, ds.y_train, len(info.class_names)),
-        charts.pixel_counts(ds.x_train))
-else:
-    counts_fig, means_fig, hist_fig = registry_figures(info.name)
+counts_fig, means_fig, hist_fig = (overview_figures(ds) if is_upload(ds)
+                                   else registry_figures(info.name))
 st.subheader("Images per class")
 st.plotly_chart(counts_fig, key="explore_counts", config={"displayModeBar": False})
 
