@@ -487,7 +487,9 @@ def parser() -> argparse.ArgumentParser:
                         ".streamlit/accounts.json")
     s.set_defaults(func=cmd_users)
 
-    from cnnlab.cli import runs_commands
+    from cnnlab.cli import runs_commands, serve
+
+    serve.add_parser(sub)
 
     runs_commands.add_parser(sub)
     # `runs` itself takes no options: each of its actions does (`cnnlab runs list --json`).

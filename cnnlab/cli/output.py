@@ -167,6 +167,7 @@ TEXT: dict[str, Callable[[dict[str, Any]], str]] = {
     "train": train_text,
     "predict": predict_text,
     "users": users_text,
+    "serve": lambda payload: payload["nginx_config"],  # only --nginx-config returns
 }
 
 
