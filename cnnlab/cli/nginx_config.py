@@ -45,6 +45,8 @@ def site_config(listen: str, backends: list[str], upload_mb: int) -> str:
     return f"""\
 # CNN Lab behind nginx: each browser stays on one web process (cnnlab/cli/nginx_config.py).
 # Goes inside nginx's http {{ }} block, e.g. as /etc/nginx/conf.d/cnnlab.conf.
+# `cnnlab serve --processes N --nginx-config` writes it for N web processes; start those
+# with `cnnlab serve --processes N --no-proxy` (same --port) from the app's folder.
 
 # A browser without the route cookie: hash this request's random id, and hand it the
 # same id as its cookie, so its next requests (websocket, uploads) hash alike.

@@ -167,7 +167,7 @@ TEXT: dict[str, Callable[[dict[str, Any]], str]] = {
     "train": train_text,
     "predict": predict_text,
     "users": users_text,
-    "serve": lambda payload: payload["nginx_config"],  # only --nginx-config returns
+    "serve": lambda payload: payload["nginx_config"].rstrip("\n"),  # only --nginx-config returns
 }
 
 

@@ -1,0 +1,219 @@
+"""`cnnlab serve --processes 2`: two real web processes with nginx in front, on 127.0.0.1.
+
+Which process served a request is read from nginx's access log (``upstream=… route=…``,
+cnnlab.cli.nginx_config.standalone_config). Plain HTTP and websocket clients, each with its
+own cookie jar, check that a browser stays on one process and browsers spread over both;
+then Chromium signs in through the proxy, is moved to the other process (its route cookie
+swapped) and is still signed in, and uploads a zip on Explore.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import requests
+from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT
+from shapes import shapes_zip
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
+
+from cnnlab.cli import nginx_config, serve
+from cnnlab.people import accounts
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not any(Path(p).is_file() for p in serve.NGINX_PATHS),
+                                 reason="nginx is not installed (.ci/run installs it)")]
+
+PASSWORD = "ann-password-1"
+LOG_LINE = re.compile(r'"(?P<method>\S+) (?P<path>\S+) [^"]*" (?P<status>\d+) '
+                      r"upstream=(?P<upstream>\S+) route=(?P<route>\S+)")
+
+
+def test_nginx_config_in_the_repository_is_the_one_serve_writes() -> None:
+    """deploy/nginx.conf (for your own nginx) is `cnnlab serve --processes 2 --nginx-config`."""
+    shipped = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert shipped == nginx_config.site_config("8501", serve.backends(8501, 2),
+                                               serve.upload_mb(ROOT))
+    assert "client_max_body_size 201m;" in shipped  # .streamlit/config.toml: 200 MB
+
+
+class Lab(NamedTuple):
+    url: str
+    state: Path
+    backends: list[str]
+    runs: Path
+
+
+def _free_ports(count: int) -> int:
+    """A port with the ``count - 1`` ports after it free too."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} free ports in a row on 127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """`cnnlab serve --processes 2` in class mode (local accounts; ann signs in)."""
+    folder = tmp_path_factory.mktemp("proxy")
+    accounts.Accounts(folder / "accounts.json").add("ann", PASSWORD)
+    runs, state = folder / "runs", folder / "state"
+    runs.mkdir()
+    port = _free_ports(3)
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(runs), "CNNLAB_SIGN_IN": "accounts",
+           "CNNLAB_ACCOUNTS_FILE": str(folder / "accounts.json")}
+    if SHARED_KERAS.is_dir():
+        env.setdefault("KERAS_HOME", str(SHARED_KERAS))
+    log_path = folder / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnlab", "serve", "--processes", "2", "--port", str(port),
+             "--address", "127.0.0.1", "--state-dir", str(state)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops them all" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"cnnlab serve did not start (status {proc.poll()}):\n"
+                            f"{log_path.read_text()}")
+            time.sleep(0.3)
+        yield Lab(url, state, serve.backends(port, 2), runs)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    # SIGTERM stops nginx and both web processes: nothing answers on the three ports.
+    assert status == 130, log_path.read_text()
+    for address in [f"127.0.0.1:{port}", *serve.backends(port, 2)]:
+        host, p = address.split(":")
+        with pytest.raises(OSError), socket.create_connection((host, int(p)), timeout=1):
+            pass
+
+
+def served(lab: Lab) -> list[dict[str, str]]:
+    """Every request nginx has logged so far: method, path, status, upstream, route."""
+    text = (lab.state / "access.log").read_text()
+    return [m.groupdict() for m in LOG_LINE.finditer(text)]
+
+
+def routes_of(lab: Lab) -> dict[str, set[str]]:
+    """Each route cookie → the web processes that served its requests."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for line in served(lab):
+        seen[line["route"]].add(line["upstream"])
+    return seen
+
+
+def visit_as_a_browser(lab: Lab) -> str:
+    """A fresh cookie jar: the page, its health check, the websocket; its route cookie."""
+    with requests.Session() as jar:
+        first = jar.get(lab.url + "/", timeout=30)
+        assert first.status_code == 200
+        route = jar.cookies.get(nginx_config.ROUTE_COOKIE)
+        assert route, first.headers
+        assert jar.get(lab.url + "/_stcore/health", timeout=30).text == "ok"
+        again = jar.get(lab.url + "/", timeout=30)
+        assert "set-cookie" not in again.headers  # the cookie is handed out once
+        cookies = "; ".join(f"{k}={v}" for k, v in jar.cookies.items())
+        with connect(lab.url.replace("http", "ws") + "/_stcore/stream",
+                     subprotocols=[Subprotocol("streamlit")],
+                     additional_headers={"Cookie": cookies}, open_timeout=30) as ws:
+            ws.ping().wait(30)  # upgraded (nginx logs it as 101 when it closes)
+    return route
+
+
+def test_each_browser_stays_on_one_process_and_browsers_spread(lab: Lab) -> None:
+    # 24 browsers: all on one of two processes by chance would happen once in 8 million.
+    routes = [visit_as_a_browser(lab) for _ in range(24)]
+    seen = routes_of(lab)
+    for route in routes:
+        assert len(seen[route]) == 1, (route, seen[route])
+    lines = served(lab)
+    websockets = {line["route"]: line["upstream"] for line in lines
+                  if line["path"] == "/_stcore/stream" and line["status"] == "101"}
+    assert set(websockets) >= set(routes)  # each websocket was upgraded through the proxy
+    assert {next(iter(seen[r])) for r in routes} == set(lab.backends)
+
+
+def route_to(lab: Lab, backend: str) -> str:
+    """A route cookie value that nginx sends to ``backend``."""
+    for _ in range(40):
+        with requests.Session() as jar:
+            jar.get(lab.url + "/_stcore/health", timeout=30)
+            route = jar.cookies[nginx_config.ROUTE_COOKIE]
+        if routes_of(lab)[route] == {backend}:
+            return route
+    raise AssertionError(f"40 fresh browsers and none was sent to {backend}")
+
+
+@pytest.mark.browser
+def test_sign_in_through_the_proxy_holds_on_both_processes_and_a_zip_uploads(
+        lab: Lab, _chromium, tmp_path: Path) -> None:
+    context = _chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(lab.url)
+        page.get_by_label("Name").fill("ann")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Signed in as ann").wait_for()
+        route = next(c["value"] for c in context.cookies()
+                     if c["name"] == nginx_config.ROUTE_COOKIE)
+        (first,) = routes_of(lab)[route]
+
+        # The same browser moved to the other process: still signed in (sessions.json).
+        (other,) = set(lab.backends) - {first}
+        moved = route_to(lab, other)
+        context.add_cookies([{"name": nginx_config.ROUTE_COOKIE, "value": moved,
+                              "url": lab.url}])
+        page.goto(lab.url + "/explore")
+        page.get_by_text("Signed in as ann").wait_for()
+        page.get_by_role("heading", level=1, name="Explore").wait_for(timeout=90_000)
+        assert routes_of(lab)[moved] == {other}
+
+        # A zip upload reaches the process that holds this session.
+        zip_path = tmp_path / "shapes.zip"
+        zip_path.write_bytes(shapes_zip(per_class=20))
+        page.get_by_text("Use your own images").click()
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+            str(zip_path))
+        load = page.get_by_role("button", name="Load images")
+        page.wait_for_function("b => !b.disabled", arg=load.element_handle(), timeout=30_000)
+        load.click()
+        page.get_by_role("heading", name="What the model trains on").wait_for(timeout=90_000)
+        uploads = [line for line in served(lab) if line["path"].startswith(
+            "/_stcore/upload_file/") and line["route"] == moved]
+        assert uploads and {u["upstream"] for u in uploads} == {other}, uploads
+        assert all(u["status"].startswith("2") for u in uploads), uploads
+    except BaseException:
+        TEST_OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(TEST_OUTPUT / "proxy-sign-in.png"), full_page=True)
+        raise
+    finally:
+        context.close()
