@@ -9,6 +9,8 @@ swapped) and is still signed in, and uploads a zip on Explore.
 
 from __future__ import annotations
 
+import html
+import http.client
 import os
 import re
 import signal
@@ -20,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
@@ -122,10 +125,12 @@ def served(lab: Lab) -> list[dict[str, str]]:
 
 
 def routes_of(lab: Lab) -> dict[str, set[str]]:
-    """Each route cookie → the web processes that served its requests."""
+    """Each route cookie → the web processes that served its requests (sign-ins aside:
+    they all go to the first process)."""
     seen: dict[str, set[str]] = defaultdict(set)
     for line in served(lab):
-        seen[line["route"]].add(line["upstream"])
+        if line["path"] != "/signin":
+            seen[line["route"]].add(line["upstream"])
     return seen
 
 
@@ -169,6 +174,36 @@ def route_to(lab: Lab, backend: str) -> str:
         if routes_of(lab)[route] == {backend}:
             return route
     raise AssertionError(f"40 fresh browsers and none was sent to {backend}")
+
+
+def sign_in_from(lab: Lab, source: str, name: str, route: str) -> str:
+    """POST a wrong password for ``name`` from the address ``source`` (a loopback address
+    other than 127.0.0.1 is another computer to nginx); the page's text."""
+    conn = http.client.HTTPConnection(urlsplit(lab.url).hostname, urlsplit(lab.url).port,
+                                      timeout=30, source_address=(source, 0))
+    try:
+        conn.request("POST", "/signin", urlencode({"username": name, "password": "wrong",
+                                                  "next": "/"}),
+                     {"Content-Type": "application/x-www-form-urlencoded",
+                      "Cookie": f"{nginx_config.ROUTE_COOKIE}={route}"})
+        return html.unescape(conn.getresponse().read().decode())
+    finally:
+        conn.close()
+
+
+def test_the_sign_in_throttle_sees_each_computer_through_the_proxy(lab: Lab) -> None:
+    """nginx hands the browser's address on (X-Forwarded-For), so one computer's failures
+    slow that computer, not the whole class behind the proxy; and every sign-in goes to one
+    process, so its throttle counts a computer's failures whichever process the computer's
+    route cookie picks."""
+    routes = [route_to(lab, backend) for backend in lab.backends]
+    for i in range(accounts.ADDRESS_FREE_FAILURES + 1):
+        page = sign_in_from(lab, "127.0.0.2", f"nobody{i}", routes[i % 2])
+        assert "Wrong name or password" in page
+    assert "Too many failed sign-ins" in sign_in_from(lab, "127.0.0.2", "nobody", routes[1])
+    assert "Wrong name or password" in sign_in_from(lab, "127.0.0.3", "nobody", routes[1])
+    sign_ins = {line["upstream"] for line in served(lab) if line["path"] == "/signin"}
+    assert sign_ins == {lab.backends[0]}
 
 
 @pytest.mark.browser

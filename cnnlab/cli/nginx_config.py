@@ -7,6 +7,7 @@ that arrives without the route cookie gets one holding that request's random
 ``$request_id``, and every request is hashed on the cookie (on the request id for the very
 first one) with ``hash … consistent``, so a browser stays on one process and different
 browsers spread over all of them. A process that goes away moves only its own browsers.
+Sign-ins (``POST /signin``) all go to the first process, so its throttle sees them all.
 
 ``site_config`` is the part a user with their own nginx copies into the ``http`` block
 (``deploy/nginx.conf`` is it for two processes; ``cnnlab serve --nginx-config`` prints it
@@ -42,6 +43,7 @@ def site_config(listen: str, backends: list[str], upload_mb: int) -> str:
         raise ValueError("site_config needs at least one web process address in backends, "
                          "e.g. ['127.0.0.1:8502'].")
     servers = "\n".join(f"    server {b} max_fails=1 fail_timeout=5s;" for b in backends)
+    stand_ins = "".join(f"\n    server {b} backup;" for b in backends[1:])
     return f"""\
 # CNN Lab behind nginx: each browser stays on one web process (cnnlab/cli/nginx_config.py).
 # Goes inside nginx's http {{ }} block, e.g. as /etc/nginx/conf.d/cnnlab.conf.
@@ -68,31 +70,41 @@ upstream cnnlab {{
     hash $cnnlab_route consistent;
 {servers}
 }}
+# Every sign-in goes to the first process (the others stand in while it is down): its
+# throttle, kept in memory, then counts each failed attempt, whichever process a browser
+# is on. Signed-in sessions are in sessions.json, valid on every process.
+upstream cnnlab_sign_in {{
+    server {backends[0]};{stand_ins}
+}}
 
 server {{
     listen {listen};
     # The app's upload limit (Streamlit's server.maxUploadSize) plus form overhead.
     client_max_body_size {upload_mb + 1}m;
 
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade $http_upgrade;
+    proxy_set_header Connection $cnnlab_connection;
+    # The browser's own host and port: Streamlit and the sign-in routes compare the
+    # Origin header with it.
+    proxy_set_header Host $http_host;
+    # The browser's address (sign-in throttling), set, not appended: a client cannot
+    # forge it. Uvicorn trusts these from 127.0.0.1 only.
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_read_timeout {WEBSOCKET_TIMEOUT};
+    proxy_send_timeout {WEBSOCKET_TIMEOUT};
+    # Uploads stream through to the process instead of waiting in nginx's temp files.
+    proxy_request_buffering off;
+    proxy_buffering off;
+    # Set only on a browser's first response (an empty value adds no header).
+    add_header Set-Cookie $cnnlab_set_route always;
+
     location / {{
         proxy_pass http://cnnlab;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $cnnlab_connection;
-        # The browser's own host and port: Streamlit and the sign-in routes compare the
-        # Origin header with it.
-        proxy_set_header Host $http_host;
-        # The browser's address (sign-in throttling), set, not appended: a client cannot
-        # forge it. Uvicorn trusts these from 127.0.0.1 only.
-        proxy_set_header X-Forwarded-For $remote_addr;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_read_timeout {WEBSOCKET_TIMEOUT};
-        proxy_send_timeout {WEBSOCKET_TIMEOUT};
-        # Uploads stream through to the process instead of waiting in nginx's temp files.
-        proxy_request_buffering off;
-        proxy_buffering off;
-        # Set only on a browser's first response (an empty value adds no header).
-        add_header Set-Cookie $cnnlab_set_route always;
+    }}
+    location = /signin {{
+        proxy_pass http://cnnlab_sign_in;
     }}
 }}
 """
