@@ -70,9 +70,13 @@ def _die_with_parent() -> None:
 
 
 def web_command(app: Path, port: int) -> list[str]:
-    """One web process: ``streamlit run app.py`` on 127.0.0.1 only (nginx faces outside)."""
+    """One web process: ``streamlit run app.py`` on 127.0.0.1 only (nginx faces outside).
+
+    No file watcher: a class's server does not reload code that changes under it (Streamlit
+    drops a changed module from sys.modules, and a page importing it meanwhile fails)."""
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address",
-            "127.0.0.1", "--server.port", str(port), "--server.headless", "true"]
+            "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+            "--server.fileWatcherType", "none"]
 
 
 def wait_healthy(procs: dict[str, subprocess.Popen[bytes]], addresses: list[str]) -> None:
