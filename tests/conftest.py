@@ -130,6 +130,14 @@ TEST_OUTPUT = ROOT / "test-output"
 # Test files that start a local Ray instance (~800 MB, a dozen processes): one at a time.
 RAY_FILES = {"test_ray.py", "test_ray_cluster.py"}
 
+# The files (xdist groups) that take minutes, longest first as CI's --durations measured
+# them on 2 cores: started first, so the many short files fill both workers at the end.
+LONGEST_FILES = ("test_e2e.py", "test_engine.py", "test_benches.py", "test_transfer.py",
+                 "test_train_page.py", "ray", "test_browser_theme.py", "test_engine_process.py",
+                 "test_proxy.py", "test_browser_camera.py", "test_cli_runs.py",
+                 "test_browser_class.py", "test_browser_queue.py", "test_predict_page.py",
+                 "test_runs_page.py", "test_class_load.py", "test_bad_inputs.py")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every browser test is also slow (a server, Chromium): `-m "not slow"` leaves them out
@@ -137,12 +145,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     With pytest-xdist (`-n 2 --dist loadgroup`, the README's command) each test file runs
     on one worker, so its module fixtures (a server, a trained run, a Ray instance) are made
-    once; the Ray files share one worker."""
+    once; the Ray files share one worker.
+
+    Files run longest first (LONGEST_FILES, then the rest in name order), and the README's
+    command turns off xdist's own order (by count of tests: it put the browser files, a
+    few tests and minutes each, last, where one worker ran on while the other was done)."""
+    groups = {}
     for item in items:
         if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
-        group = "ray" if item.path.name in RAY_FILES else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
+        groups[item] = "ray" if item.path.name in RAY_FILES else item.path.name
+        item.add_marker(pytest.mark.xdist_group(groups[item]))
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(groups[item], len(rank)))  # stable: files stay whole
 
 
 @pytest.hookimpl(hookwrapper=True)
