@@ -20,7 +20,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -434,15 +434,18 @@ def list_runs(root: Path | str | None = None) -> list[RunInfo]:
     return sorted(out, key=lambda r: r.run_id, reverse=True)
 
 
-def mark_interrupted(root: Path | str | None = None) -> list[Path]:
+def mark_interrupted(root: Path | str | None = None,
+                     keep: Iterable[Path] = ()) -> list[Path]:
     """Mark runs left "running"/"queued" by a dead server as "interrupted"; return them.
 
     Called once when a server's Engine takes the runs root: no worker can own them then.
-    Their history and best checkpoint are untouched, so they can be resumed.
+    Their history and best checkpoint are untouched, so they can be resumed. Runs in
+    ``keep`` (queued runs the new engine queues again) are left as they are.
     """
+    kept = {Path(p).resolve() for p in keep}
     marked = []
     for run in list_runs(root):
-        if run.status.get("status") in ACTIVE:
+        if run.status.get("status") in ACTIVE and run.run_dir not in kept:
             was = run.status.get("status")
             update_status(
                 run.run_dir,

@@ -14,6 +14,12 @@ Queued runs start round-robin between people (cnnlab.train.queue_order: one pers
 run never goes ahead of another's first), and each queued run's place and estimated start
 come from the runs ahead (cnnlab.train.wait_estimate, from epoch times measured here). A
 teacher may move a queued run to the front; its owner or a teacher may cancel it.
+
+A queued run's spec is also kept on disk (``.queue/<run id>.json`` under the runs root)
+until it starts: an engine that dies leaves its queue there, and the next engine on the
+root queues those runs again, in their order; the runs it was training it marks
+"interrupted" (resumable). With ``CNNLAB_ENGINE=process`` the engine runs in its own
+process and web servers reach it over a socket (cnnlab.train.engine_server, engine_client).
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import collections
 import fcntl
 import hashlib
 import itertools
+import json
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -46,6 +53,7 @@ LOCAL_OWNER = LOCAL_USER.name  # owner of runs in personal mode
 LOCK_FILE = ".engine.lock"
 UPLOADS_DIR = ".datasets"  # uploads shipped to workers as .npz, deleted when unused
 KEEP_FINISHED = 100  # finished jobs remembered in memory (their runs stay on disk)
+QUEUE_DIR = ".queue"  # queued runs' specs, so the next engine queues them again
 
 
 class EngineRefused(ValueError):
@@ -94,19 +102,25 @@ class Job:
 
     def snapshot(self) -> dict[str, Any]:
         """What a page needs to draw the job now: status, latest batch, history, health."""
-        status = runs.load_status(self.run_dir)
-        history = runs.load_history(self.run_dir)
-        done = self.done()
-        return {
-            "run_id": self.run_id,
-            "run_dir": str(self.run_dir),
-            "status": status,
-            "batch": self.events.latest_batch,
-            "history": history,
-            "warnings": health.health_warnings(history, self.n_classes),
-            "metrics": runs.load_metrics(self.run_dir) if done else None,
-            "done": done,
-        }
+        return snapshot_of(self.run_dir, self.n_classes, self.events.latest_batch, self.done())
+
+
+def snapshot_of(run_dir: Path, n_classes: int, latest_batch: ev.Event | None,
+                done: bool) -> dict[str, Any]:
+    """A job's snapshot from its run's files and its latest batch event (``Job.snapshot``;
+    a web process reaching the engine over its socket reads the same files)."""
+    status = runs.load_status(run_dir)
+    history = runs.load_history(run_dir)
+    return {
+        "run_id": run_dir.name,
+        "run_dir": str(run_dir),
+        "status": status,
+        "batch": latest_batch,
+        "history": history,
+        "warnings": health.health_warnings(history, n_classes),
+        "metrics": runs.load_metrics(run_dir) if done else None,
+        "done": done,
+    }
 
 
 class Engine:
@@ -141,7 +155,6 @@ class Engine:
         # "interrupted" (mark_interrupted), so no run stays active forever.
         self._unrecorded: dict[Path, ev.Event] = {}
         self.blocked = self._take_root_lock()
-        self.interrupted = [] if self.blocked else runs.mark_interrupted(self.root)
         self.executor_error = ""
         self.executor: executors.Executor | None = executor
         if executor is None and not self.blocked:
@@ -151,6 +164,13 @@ class Engine:
                 self.executor_error = str(exc)
         if self.executor is not None:
             self._slots = dict.fromkeys(range(self.executor.slots))
+        # A dead engine's queue is queued again (when this one can train); what it was
+        # training, nobody trains now: "interrupted", resumable.
+        waiting = [] if self.blocked or self.executor is None else self._queue_on_disk()
+        self.interrupted = [] if self.blocked else runs.mark_interrupted(
+            self.root, keep=[job.run_dir for job in waiting])
+        if waiting:
+            self._requeue(waiting)
 
     # ---------------------------------------------------------------- the runs-root lock
 
@@ -174,11 +194,67 @@ class Engine:
         self._lock_fh = fh
         return ""
 
-    def close(self) -> None:
-        """Stop every worker, forget the queue and release the runs root."""
+    # ---------------------------------------------------------------- the queue on disk
+
+    def _save_queued(self, job: Job) -> None:
+        """Keep a queued job's spec on disk until it starts (called under the lock)."""
+        assert job.spec is not None
+        payload = {"spec": asdict(job.spec), "owner": job.owner, "n_classes": job.n_classes,
+                   "epochs_done": job.epochs_done, "queued_at": self.clock()}
+        try:
+            (self.root / QUEUE_DIR).mkdir(exist_ok=True)
+            runs.write_json(self.root / QUEUE_DIR / f"{job.run_id}.json", payload)
+        except OSError:  # a full disk: the run still queues, but not past this engine
+            pass
+
+    def _unsave_queued(self, job: Job) -> None:
+        (self.root / QUEUE_DIR / f"{job.run_id}.json").unlink(missing_ok=True)
+
+    def _queue_on_disk(self) -> list[Job]:
+        """Jobs for the runs a dead engine left queued, oldest first. Entries that no longer
+        hold (the run ended, was deleted, or the file does not read) are deleted; their runs
+        are then marked "interrupted" like any other."""
+        folder = self.root / QUEUE_DIR
+        found: list[tuple[float, Job]] = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            run_dir = (self.root / path.stem).resolve()
+            try:
+                if runs.load_status(run_dir).get("status") != runs.RunStatus.QUEUED:
+                    raise ValueError("not queued")
+                saved = json.loads(path.read_text(encoding="utf-8"))
+                raw = saved["spec"]
+                spec = executors.RunSpec(**{**raw, "dataset": executors.DatasetRef(
+                    **raw["dataset"]), "inputs": tuple(raw.get("inputs") or ())})
+                job = Job(run_dir, training.TrainRequest.from_dict(spec.request),
+                          str(saved["owner"]), int(saved["n_classes"]), spec,
+                          epochs_done=int(saved.get("epochs_done") or 0))
+                found.append((float(saved.get("queued_at") or 0), job))
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                path.unlink(missing_ok=True)
+        return [job for _, job in sorted(found, key=lambda entry: entry[0])]
+
+    def _requeue(self, waiting: list[Job]) -> None:
+        """Queue again the jobs ``_queue_on_disk`` found, in their order."""
+        with self._lock:
+            for job in waiting:
+                job.arrival = next(self._arrivals)
+                self._jobs[job.run_id] = job
+                self._order.append(job.run_id)
+                self._queue.append(job)
+            self._start_queued()
+
+    def close(self, keep_queue: bool = False) -> None:
+        """Stop every worker, forget the queue and release the runs root.
+
+        ``keep_queue`` leaves the queued runs queued on disk for the next engine (an engine
+        process shut down while web servers go on); else they are cancelled.
+        """
         with self._lock:
             for job in list(self._queue):
-                self._cancel(job)
+                if keep_queue:
+                    self._queue.remove(job)
+                else:
+                    self._cancel(job)
             for running in self._slots.values():
                 if running is not None and running.handle is not None:
                     running.handle.kill()
@@ -371,6 +447,7 @@ class Engine:
             self._queue.append(job)
             self._start_queued()
             if not job.started:
+                self._save_queued(job)
                 ahead = len(self.running()) + self._queue.index(job)
                 runs.update_status(run_dir, status=runs.RunStatus.QUEUED,
                                    message=f"Queued: {ahead} run(s) ahead of it.")
@@ -400,6 +477,7 @@ class Engine:
             job.started_at = self.clock()
             spec, job.spec = job.spec, None
             assert spec is not None
+            self._unsave_queued(job)
             job.handle = self.executor.start(spec, job.run_dir, self._on_event(job), slot)
             if job.stop_requested:
                 job.handle.stop()
@@ -533,6 +611,7 @@ class Engine:
         self._queue.remove(job)
         self._reorder()  # its owner's later runs move up a round
         job.spec = None
+        self._unsave_queued(job)
         done = ev.make("done", status=runs.RunStatus.STOPPED,
                        message="Cancelled before it started.")
         try:
