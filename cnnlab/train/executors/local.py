@@ -10,6 +10,10 @@ Spec in, events out and Stop in travel as pickles over a socket pair, read by on
 per worker. A worker that dies without saying goodbye (SIGKILL, the OOM killer, a crash
 in native code) is reported as a ``done`` event with status "failed" naming its exit
 signal or code.
+
+A worker never outlives its engine: when the socket closes (the engine's process died,
+even by SIGKILL) it asks its run to stop and exits at the next event it would send, a
+point between batches where no file is half written (ORPHAN_GRACE_S at most).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from cnnlab.train.executors import RunSpec, gpu_ids
 STOP = "stop"
 RELEASE_SECONDS = 30  # the longest wait for an unused standby to exit before it is killed
 CORES_PER_WORKER = 4  # on a big CPU server; see cpu_slots
+ORPHAN_GRACE_S = 10.0  # the longest a worker whose engine died goes on (one long step)
+EXIT_ORPHANED = 75  # a worker's exit status when its engine is gone
 
 
 def cpu_slots(cores: int) -> int:
@@ -81,23 +87,39 @@ def main(fd: int) -> None:
         return
     stop = callbacks.StopFlag()
     lock = threading.Lock()
+    orphaned = threading.Event()
+
+    def orphan() -> None:
+        """The engine is gone: nobody records this run, and the next engine marks it
+        "interrupted". Stop at the next batch and leave there (emit), or after a grace."""
+        if not orphaned.is_set():
+            orphaned.set()
+            stop.set("user")
+            timer = threading.Timer(ORPHAN_GRACE_S, os._exit, args=(EXIT_ORPHANED,))
+            timer.daemon = True
+            timer.start()
 
     def listen() -> None:
         while True:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                stop.set("user")  # nobody to report to any more
+                orphan()
                 return
             if message == STOP:
                 stop.set("user")
 
     def emit(event: ev.Event) -> None:
+        # Events are sent between batches and after an epoch's files are written, so
+        # leaving here never leaves last.keras and checkpoint.json out of step.
+        if orphaned.is_set():
+            os._exit(EXIT_ORPHANED)
         with lock:  # the training thread and the memory watch both send
             try:
                 conn.send(event)
             except OSError:
-                stop.set("user")
+                orphan()
+                os._exit(EXIT_ORPHANED)
 
     threading.Thread(target=listen, name="stop-listener", daemon=True).start()
     worker.execute(spec, Path(run_dir), emit, stop)
