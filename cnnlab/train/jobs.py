@@ -169,6 +169,7 @@ class Engine:
         waiting = [] if self.blocked or self.executor is None else self._queue_on_disk()
         self.interrupted = [] if self.blocked else runs.mark_interrupted(
             self.root, keep=[job.run_dir for job in waiting])
+        self._remember_interrupted()
         if waiting:
             self._requeue(waiting)
 
@@ -232,6 +233,28 @@ class Engine:
             except (OSError, ValueError, TypeError, KeyError, AttributeError):
                 path.unlink(missing_ok=True)
         return [job for _, job in sorted(found, key=lambda entry: entry[0])]
+
+    def _remember_interrupted(self) -> None:
+        """An ended job for each run this engine marked "interrupted", oldest first: its
+        owner's Train page (``latest``) then shows how the run ended and offers to resume
+        it, as it would after a run that ended here."""
+        for run_dir in sorted(self.interrupted):  # run ids begin with their start time
+            try:
+                config = runs.load_config(run_dir)
+                request = training.request_from_config(config)
+            except (OSError, KeyError, TypeError, ValueError):
+                continue  # a damaged run: the Runs page shows it as it is
+            spec = executors.RunSpec(run_id=run_dir.name, request={},
+                                     dataset=executors.DatasetRef(request.dataset), budgets={})
+            job = Job(run_dir, request, access.owner_of(config),
+                      len(config.get("class_names") or ()), spec,
+                      arrival=next(self._arrivals))
+            job.spec = None
+            message = str(runs.load_status(run_dir).get("message") or "")
+            job.result = training.TrainResult(runs.RunStatus.INTERRUPTED, message)
+            job._finished.set()
+            self._jobs[job.run_id] = job
+            self._order.append(job.run_id)
 
     def _requeue(self, waiting: list[Job]) -> None:
         """Queue again the jobs ``_queue_on_disk`` found, in their order."""
@@ -442,6 +465,8 @@ class Engine:
         with self._lock:
             job = Job(run_dir, request, owner, len(dataset.info.class_names), spec,
                       arrival=next(self._arrivals), epochs_done=epochs_done)
+            if job.run_id in self._jobs:  # a resume: the run's earlier job steps aside
+                self._order.remove(job.run_id)
             self._jobs[job.run_id] = job
             self._order.append(job.run_id)
             self._queue.append(job)
