@@ -168,18 +168,19 @@ def dataset_picker(key: str = "dataset_picker") -> str:
 
 
 def engine():
-    """The server's training Engine for the current runs root (CNNLAB_RUNS_DIR or runs/).
+    """The server's training Engine for the current runs root (CNNLAB_RUNS_DIR or runs/):
+    its own, or with CNNLAB_ENGINE=process a RemoteEngine on the root's `cnnlab engine`.
 
-    Kept by cnnlab.train.jobs, not in st.cache_resource: clearing Streamlit's caches must never
+    Kept by cnnlab.train, not in st.cache_resource: clearing Streamlit's caches must never
     make a second engine (two queues, a live run marked interrupted).
     """
     from cnnlab.runs import store as runs
-    from cnnlab.train import jobs
+    from cnnlab.train import engine_client
 
     try:
-        return jobs.engine_for(runs.default_root())
-    except runs.RunsRootError as exc:  # a runs root that is a file, read-only, …
-        st.error(md(exc))
+        return engine_client.engine_for(runs.default_root())
+    except (runs.RunsRootError, engine_client.EngineUnreachable) as exc:  # a runs root that
+        st.error(md(exc))  # is a file, read-only, …; no engine process could be started
         st.stop()
 
 

@@ -487,9 +487,10 @@ def parser() -> argparse.ArgumentParser:
                         ".streamlit/accounts.json")
     s.set_defaults(func=cmd_users)
 
-    from cnnlab.cli import runs_commands, serve
+    from cnnlab.cli import engine_command, runs_commands, serve
 
     serve.add_parser(sub)
+    engine_command.add_parser(sub)
 
     runs_commands.add_parser(sub)
     # `runs` itself takes no options: each of its actions does (`cnnlab runs list --json`).
