@@ -78,10 +78,10 @@ def answering_pid(root: Path) -> int | None:
     return probe.engine_pid
 
 
-def start_engine(root: Path) -> subprocess.Popen:
+def start_engine(root: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cnnlab", "engine", "--runs-dir", str(root)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env={**os.environ, **env})
 
 
 def end_engines(root: Path) -> None:
@@ -142,6 +142,27 @@ def test_the_socket_needs_the_key_and_one_engine_holds_the_root(runs_root, engin
         key.write_bytes(good)
         key.chmod(0o600)
     assert answering_pid(runs_root) == engine_process.pid
+
+
+def test_budgets_and_the_per_user_cap_are_the_engine_processes(runs_root) -> None:
+    # The engine's operator settings, not the web process's (which has none of these).
+    proc = start_engine(runs_root, CNNLAB_MAX_EPOCHS="5", CNNLAB_MAX_RUNS_PER_USER="1")
+    try:
+        wait_until(lambda: answering_pid(runs_root) == proc.pid, 60, "the engine to answer")
+        web = RemoteEngine(runs_root, start=False, watch=False)
+        assert web.budgets.max_epochs == 5 and web.budgets.max_runs_per_user == 1
+        data = sample()
+        with pytest.raises(jobs.EngineRefused, match="allows at most 5"):
+            web.submit(request(epochs=6), data, user=BOB)
+        first = web.submit(request(), data, user=ALICE)
+        with pytest.raises(jobs.EngineRefused, match="allows 1 per user"):
+            web.submit(request(), data, user=ALICE)
+        web.stop(first.run_id, ALICE)
+        assert [j.run_id for j in web.active_for("alice")] in ([], [first.run_id])
+        web.close()
+    finally:
+        end_engines(runs_root)
+        proc.wait()
 
 
 def test_a_dead_engines_queue_is_queued_again_by_the_next_in_order(runs_root) -> None:
