@@ -34,8 +34,14 @@ def cmd_engine(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_parser(sub: Any) -> None:
     """Add ``engine`` to the CLI's sub-parsers."""
-    s = sub.add_parser("engine", help="run the training engine of a runs folder as its own "
-                                      "process (web servers with CNNLAB_ENGINE=process share it)")
+    s = sub.add_parser(
+        "engine", help="run the training engine of a runs folder as its own process (web "
+                       "servers with CNNLAB_ENGINE=process share it)",
+        description="Serve the runs folder's training engine (queue, workers, budgets) on a "
+                    "Unix socket in that folder, for every web process started with "
+                    "CNNLAB_ENGINE=process; they start it themselves when none runs. Runs "
+                    "until SIGTERM or Ctrl-C, keeping the queue for the next engine; exits "
+                    "with status 3 when another engine holds the folder.")
     s.add_argument("--runs-dir", default=None, metavar="DIR",
                    help="the runs folder (default: CNNLAB_RUNS_DIR, else runs/)")
     s.set_defaults(func=cmd_engine)
