@@ -1,11 +1,13 @@
 """``cnnlab serve``: several ``streamlit run app.py`` web processes and nginx in front.
 
 One Streamlit process runs Python under one GIL, so it uses about one core however many
-the machine has. ``cnnlab serve --processes N`` starts N of them on 127.0.0.1 (the ports
-after ``--port``), each with ``CNNLAB_ENGINE=process`` so they share one training engine,
-then nginx on ``--address:--port`` with the configuration of cnnlab.cli.nginx_config
-(each browser kept on one process), and stops them all on Ctrl-C or SIGTERM. If one of
-them exits, the rest are stopped too: a class half served is worse than a clear failure.
+the machine has. ``cnnlab serve --processes N`` starts ``cnnlab engine`` for the runs
+folder (this command's child), then N web processes on 127.0.0.1 (the ports after
+``--port``), each with ``CNNLAB_ENGINE=process`` so they share that one training engine,
+then nginx on ``--address:--port`` with the configuration of cnnlab.cli.nginx_config (each
+browser kept on one process), and stops them all on Ctrl-C or SIGTERM. If a web process
+or nginx exits, the rest are stopped too: a class half served is worse than a clear
+failure. The engine may end: the web processes start another themselves.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cnnlab.cli.common import CliError
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
 READY_SECONDS = 120  # a web process answers /_stcore/health within a few seconds
 DEFAULT_UPLOAD_MB = 200  # Streamlit's own default for server.maxUploadSize
+ENGINE_BLOCKED = 3  # `cnnlab engine`'s status when another engine serves the runs folder
 
 
 def backends(port: int, processes: int) -> list[str]:
@@ -143,6 +146,9 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops everything as Ctrl-C does
     with _stopped_on_exit(procs):
+        engine = start_engine(app.parent, env)
+        if engine is not None:
+            procs["engine"] = engine
         for address in addresses:
             port = int(address.rsplit(":", 1)[1])
             # Its own session: Ctrl-C reaches `cnnlab serve` alone, which stops the
@@ -169,10 +175,41 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
               "Ctrl-C stops them all.", file=sys.stderr, flush=True)
         while True:
             for name, proc in procs.items():
-                if proc.poll() is not None:
+                # The engine may end (the web processes' watchdogs start another within
+                # seconds, which marks its runs interrupted): the class goes on.
+                if name != "engine" and proc.poll() is not None:
                     raise CliError(f"{name} exited with status {proc.returncode}; stopping "
                                    "the others.")
             time.sleep(0.5)
+
+
+def start_engine(app_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """``cnnlab engine`` for the runs folder the web processes will use, started first so
+    that it is this command's child (stopped with it) rather than one a web process starts
+    detached; None when another engine already serves that folder (it is left alone)."""
+    from cnnlab.train import engine_socket
+
+    root = Path(env.get("CNNLAB_RUNS_DIR") or "runs")
+    root = root if root.is_absolute() else app_dir / root
+    socket_path = Path(engine_socket.address(root))
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "engine"], cwd=app_dir, env=env,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        status = proc.poll()
+        if status == ENGINE_BLOCKED:
+            return None
+        if status is not None:
+            raise CliError(f"cnnlab engine exited with status {status} while starting; its "
+                           "log is above.")
+        with contextlib.suppress(OSError):
+            if socket_path.stat().st_ctime >= started - 1:  # its own socket, not a stale one
+                return proc
+        if time.monotonic() > deadline:
+            raise CliError(f"cnnlab engine did not listen on {socket_path} within "
+                           f"{READY_SECONDS} s.")
+        time.sleep(0.2)
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], host: str, port: int, state: Path) -> None:
