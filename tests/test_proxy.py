@@ -2,10 +2,12 @@
 
 Which process served a request is read from nginx's access log (``upstream=… route=…``,
 cnnlab.cli.nginx_config.standalone_config). Plain HTTP and websocket clients, each with its
-own cookie jar, check that a browser stays on one process and browsers spread over both;
-then Chromium signs in through the proxy, is moved to the other process (its route cookie
-swapped) and is still signed in, and uploads a zip on Explore.
-"""
+own cookie jar, check that a browser stays on one process and browsers spread over both,
+and that the sign-in throttle sees each computer's address through the proxy. Then
+Chromium signs in through the proxy, is moved to the other process (its route cookie
+swapped) and is still signed in, uploads a zip on Explore and trains it; the same person in
+a second browser on the first process sees that run (one engine behind both, started by
+`cnnlab serve`) and stops it."""
 
 from __future__ import annotations
 
@@ -26,13 +28,17 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
-from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT
+from conftest import ROOT, SHARED_KERAS, TEST_OUTPUT, wait_until
 from shapes import shapes_zip
+from ui_steps import settle
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from cnnlab.cli import nginx_config, serve
+from cnnlab.cli.main import main
 from cnnlab.people import accounts
+from cnnlab.runs import store as runs
+from cnnlab.train import engine_socket
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not any(Path(p).is_file() for p in serve.NGINX_PATHS),
@@ -43,12 +49,23 @@ LOG_LINE = re.compile(r'"(?P<method>\S+) (?P<path>\S+) [^"]*" (?P<status>\d+) '
                       r"upstream=(?P<upstream>\S+) route=(?P<route>\S+)")
 
 
-def test_nginx_config_in_the_repository_is_the_one_serve_writes() -> None:
+def test_nginx_config_in_the_repository_is_the_one_serve_writes(capsys) -> None:
     """deploy/nginx.conf (for your own nginx) is `cnnlab serve --processes 2 --nginx-config`."""
     shipped = (ROOT / "deploy" / "nginx.conf").read_text()
     assert shipped == nginx_config.site_config("8501", serve.backends(8501, 2),
                                                serve.upload_mb(ROOT))
     assert "client_max_body_size 201m;" in shipped  # .streamlit/config.toml: 200 MB
+    assert main(["serve", "--processes", "2", "--nginx-config"]) == 0
+    assert capsys.readouterr().out == shipped
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--processes", "0"], "--processes 0: give 1 or more web processes."),
+    (["--app", "nowhere/app.py"], "--app nowhere/app.py does not exist"),
+])
+def test_serve_refuses_bad_usage(argv: list[str], said: str, capsys) -> None:
+    assert main(["serve", *argv]) == 2
+    assert said in capsys.readouterr().err
 
 
 class Lab(NamedTuple):
@@ -81,10 +98,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """`cnnlab serve --processes 2` in class mode (local accounts; ann signs in)."""
     folder = tmp_path_factory.mktemp("proxy")
     accounts.Accounts(folder / "accounts.json").add("ann", PASSWORD)
-    runs, state = folder / "runs", folder / "state"
-    runs.mkdir()
+    runs_dir, state = folder / "runs", folder / "state"
+    runs_dir.mkdir()
     port = _free_ports(3)
-    env = {**os.environ, "CNNLAB_RUNS_DIR": str(runs), "CNNLAB_SIGN_IN": "accounts",
+    env = {**os.environ, "CNNLAB_RUNS_DIR": str(runs_dir), "CNNLAB_SIGN_IN": "accounts",
            "CNNLAB_ACCOUNTS_FILE": str(folder / "accounts.json")}
     if SHARED_KERAS.is_dir():
         env.setdefault("KERAS_HOME", str(SHARED_KERAS))
@@ -102,7 +119,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 pytest.fail(f"cnnlab serve did not start (status {proc.poll()}):\n"
                             f"{log_path.read_text()}")
             time.sleep(0.3)
-        yield Lab(url, state, serve.backends(port, 2), runs)
+        yield Lab(url, state, serve.backends(port, 2), runs_dir)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -110,12 +127,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    # SIGTERM stops nginx and both web processes: nothing answers on the three ports.
+    # SIGTERM stops nginx and both web processes: nothing answers on the three ports …
     assert status == 130, log_path.read_text()
     for address in [f"127.0.0.1:{port}", *serve.backends(port, 2)]:
         host, p = address.split(":")
         with pytest.raises(OSError), socket.create_connection((host, int(p)), timeout=1):
             pass
+    # … and the engine it started: its socket is gone.
+    assert not Path(engine_socket.address(runs_dir)).exists()
 
 
 def served(lab: Lab) -> list[dict[str, str]]:
@@ -207,7 +226,7 @@ def test_the_sign_in_throttle_sees_each_computer_through_the_proxy(lab: Lab) -> 
 
 
 @pytest.mark.browser
-def test_sign_in_through_the_proxy_holds_on_both_processes_and_a_zip_uploads(
+def test_sign_in_upload_train_and_stop_through_the_proxy_on_both_processes(
         lab: Lab, _chromium, tmp_path: Path) -> None:
     context = _chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -246,6 +265,34 @@ def test_sign_in_through_the_proxy_holds_on_both_processes_and_a_zip_uploads(
             "/_stcore/upload_file/") and line["route"] == moved]
         assert uploads and {u["upstream"] for u in uploads} == {other}, uploads
         assert all(u["status"].startswith("2") for u in uploads), uploads
+
+        # Train it on this process; the same person on the other process sees the run (one
+        # engine behind both) and stops it there.
+        page.get_by_role("link", name="Train").first.click()
+        page.get_by_text("Trains in").wait_for(timeout=90_000)
+        page.locator(".st-key-train_start button").click()
+        page.locator(".st-key-train_stop button").wait_for(timeout=90_000)
+        (run,) = [p for p in lab.runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        there = _chromium.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            there.add_cookies([*[c for c in context.cookies()
+                                 if c["name"] != nginx_config.ROUTE_COOKIE],
+                               {"name": nginx_config.ROUTE_COOKIE, "value": route_to(lab, first),
+                                "url": lab.url}])
+            other_page = there.new_page()
+            other_page.set_default_timeout(90_000)
+            other_page.goto(lab.url + "/train")
+            other_page.get_by_text("Signed in as ann").wait_for()
+            other_page.get_by_text(run.name).first.wait_for()  # the run from the other process
+            settle(other_page)
+            other_page.locator(".st-key-train_stop button").click()
+            other_page.get_by_text("Stopping after the current batch").wait_for()
+            wait_until(lambda: runs.load_status(run).get("status") == runs.RunStatus.STOPPED,
+                       120, "the run stopped from the other process")
+        finally:
+            there.close()
+        # This page, polling the engine, sees it end: its Stop button goes.
+        page.locator(".st-key-train_stop button").wait_for(state="detached", timeout=90_000)
     except BaseException:
         TEST_OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(TEST_OUTPUT / "proxy-sign-in.png"), full_page=True)
