@@ -32,6 +32,7 @@ from cnnlab.cli.common import CliError
 
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
 READY_SECONDS = 120  # a web process answers /_stcore/health within a few seconds
+STOP_SECONDS = 20  # then what has not ended on SIGTERM is killed
 DEFAULT_UPLOAD_MB = 200  # Streamlit's own default for server.maxUploadSize
 ENGINE_BLOCKED = 3  # `cnnlab engine`'s status when another engine serves the runs folder
 
@@ -107,14 +108,15 @@ def wait_healthy(procs: dict[str, subprocess.Popen[bytes]], addresses: list[str]
 @contextlib.contextmanager
 def _stopped_on_exit(procs: dict[str, subprocess.Popen[bytes]]) -> Iterator[None]:
     """Terminate every process on the way out (nginx first: no request meets a dying
-    web process), then kill what has not gone within 10 s."""
+    web process), then kill what has not gone within STOP_SECONDS (the engine lets its
+    workers reach a checkpoint: up to 10 s)."""
     try:
         yield
     finally:
         for proc in reversed(procs.values()):
             if proc.poll() is None:
                 proc.terminate()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_SECONDS
         for proc in reversed(procs.values()):
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -140,8 +142,6 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         return {"nginx_config": nginx_config.site_config(
             str(args.port), addresses, upload_mb(app.parent))}
     nginx = None if args.no_proxy else find_nginx()
-    state = Path(args.state_dir) if args.state_dir else Path(
-        tempfile.mkdtemp(prefix="cnnlab-serve-"))
     env = {**os.environ, "CNNLAB_ENGINE": "process"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops everything as Ctrl-C does
@@ -159,6 +159,8 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         wait_healthy(procs, addresses)
         url = f"http://{addresses[0]}"
         if nginx is not None:
+            state = Path(args.state_dir) if args.state_dir else Path(
+                tempfile.mkdtemp(prefix="cnnlab-serve-"))
             nginx_config.make_state_dir(state)
             conf = state / "nginx.conf"
             listen = f"{args.address}:{args.port}"
@@ -169,10 +171,9 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
                 start_new_session=True, preexec_fn=_die_with_parent)
             _wait_listening(procs["nginx"], "127.0.0.1" if args.address in ("0.0.0.0", "::")
                             else args.address, args.port, state)
-            url = f"http://{args.address}:{args.port}"
+            url = f"http://{args.address}:{args.port} (nginx; its files in {state})"
         print(f"CNN Lab on {url}: {args.processes} web process(es) on "
-              f"{', '.join(addresses)}{', nginx in front' if nginx else ''}; state in {state}. "
-              "Ctrl-C stops them all.", file=sys.stderr, flush=True)
+              f"{', '.join(addresses)}. Ctrl-C stops them all.", file=sys.stderr, flush=True)
         while True:
             for name, proc in procs.items():
                 # The engine may end (the web processes' watchdogs start another within
