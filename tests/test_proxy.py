@@ -68,6 +68,18 @@ def test_serve_refuses_bad_usage(argv: list[str], said: str, capsys) -> None:
     assert said in capsys.readouterr().err
 
 
+def test_serve_says_which_port_is_taken(capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--processes", "1", "--address", "127.0.0.1", "--port"]
+        assert main([*argv, str(port)]) == 2  # the proxy's port
+        assert f"port {port} on 127.0.0.1 is taken" in capsys.readouterr().err
+        assert main([*argv, str(port - 1)]) == 2  # a web process's
+        assert f"port {port} on 127.0.0.1 is taken" in capsys.readouterr().err
+
+
 class Lab(NamedTuple):
     url: str
     state: Path

@@ -83,6 +83,20 @@ def web_command(app: Path, port: int) -> list[str]:
             "--server.fileWatcherType", "none"]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """CliError naming the port when something listens there already (an earlier serve)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"port {port} on {host} is taken ({exc.strerror}): the proxy takes "
+                           "--port and the web processes the ports after it; choose another "
+                           "--port, or stop what listens there.") from exc
+
+
 def wait_healthy(procs: dict[str, subprocess.Popen[bytes]], addresses: list[str]) -> None:
     """Wait until every web process answers /_stcore/health; CliError if one exits."""
     deadline = time.monotonic() + READY_SECONDS
@@ -142,6 +156,9 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         return {"nginx_config": nginx_config.site_config(
             str(args.port), addresses, upload_mb(app.parent))}
     nginx = None if args.no_proxy else find_nginx()
+    for address in ([f"{args.address}:{args.port}"] if nginx else []) + addresses:
+        host, number = address.rsplit(":", 1)
+        check_port_free(host, int(number))
     env = {**os.environ, "CNNLAB_ENGINE": "process"}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops everything as Ctrl-C does
