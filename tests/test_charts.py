@@ -26,6 +26,28 @@ def phone_scale(cols: int, tile_px: int, side: int = 28) -> float:
     return min(tile_px / side, charts.PHONE_PX / (cols * (side + pad) + pad))
 
 
+def picture(fig) -> np.ndarray:
+    """The grid's mosaic, decoded from the figure's PNG."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    uri = fig.data[0].source
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+def test_the_grid_is_sent_as_one_png_of_its_pixels() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
+    fig = charts.image_grid_figure(images, list("abcdef"), cols=3)
+    assert fig.data[0].z is None  # no raw pixels to encode on every run
+    got = picture(fig)
+    assert got.shape[-1] == 4 and (got[4:32, 4:32, 0] == images[0, ..., 0]).all()
+    assert (got[4:32, 4:32, 3] == 255).all() and got[0, 0, 3] == 0  # transparent gaps
+
+
 def test_grid_captions_fit_their_tiles_and_their_band_on_a_phone_too() -> None:
     images = np.zeros((24, 28, 28, 1), np.uint8)
     texts = [f"✓ {name} 99%" for name in FASHION] + [
@@ -42,7 +64,7 @@ def test_grid_captions_fit_their_tiles_and_their_band_on_a_phone_too() -> None:
             # The band under a row holds the longest caption: the next row starts below it.
             lines = max(a.text.count("<br>") + 1 for a in notes)
             rows = -(-len(texts) // cols)
-            row_h = (fig.data[0].z.shape[0] - 4) / rows
+            row_h = (picture(fig).shape[0] - 4) / rows
             assert notes[0].y + lines * charts.LINE_PX / scale <= 4 + row_h
         assert fig.layout.height == int(rows * row_h * tile_px / 28) + 20
     # Wide, five across: the longest fashion caption takes two lines, not more.
@@ -54,7 +76,7 @@ def test_short_captions_stay_on_one_line() -> None:
     images = np.zeros((10, 28, 28, 1), np.uint8)
     fig = charts.image_grid_figure(images, [f"✗ {d} 73%" for d in range(10)], cols=5)
     assert all("<br>" not in a.text for a in fig.layout.annotations)
-    assert fig.data[0].z.shape[0] == 4 + 2 * (28 + 28 // 2)  # pad + two rows, usual band
+    assert picture(fig).shape[0] == 4 + 2 * (28 + 28 // 2)  # pad + two rows, usual band
     # captions are escaped, not read as Plotly HTML
     fig = charts.image_grid_figure(images[:1], ["<b>x</b>"], cols=1)
     assert fig.layout.annotations[0].text == "&lt;b&gt;x&lt;/b&gt;"
@@ -63,4 +85,4 @@ def test_short_captions_stay_on_one_line() -> None:
 def test_fewer_images_than_columns_leave_no_empty_columns() -> None:
     images = np.zeros((3, 28, 28, 1), np.uint8)
     fig = charts.image_grid_figure(images, ["a", "b", "c"], cols=charts.CAPTIONED_COLS)
-    assert fig.data[0].z.shape[1] == 3 * (28 + 4) + 4  # three across, not six
+    assert picture(fig).shape[1] == 3 * (28 + 4) + 4  # three across, not six
