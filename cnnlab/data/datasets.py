@@ -527,7 +527,9 @@ def train_val_split(
 
 def val_count(y: np.ndarray, val_fraction: float = 0.1) -> int:
     """How many samples train_val_split(y=y, val_fraction) puts into validation."""
-    _, counts = np.unique(np.asarray(y).reshape(-1), return_counts=True)
+    # bincount, not unique: no sort of the labels (Explore asks on every run); an absent
+    # class counts 0 and adds 0.
+    counts = np.bincount(np.asarray(y).reshape(-1).astype(np.int64))
     n_val = np.rint(counts * val_fraction).astype(int)
     n_val = np.where(counts >= 2, np.clip(n_val, 1, counts - 1), n_val)
     return int(n_val.sum())
