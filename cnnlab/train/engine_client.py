@@ -411,11 +411,11 @@ def engine_for(root: Path | str | None = None) -> jobs.Engine | RemoteEngine:
     """
     if engine_mode() == "thread":
         return jobs.engine_for(root)
-    key = runs.ensure_root(root if root is not None else runs.default_root()).resolve()
+    key = Path(root if root is not None else runs.default_root()).resolve()
     with _REMOTES_LOCK:
         remote = _REMOTES.get(key)
-        if remote is None:
-            remote = _REMOTES[key] = RemoteEngine(key)
+        if remote is None:  # checked once: ensure_root writes a probe file, every page asks
+            remote = _REMOTES[key] = RemoteEngine(runs.ensure_root(key).resolve())
         return remote
 
 
