@@ -202,6 +202,21 @@ def test_a_dead_engines_queue_is_queued_again_by_the_next_in_order(runs_root) ->
         second.close()
 
 
+def test_a_closing_engine_leaves_its_training_runs_interrupted(runs_root) -> None:
+    # SIGTERM on `cnnlab engine` closes it; a killed worker's "done" may never arrive.
+    fake = FakeExecutor(1)  # its kill() sends nothing, as a worker killed at exit
+    engine = jobs.Engine(runs_root, executor=fake)
+    training = engine.submit(request(name="training"), sample(), user=ALICE)
+    waiting = engine.submit(request(name="waiting"), sample(), user=BOB)
+    fake.handles[training.run_id].report_epoch(1, 3, seconds=1.0)
+    engine.close(keep_queue=True)
+    assert fake.handles[training.run_id].stopped
+    status = runs.load_status(training.run_dir)
+    assert status["status"] == runs.RunStatus.INTERRUPTED, status
+    assert "resume it" in status["message"]
+    assert runs.load_status(waiting.run_dir)["status"] == runs.RunStatus.QUEUED  # kept
+
+
 @pytest.mark.slow
 def test_a_run_queued_through_one_web_process_is_seen_and_stopped_through_the_other(
         clients) -> None:
