@@ -278,19 +278,19 @@ class Engine:
                     self._queue.remove(job)
                 else:
                     self._cancel(job)
-            killed = [job for job in self._slots.values()
-                      if job is not None and job.handle is not None]
-            for running in killed:
-                running.handle.kill()
+            handles = {job.run_dir: job.handle for job in self._slots.values()
+                       if job is not None and job.handle is not None}
+            for handle in handles.values():
+                handle.kill()
         if self.executor is not None:
             self.executor.close()
         self._record_unrecorded()
         # A killed worker's "done" may come after this process has gone (SIGTERM on
         # `cnnlab engine`): its run would stay "running" until the next engine starts.
-        for job in killed:
-            if runs.load_status(job.run_dir).get("status") in runs.ACTIVE:
+        for run_dir in handles:
+            if runs.load_status(run_dir).get("status") in runs.ACTIVE:
                 runs.update_status(
-                    job.run_dir, status=runs.RunStatus.INTERRUPTED,
+                    run_dir, status=runs.RunStatus.INTERRUPTED,
                     message="The engine stopped while this run was training; its history "
                             "and best checkpoint are kept — resume it to continue.")
         if self._lock_fh is not None:
