@@ -121,7 +121,8 @@ def image_grid_figure(
     mosaic = image_mosaic(images, cols, pad=pad, gap_y=gap_y, fill=None)
     rows = max(1, -(-n // cols))
     # The mosaic goes as a PNG, encoded once here: with z= Plotly base64-encodes the raw
-    # RGBA pixels on every script run that shows the figure (256 KB for Explore's grid).
+    # RGBA pixels on every script run that shows the figure (350 KB of JSON for Explore's
+    # sample grid, against 29 KB as a PNG).
     fig = go.Figure(go.Image(source=png_data_uri(mosaic), hoverinfo="skip"))
     # One layout update for all captions: add_annotation once per caption validates the
     # whole list each time (64 ms for 30 tiles against 2.4 ms, the Explore page's main cost).

@@ -34,7 +34,6 @@ NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
 READY_SECONDS = 120  # a web process answers /_stcore/health within a few seconds
 STOP_SECONDS = 20  # then what has not ended on SIGTERM is killed
 DEFAULT_UPLOAD_MB = 200  # Streamlit's own default for server.maxUploadSize
-ENGINE_BLOCKED = 3  # `cnnlab engine`'s status when another engine serves the runs folder
 
 
 def backends(port: int, processes: int) -> list[str]:
@@ -205,10 +204,10 @@ def start_engine(app_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes] 
     """``cnnlab engine`` for the runs folder the web processes will use, started first so
     that it is this command's child (stopped with it) rather than one a web process starts
     detached; None when another engine already serves that folder (it is left alone)."""
-    from cnnlab.train import engine_socket
+    from cnnlab.runs import store as runs
+    from cnnlab.train import engine_server, engine_socket
 
-    root = Path(env.get("CNNLAB_RUNS_DIR") or "runs")
-    root = root if root.is_absolute() else app_dir / root
+    root = app_dir / runs.default_root()  # the engine runs in app_dir, with this environment
     socket_path = Path(engine_socket.address(root))
     started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "engine"], cwd=app_dir, env=env,
@@ -216,7 +215,7 @@ def start_engine(app_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes] 
     deadline = time.monotonic() + READY_SECONDS
     while True:
         status = proc.poll()
-        if status == ENGINE_BLOCKED:
+        if status == engine_server.EXIT_BLOCKED:
             return None
         if status is not None:
             raise CliError(f"cnnlab engine exited with status {status} while starting; its "

@@ -414,8 +414,8 @@ def engine_for(root: Path | str | None = None) -> jobs.Engine | RemoteEngine:
     key = Path(root if root is not None else runs.default_root()).resolve()
     with _REMOTES_LOCK:
         remote = _REMOTES.get(key)
-        if remote is None:  # checked once: ensure_root writes a probe file, every page asks
-            remote = _REMOTES[key] = RemoteEngine(runs.ensure_root(key).resolve())
+        if remote is None:  # the root is checked once, here (ensure_root writes a probe)
+            remote = _REMOTES[key] = RemoteEngine(key)
         return remote
 
 
