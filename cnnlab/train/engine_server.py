@@ -207,8 +207,13 @@ def serve(root: Path | str, log: Callable[[str], None] = print) -> int:
     os.chmod(address, 0o600)
     service = Service(engine)
 
+    stopping = threading.Event()
+
     def finish(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
+        # A flag and a closed socket, not an exception raised wherever the signal lands:
+        # a CI run saw an engine take SIGTERM and go on accepting for 18 minutes.
+        stopping.set()
+        listener.close()  # accept() now fails at once, wherever the main thread is
 
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
@@ -217,16 +222,15 @@ def serve(root: Path | str, log: Callable[[str], None] = print) -> int:
         f"{len(engine.interrupted)} interrupted")
     sys.stdout.flush()
     try:
-        while True:
+        while not stopping.is_set():
             try:
                 conn = listener.accept()
             except (OSError, EOFError, AuthenticationError) as exc:  # no key, or gone
-                log(f"refused a connection: {exc}")
+                if not stopping.is_set():
+                    log(f"refused a connection: {exc}")
                 continue
             threading.Thread(target=handle, args=(conn, service), daemon=True,
                              name="engine-client").start()
-    except SystemExit:
-        pass
     finally:
         listener.close()
         Path(address).unlink(missing_ok=True)
