@@ -557,6 +557,9 @@ def subset(ds: Dataset, limit: int) -> Dataset:
 CONTROL_CHARACTER = "contains a control or bidirectional-text character"
 ALLOWED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
                        zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+MemberReader = Callable[[zipfile.ZipInfo], bytes]
+"""Reads one member's bytes (a zip's, or a file of a folder named like one); BadUpload
+when it cannot."""
 
 
 def _member_problem(name: str) -> str | None:
@@ -708,12 +711,13 @@ def _image_entries(infos: list[zipfile.ZipInfo]) -> tuple[list[zipfile.ZipInfo],
     return images, junk
 
 
-def _decode_all(zf: zipfile.ZipFile, entries: list[zipfile.ZipInfo], size: tuple[int, int],
-                grayscale: bool, progress: Progress | None) -> list[np.ndarray]:
+def _decode_all(read: MemberReader, entries: list[zipfile.ZipInfo], size: tuple[int, int],
+                grayscale: bool, progress: Progress | None,
+                bounded: bool = True) -> list[np.ndarray]:
     """Every image entry decoded (see _decode), within MAX_DECODE_SECONDS and
-    MAX_TOTAL_PIXELS; ``progress`` hears about a hundred rising fractions."""
-    deadline = time.monotonic() + MAX_DECODE_SECONDS
-    pixels = [0]  # decoded so far, shared with _decode
+    MAX_TOTAL_PIXELS when ``bounded``; ``progress`` hears about a hundred rising fractions."""
+    deadline = time.monotonic() + MAX_DECODE_SECONDS if bounded else float("inf")
+    pixels = [0] if bounded else None  # decoded so far, shared with _decode
     images: list[np.ndarray] = []
     every = max(1, len(entries) // 100)  # about a hundred reports, however big the zip
     for i, info in enumerate(entries):
@@ -725,7 +729,7 @@ def _decode_all(zf: zipfile.ZipFile, entries: list[zipfile.ZipInfo], size: tuple
                 f"{len(entries):,} images done); at most {MAX_DECODE_SECONDS:.0f} s is "
                 "allowed: upload fewer or smaller images (a few hundred pixels a side)."
             )
-        images.append(_decode(_read_member(zf, info), info.filename, size, grayscale, pixels))
+        images.append(_decode(read(info), info.filename, size, grayscale, pixels))
     return images
 
 
@@ -866,14 +870,30 @@ def load_zip(
                 f"The zip unpacks to {total:,} bytes; at most {MAX_UNCOMPRESSED_BYTES:,} "
                 "are allowed: upload fewer or smaller images."
             )
-        entries, junk = _image_entries(infos)
-        members = [i.filename for i in entries]
-        labels = [_class_of(m) for m in members]
-        # The layout is checked on names, before any second is spent decoding.
-        parts = _archive_parts(members)
-        if parts is not None:
-            _check_part_classes(labels, *parts)
-        images = _decode_all(zf, entries, size, grayscale, progress)
+        return load_members(infos, lambda info: _read_member(zf, info), size, grayscale,
+                            name, test_fraction, progress)
+
+
+def load_members(infos: list[zipfile.ZipInfo], read: MemberReader, size: tuple[int, int],
+                 grayscale: bool, name: str, test_fraction: float = 0.2,
+                 progress: Progress | None = None, bounded: bool = True) -> Dataset:
+    """The Dataset in ``infos`` (member names as a zip spells them, ``cats/1.jpg``), each
+    read by ``read``: load_zip's rules for names, parts, classes and decoding.
+
+    load_zip calls it with a zip's members; a folder of class folders (the server's class
+    data sets) with its files named the same way. ``bounded=False`` lifts the limits on
+    decoding seconds and total pixels, which guard the server against uploads: the
+    operator's own files are decoded once into a cache.
+    """
+    entries, junk = _image_entries(infos)
+    members = [i.filename for i in entries]
+    labels = [_class_of(m) for m in members]
+    # The layout is checked on names, before any second is spent decoding.
+    parts = _archive_parts(members)
+    if parts is not None:
+        _check_part_classes(labels, *parts)
+    images = _decode_all(read, entries, size, grayscale, progress, bounded)
+    h, w = size
     class_names = tuple(sorted(set(labels)))
     counts = {c: labels.count(c) for c in class_names}
     if len(class_names) < 2:
