@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -711,6 +712,47 @@ def _image_entries(infos: list[zipfile.ZipInfo]) -> tuple[list[zipfile.ZipInfo],
     return images, junk
 
 
+class Layout(NamedTuple):
+    """What the member names of a zip (or a folder) say, before any image is decoded."""
+
+    entries: list[zipfile.ZipInfo]  # the image members, in order
+    labels: list[str]  # each image's class folder
+    parts: tuple[list[bool], str, str] | None  # see _archive_parts
+    junk: int  # system files left out
+
+
+def member_layout(infos: list[zipfile.ZipInfo]) -> Layout:
+    """The images, classes and training/test parts that ``infos``' names describe, read as
+    load_zip reads them; BadUpload (one sentence) for names or a layout it refuses."""
+    entries, junk = _image_entries(infos)
+    members = [i.filename for i in entries]
+    labels = [_class_of(m) for m in members]
+    parts = _archive_parts(members)
+    if parts is not None:
+        _check_part_classes(labels, *parts)
+    return Layout(entries, labels, parts, junk)
+
+
+def check_classes(labels: list[str]) -> tuple[str, ...]:
+    """The sorted class names of ``labels``; BadUpload unless there are 2 or more classes
+    of 2 or more images each."""
+    class_names = tuple(sorted(set(labels)))
+    counts = {c: labels.count(c) for c in class_names}
+    if len(class_names) < 2:
+        found = f"only the class {class_names[0]!r}" if class_names else "no images"
+        raise BadUpload(
+            f"The zip has {found}; at least 2 class folders with 2 or more images each "
+            "are needed: add another class folder and zip again."
+        )
+    small = [c for c, n in counts.items() if n < 2]
+    if small:
+        raise BadUpload(
+            f"Class {small[0]!r} has {counts[small[0]]} image; every class needs at least 2 "
+            "(one for training, one for testing): add images to it or remove it."
+        )
+    return class_names
+
+
 def _decode_all(read: MemberReader, entries: list[zipfile.ZipInfo], size: tuple[int, int],
                 grayscale: bool, progress: Progress | None,
                 bounded: bool = True) -> list[np.ndarray]:
@@ -885,29 +927,11 @@ def load_members(infos: list[zipfile.ZipInfo], read: MemberReader, size: tuple[i
     decoding seconds and total pixels, which guard the server against uploads: the
     operator's own files are decoded once into a cache.
     """
-    entries, junk = _image_entries(infos)
-    members = [i.filename for i in entries]
-    labels = [_class_of(m) for m in members]
     # The layout is checked on names, before any second is spent decoding.
-    parts = _archive_parts(members)
-    if parts is not None:
-        _check_part_classes(labels, *parts)
+    entries, labels, parts, junk = member_layout(infos)
     images = _decode_all(read, entries, size, grayscale, progress, bounded)
     h, w = size
-    class_names = tuple(sorted(set(labels)))
-    counts = {c: labels.count(c) for c in class_names}
-    if len(class_names) < 2:
-        found = f"only the class {class_names[0]!r}" if class_names else "no images"
-        raise BadUpload(
-            f"The zip has {found}; at least 2 class folders with 2 or more images each "
-            "are needed: add another class folder and zip again."
-        )
-    small = [c for c, n in counts.items() if n < 2]
-    if small:
-        raise BadUpload(
-            f"Class {small[0]!r} has {counts[small[0]]} image; every class needs at least 2 "
-            "(one for training, one for testing): add images to it or remove it."
-        )
+    class_names = check_classes(labels)
     x = np.stack(images)
     y = np.array([class_names.index(c) for c in labels], dtype=np.uint8 if len(
         class_names) <= 255 else np.int64)
