@@ -1,7 +1,8 @@
 """CNN Lab: a browser lab for convolutional networks (Streamlit entry point).
 
 `streamlit run app.py` imports this file to serve it (``app``: Streamlit with the sign-in
-routes beside it, pages/signin_routes.py), then runs it as every session's script
+routes and the zip upload route beside it, pages/signin_routes.py and
+pages/upload_routes.py), then runs it as every session's script
 (``__main__``). Kept light on purpose: no TensorFlow import here, so the home page opens in
 about a second.
 """
@@ -76,7 +77,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-else:  # imported by `streamlit run app.py`: the server, with the sign-in routes beside it
-    from pages.signin_routes import ROUTES
+else:  # imported by `streamlit run app.py`: the server, with its own routes beside it
+    from pages import signin_routes, upload_routes
 
-    app = st.App(__file__, routes=ROUTES)
+    app = st.App(__file__, routes=[*signin_routes.ROUTES, *upload_routes.ROUTES])

@@ -22,6 +22,7 @@ from cnnlab.data.picture_set import (
     PictureSet,
 )
 from cnnlab.model import models
+from pages import upload_routes
 from pages.common import (
     cached_dataset,
     dataset_or_stop,
@@ -30,6 +31,7 @@ from pages.common import (
 )
 from pages.signin import current_user, md
 from pages.state import current_dataset, keep_upload
+from pages.zip_upload import zip_uploader
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
 GRID_COLS = 10
@@ -40,28 +42,39 @@ THUMB_COLS = 8
 
 
 def upload_form() -> None:
-    """Zip upload: one sub-folder per class; on success it becomes the current data set."""
+    """Zip upload: one sub-folder per class; on success it becomes the current data set.
+
+    The zip streams to a file on the server (pages/upload_routes.py) and is decoded from
+    there: a few hundred megabytes never sit in the server's memory as bytes.
+    """
     with st.expander("Use your own images (.zip with one folder per class)"):
+        limit = upload_routes.limit_mb()
         st.caption(
-            "For example `cats/1.jpg, cats/2.jpg, dogs/1.jpg, …`. Images of any size and "
-            "colour mode are resized. A zip with its own training and test parts "
-            "(`train/` and `test/`, `training_set/` and `test_set/`, at any depth) keeps "
-            "that split; otherwise 20 % of each class is kept for testing."
+            f"A zip up to {limit} MB, for example `cats/1.jpg, cats/2.jpg, dogs/1.jpg, …`. "
+            "Images of any size and colour mode are resized. A zip with its own training and "
+            "test parts (`train/` and `test/`, `training_set/` and `test_set/`, at any depth) "
+            "keeps that split; otherwise 20 % of each class is kept for testing."
         )
-        file = st.file_uploader("Zip file", type=["zip"], key="explore_zip")
+        ticket = upload_routes.session_ticket(st.session_state)
+        zip_uploader(ticket, limit, key="explore_zip")
+        ready = upload_routes.pending(ticket)
+        if ready is not None:
+            size = (f"{ready.size / 1024 / 1024:,.1f} MB" if ready.size >= 1024 * 1024
+                    else f"{-(-ready.size // 1024)} KB")
+            st.caption(f"Ready to load: {md(ready.name)} ({size}).")
         c1, c2 = st.columns(2)
         side = c1.select_slider("Image size (pixels)", SIDES, value=64)
         gray = c2.toggle("Grayscale", value=False)
-        if st.button("Load images", disabled=file is None, type="primary"):
+        if st.button("Load images", disabled=ready is None, type="primary") and ready:
             try:
                 with progress_bar("Reading the zip…") as progress:
-                    ds = datasets.load_zip(file.getvalue(), (side, side), gray,
-                                           name=f"{UPLOAD_PREFIX}{file.name}",
+                    ds = datasets.load_zip(ready.path, (side, side), gray,
+                                           name=f"{UPLOAD_PREFIX}{ready.name}",
                                            progress=progress)
             except BadUpload as exc:
                 st.error(md(exc))
             else:
-                keep_upload(ds)
+                keep_upload(ds, upload_routes.take(ticket))
                 st.rerun()
 
 

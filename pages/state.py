@@ -13,6 +13,8 @@ key                    written by                                   read by
                        resume, fine-tune)
 ``uploaded_dataset``   Explore's zip upload and its "Make a data    common (data set list and
                        set" (camera or pictures)                    loading), Configure
+``upload_source``      the same (the zip on the server that         ``upload_source``
+                       uploaded_dataset came from, or None)
 ``model_config``,      Configure (its widgets, a preset, a JSON     Train ("Configure page"
 ``fit_settings``,      file), Runs ("Load into Configure")          model), Configure
 ``preset_name``
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 USER_KEY = "user"
 DATASET_KEY = "dataset_name"
 UPLOAD_KEY = "uploaded_dataset"
+UPLOAD_SOURCE_KEY = "upload_source"
 MODEL_CONFIG_KEY = "model_config"
 FIT_SETTINGS_KEY = "fit_settings"
 PRESET_NAME_KEY = "preset_name"
@@ -89,10 +92,26 @@ def uploaded_dataset() -> Dataset | None:
     return st.session_state.get(UPLOAD_KEY)
 
 
-def keep_upload(ds: Dataset) -> None:
-    """Keep an uploaded data set for this session and make it the current data set."""
+def keep_upload(ds: Dataset, source: Path | None = None) -> None:
+    """Keep an uploaded data set for this session and make it the current data set.
+
+    ``source`` is the zip on the server it was decoded from (None: made from pictures);
+    the session's previous zip, when it is another file, is removed from the server.
+    """
+    previous = st.session_state.get(UPLOAD_SOURCE_KEY)
+    if previous is not None and previous != source:
+        previous.unlink(missing_ok=True)
     st.session_state[UPLOAD_KEY] = ds
+    st.session_state[UPLOAD_SOURCE_KEY] = source
     set_dataset(ds.info.name)
+
+
+def upload_source() -> Path | None:
+    """The zip on the server that this session's uploaded data set was decoded from; None
+    when the data set was made from pictures, or the file has been cleaned up since
+    (pages/upload_routes.py keeps it while the session uses Explore, else some hours)."""
+    source = st.session_state.get(UPLOAD_SOURCE_KEY)
+    return source if source is not None and source.is_file() else None
 
 
 # ---------------------------------------------------------------------------- model

@@ -780,11 +780,14 @@ def apptest(page: str):
 
 
 def test_explore_page_shows_the_zip_message(runs_root: Path, monkeypatch) -> None:
+    from test_upload_route import hand_zip
+
     monkeypatch.setenv("KERAS_HOME", str(runs_root / "no-keras"))  # the bundled sample: fast
+    monkeypatch.setenv("CNNLAB_UPLOADS_DIR", str(runs_root.parent / "uploads"))
     at = apptest("explore.py").run()
     assert not at.exception, at.exception
-    at.file_uploader(key="explore_zip").set_value(
-        ("photos.zip", two_classes({"b/3.png": BOMB_PNG}), "application/zip")).run()
+    hand_zip(at, "photos.zip", two_classes({"b/3.png": BOMB_PNG}))
+    at.run()
     next(b for b in at.button if b.label == "Load images").click().run()
     assert not at.exception, at.exception
     assert "b/3.png claims 400,000,000 pixels" in at.error[0].value

@@ -319,8 +319,8 @@ def test_own_images_from_upload_to_prediction(streamlit_server: str, server_runs
     page.goto(f"{streamlit_server}/explore")
     page.get_by_role("heading", level=1, name="Explore").wait_for(timeout=SLOW)
     page.get_by_text("Use your own images").click()
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
-        str(zip_path))
+    page.get_by_label("Zip file, up to").set_input_files(str(zip_path))  # to /upload/zip
+    page.get_by_text("Ready to load: shapes.zip").wait_for(timeout=SLOW)
     size = page.locator('[data-testid="stSlider"]').filter(has_text="Image size").get_by_role(
         "slider")
     size.focus()

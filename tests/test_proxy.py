@@ -267,16 +267,16 @@ def test_sign_in_upload_train_and_stop_through_the_proxy_on_both_processes(
         zip_path = tmp_path / "shapes.zip"
         zip_path.write_bytes(shapes_zip(per_class=20))
         page.get_by_text("Use your own images").click()
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
-            str(zip_path))
+        page.get_by_label("Zip file, up to").set_input_files(str(zip_path))
+        page.get_by_text("Ready to load: shapes.zip").wait_for(timeout=30_000)
         load = page.get_by_role("button", name="Load images")
         page.wait_for_function("b => !b.disabled", arg=load.element_handle(), timeout=30_000)
         load.click()
         page.get_by_role("heading", name="What the model trains on").wait_for(timeout=90_000)
-        uploads = [line for line in served(lab) if line["path"].startswith(
-            "/_stcore/upload_file/") and line["route"] == moved]
+        uploads = [line for line in served(lab) if line["path"] == "/upload/zip"
+                   and line["route"] == moved]
         assert uploads and {u["upstream"] for u in uploads} == {other}, uploads
-        assert all(u["status"].startswith("2") for u in uploads), uploads
+        assert all(u["status"] == "200" for u in uploads), uploads
 
         # Train it on this process; the same person on the other process sees the run (one
         # engine behind both) and stops it there.

@@ -858,7 +858,7 @@ def _claimed_pixels(exc: Exception) -> str:
 
 
 def load_zip(
-    data: bytes,
+    data: bytes | str | Path,
     size: tuple[int, int],
     grayscale: bool,
     name: str = "folder",
@@ -878,9 +878,11 @@ def load_zip(
     random (seeded) for testing. Files that operating systems add (``.DS_Store``,
     ``__MACOSX/``, ``Thumbs.db``, ``desktop.ini``) are left out and counted in
     ``info.skipped_files``. Images of any size or colour mode are converted and resized to
-    ``size`` = (height, width). Members are read in memory; nothing is extracted or
-    written anywhere. ``progress(fraction, text)``, when given, hears rising fractions
-    every few images decoded, and 1.0 last. Raises BadUpload naming the problem.
+    ``size`` = (height, width). ``data`` is the zip's bytes or its path: a path is read
+    member by member from disk (the web app's uploads, up to a few hundred MB, are files),
+    never whole into memory; nothing is extracted or written anywhere.
+    ``progress(fraction, text)``, when given, hears rising fractions every few images
+    decoded, and 1.0 last. Raises BadUpload naming the problem.
     """
     from cnnlab import text
 
@@ -892,12 +894,19 @@ def load_zip(
         raise BadUpload(
             f"Image size {h}x{w} is not allowed: choose between {MIN_SIZE} and {MAX_SIZE}."
         )
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
+        size_bytes = len(data) if isinstance(data, bytes) else Path(data).stat().st_size
         raise BadUpload(
-            f"The upload ({len(data):,} bytes) is not a zip file: zip a folder that holds "
+            f"The upload ({size_bytes:,} bytes) is not a zip file: zip a folder that holds "
             "one sub-folder of images per class and upload that."
+        ) from exc
+    except OSError as exc:  # the file went away (cleaned up) or cannot be read
+        raise BadUpload(
+            f"The uploaded zip cannot be read any more ({type(exc).__name__}): upload it "
+            "again."
         ) from exc
     with zf:
         infos = zf.infolist()
