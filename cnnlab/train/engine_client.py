@@ -332,6 +332,12 @@ class RemoteEngine:
         return RemoteJob(self, self._call("fine_tune", str(parent_dir), dataset_wire(dataset),
                                           epochs, user, name, corrections))
 
+    def submit_to_challenge(self, challenge_id: str, run_id: str,
+                            user: User = LOCAL_USER) -> dict[str, Any]:
+        """Submit ``user``'s run to a challenge, scored in a worker of the engine process
+        (jobs.Engine.submit_to_challenge); the submission as a dict."""
+        return self._call("submit_to_challenge", challenge_id, run_id, user)
+
     def stop(self, run_id: str, user: User = LOCAL_USER) -> None:
         """Stop a running run or cancel a queued one; its owner or a teacher only."""
         self._call("stop", run_id, user)

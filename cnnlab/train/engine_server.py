@@ -110,6 +110,9 @@ class Service:
         return job_state(self.engine.fine_tune(parent_dir, dataset_from_wire(dataset), epochs,
                                                user=user, name=name, corrections=corrections))
 
+    def submit_to_challenge(self, challenge_id: str, run_id: str, user: User) -> dict:
+        return self.engine.submit_to_challenge(challenge_id, run_id, user)
+
     def stop(self, run_id: str, user: User) -> None:
         self.engine.stop(run_id, user)
 

@@ -43,7 +43,15 @@ from cnnlab.people import access
 from cnnlab.people.accounts import LOCAL_USER, User
 from cnnlab.runs import store as runs
 from cnnlab.train import budgets as budgets_mod
-from cnnlab.train import callbacks, executors, health, queue_order, training, wait_estimate
+from cnnlab.train import (
+    callbacks,
+    executors,
+    health,
+    queue_order,
+    scoring,
+    training,
+    wait_estimate,
+)
 from cnnlab.train import events as ev
 
 if TYPE_CHECKING:
@@ -172,6 +180,11 @@ class Engine:
         self._remember_interrupted()
         if waiting:
             self._requeue(waiting)
+        # Challenge submissions being scored, by submission id (outside the slots: a
+        # scoring is seconds of evaluation, and must not wait behind a class's runs).
+        self._scoring: dict[str, executors.Handle] = {}
+        if not self.blocked:  # a dead engine's scorings: nobody finishes them now
+            scoring.fail_unscored(self.root)
 
     # ---------------------------------------------------------------- the runs-root lock
 
@@ -280,7 +293,7 @@ class Engine:
                     self._cancel(job)
             handles = {job.run_dir: job.handle for job in self._slots.values()
                        if job is not None and job.handle is not None}
-            for handle in handles.values():
+            for handle in [*handles.values(), *self._scoring.values()]:
                 handle.kill()
         if self.executor is not None:
             self.executor.close()
@@ -487,6 +500,31 @@ class Engine:
                                    message=f"Queued: {ahead} run(s) ahead of it.")
             self._forget_old()
         return job
+
+    def submit_to_challenge(self, challenge_id: str, run_id: str,
+                            user: User = LOCAL_USER) -> dict[str, Any]:
+        """Submit ``user``'s finished run ``run_id`` to a challenge: checked and recorded by
+        cnnlab.train.scoring (owner, data set, limits, deadline, allowance), then scored on
+        the hidden split in a worker. Returns the submission (status "scoring"; the score
+        lands in the challenge's submissions.json when the worker is done).
+
+        Raises ChallengeError (a ValueError) or access.AccessDenied saying why not.
+        """
+        if self.unavailable() or self.executor is None:
+            raise EngineRefused(self.unavailable() or "No executor: nothing can be scored.")
+        sub, spec, work = scoring.prepare(self.root, challenge_id, run_id, user, self.budgets,
+                                          self.clock())
+
+        def on_event(event: ev.Event) -> None:
+            if event["kind"] == "done":
+                scoring.record_score(self.root, sub, event)
+                with self._lock:
+                    self._scoring.pop(sub.id, None)
+
+        with self._lock:
+            self._scoring[sub.id] = self.executor.start(spec, work, on_event,
+                                                        slot=len(self._slots))
+        return sub.to_dict()
 
     # ---------------------------------------------------------------- running
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from cnnlab.train import events as ev
 
-MODES = ("new", "resume", "fine-tune")
+MODES = ("new", "resume", "fine-tune", "score")  # score: a challenge submission
 
 
 class ExecutorUnavailable(RuntimeError):

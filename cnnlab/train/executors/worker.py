@@ -2,7 +2,9 @@
 
 The worker sets its environment before Keras is imported (GPU pinning, thread counts),
 loads the data set from its reference, trains with ``training.train_run`` (record=False:
-the server records the events) and watches its own memory against the budget.
+the server records the events) and watches its own memory against the budget. A spec in
+mode "score" evaluates a challenge submission's model on the hidden split instead
+(``score_submission``; cnnlab.train.scoring prepares it).
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def execute(spec: RunSpec, work_dir: Path, emit: ev.Emit, stop: callbacks.StopFl
     watch = MemoryWatch(budgets.max_worker_memory_mb * budgets_mod.MB, stop, emit)
     watch.start()
     try:
+        if spec.mode == "score":
+            hidden = dataset if dataset is not None else load_dataset(spec.dataset)
+            score_submission(spec, work_dir, hidden, emit)
+            return
         request = training.TrainRequest.from_dict(spec.request)
         if dataset is None:
             dataset = load_dataset(spec.dataset)
@@ -90,3 +96,30 @@ def execute(spec: RunSpec, work_dir: Path, emit: ev.Emit, stop: callbacks.StopFl
         emit(ev.make("done", status=RunStatus.FAILED, message=training.failure_message(exc)))
     finally:
         watch.finished.set()
+
+
+def score_submission(spec: RunSpec, work_dir: Path, hidden: datasets.Dataset,
+                     emit: ev.Emit) -> None:
+    """Evaluate ``work_dir``'s best.keras on the hidden split (``hidden``'s test images) and
+    send the score as the ``done`` event: accuracy, loss, the number of images and the
+    confusion matrix, never an image or a per-image label. The model is loaded in safe
+    mode and its size checked again (a worker never trusts the server's check alone)."""
+    import keras
+    import numpy as np
+
+    from cnnlab.model import backbones
+    from cnnlab.runs import evaluate
+
+    backbones.register()  # a pretrained-backbone run's input layer is a cnnlab class
+    model = keras.models.load_model(work_dir / "best.keras", safe_mode=True, compile=False)
+    params, limit = int(model.count_params()), spec.request.get("max_params")
+    if limit is not None and params > int(limit):
+        emit(ev.make("done", status=RunStatus.FAILED,
+                     message=f"Refused by the worker: the model has {params:,} parameters; "
+                             f"the challenge allows at most {int(limit):,}."))
+        return
+    metrics = evaluate.evaluate(model, hidden.x_test, np.asarray(hidden.y_test),
+                                spec.request["class_names"])
+    emit(ev.make("done", status=RunStatus.FINISHED, message="", score={
+        "accuracy": metrics["test_accuracy"], "loss": metrics["test_loss"],
+        "n": metrics["n_test"], "confusion": metrics["confusion"]}))
