@@ -35,9 +35,13 @@ def emit(payload: dict[str, Any], as_json: bool, command: str) -> None:
     if as_json:
         print(json.dumps(payload))
     else:
+        from cnnlab.cli.challenge_commands import text as challenge_text
         from cnnlab.cli.output import render
         from cnnlab.cli.runs_output import TEXT as RUNS_TEXT
 
+        if command == "challenge":
+            print(challenge_text(payload))
+            return
         print(RUNS_TEXT[command](payload) if command in RUNS_TEXT else render(command, payload))
 
 
@@ -137,6 +141,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.dataset.lower().endswith(".zip"):
         dataset = _zip_dataset(args)
+    elif args.dataset.startswith("challenge:"):  # a challenge's visible set, on this root
+        from cnnlab.cli.challenge_commands import visible_dataset
+
+        dataset = visible_dataset(_train_root(args), args.dataset)
     else:
         try:
             dataset = datasets.load(args.dataset)
@@ -176,10 +184,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(str(exc)) from exc
     if errors:
         raise CliError(" ".join(errors))
-    # The parser's default is "runs"; CNNLAB_RUNS_DIR overrides that default only.
-    root = Path(args.runs_dir)
-    if args.runs_dir == "runs" and os.environ.get("CNNLAB_RUNS_DIR"):
-        root = runs.default_root()
+    root = _train_root(args)
     try:
         run_dir = runs.create_run(root, training.run_config(request, dataset))
     except runs.RunsRootError as exc:
@@ -203,6 +208,16 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "test_accuracy": result.metrics["test_accuracy"] if result.metrics else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _train_root(args: argparse.Namespace) -> Path:
+    """``train``'s runs folder: the parser's default is "runs"; CNNLAB_RUNS_DIR overrides
+    that default only."""
+    from cnnlab.runs import store as runs
+
+    if args.runs_dir == "runs" and os.environ.get("CNNLAB_RUNS_DIR"):
+        return runs.default_root()
+    return Path(args.runs_dir)
 
 
 def _with_backbone(args: argparse.Namespace, model: ModelConfig, fit: FitSettings
@@ -487,15 +502,19 @@ def parser() -> argparse.ArgumentParser:
                         ".streamlit/accounts.json")
     s.set_defaults(func=cmd_users)
 
-    from cnnlab.cli import engine_command, runs_commands, serve
+    from cnnlab.cli import challenge_commands, engine_command, runs_commands, serve
 
     serve.add_parser(sub)
     engine_command.add_parser(sub)
 
     runs_commands.add_parser(sub)
-    # `runs` itself takes no options: each of its actions does (`cnnlab runs list --json`).
-    commands = [command for name, command in sub.choices.items() if name != "runs"]
-    for action in [*commands, *runs_commands.actions_of(sub)]:
+    challenge_commands.add_parser(sub)
+    # `runs` and `challenge` take no options: each of their actions does (`cnnlab runs list
+    # --json`).
+    commands = [command for name, command in sub.choices.items()
+                if name not in ("runs", "challenge")]
+    for action in [*commands, *runs_commands.actions_of(sub),
+                   *challenge_commands.actions_of(sub)]:
         action.formatter_class = Help
         action.add_argument("--json", action="store_true", help="print one JSON object")
         action.add_argument("--verbose", action="store_true",

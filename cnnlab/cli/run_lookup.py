@@ -59,6 +59,10 @@ def dataset_for(info: RunInfo, config: dict[str, Any], wanted: str | None) -> Da
     from cnnlab.data import datasets
 
     name = wanted or str(config.get("dataset") or "")
+    if name.startswith("challenge:"):  # a challenge's visible set: never its hidden split
+        from cnnlab.cli.challenge_commands import visible_dataset
+
+        return visible_dataset(info.run_dir.parent, name)
     if name.lower().endswith(".zip"):
         path = Path(name)
         shape = list(config.get("input_shape") or (64, 64, 3))
