@@ -6,6 +6,9 @@ One mechanism for a user's own images: Explore keeps the Dataset built from an u
 zip for the session (``pages.state.keep_upload``) under the name ``"folder:<file name>"``;
 ``cached_dataset`` and ``dataset_picker`` know that name, so every page can use it.
 Registry data sets are loaded once per server process (st.cache_resource: shared, no copy).
+Class data sets (``"shared:<set>"``, the operator's folder, cnnlab.data.shared_sets) are
+listed for everyone after the registry and mapped from their decoded cache, once per server
+process and version, whoever asks.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, shared_sets
 from cnnlab.data.datasets import UPLOAD_PREFIX, Dataset, DatasetUnavailable
 from pages import state
 from pages.signin import md
@@ -70,11 +73,23 @@ def _registry_dataset(name: str) -> Dataset:
         return datasets.load(name, progress=progress)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _shared_dataset(name: str, version: str) -> Dataset:
+    # One per server process and version of the set, for every session: the arrays are
+    # read-only maps of the decoded cache, which the engine and the workers map too.
+    del version  # the cache key: a changed zip or folder is loaded (and decoded) again
+    with progress_bar("Decoding the class data set for everyone (once)…") as progress:
+        return shared_sets.load(name, progress=progress)
+
+
 def cached_dataset(name: str) -> Dataset:
-    """The data set called ``name``: a registry set (cached) or this session's upload.
+    """The data set called ``name``: a registry set (cached), a class data set (cached per
+    version) or this session's upload.
 
     Raises DatasetUnavailable with a one-sentence message when it cannot be loaded.
     """
+    if shared_sets.is_shared(name):
+        return _shared_dataset(name, shared_sets.version(name))
     if name.startswith(UPLOAD_PREFIX):
         upload = state.uploaded_dataset()
         if upload is not None and upload.info.name == name:
@@ -100,9 +115,58 @@ def _available() -> dict[str, bool]:
     return datasets.available()
 
 
+@st.cache_data(ttl=3, show_spinner=False)
+def _class_sets(directory: str | None, mtime_ns: int) -> tuple[list[shared_sets.Entry], str]:
+    # Shared by every session for 3 s (and while the folder's own entries stay the same):
+    # a page runs many times a second under a class, the listing stats each set.
+    del directory, mtime_ns  # the cache key
+    try:
+        return shared_sets.listing(), ""
+    except shared_sets.SharedSetError as exc:
+        return [], str(exc)
+
+
+def _class_listing() -> tuple[list[shared_sets.Entry], str]:
+    """(class data sets, why they cannot be listed or "")."""
+    try:
+        directory = shared_sets.datasets_dir()
+    except shared_sets.SharedSetError as exc:
+        return [], str(exc)
+    try:
+        mtime = directory.stat().st_mtime_ns if directory is not None else 0
+    except OSError:
+        mtime = -1
+    return _class_sets(None if directory is None else str(directory), mtime)
+
+
+def class_sets() -> list[shared_sets.Entry]:
+    """The class data sets of the operator's folder ([] when none is set, or it has gone:
+    the picker then says so in one warning, and the other data sets stay)."""
+    return _class_listing()[0]
+
+
+def _shared_choice(name: str | None, listed: list[shared_sets.Entry] | None) -> bool:
+    """True when ``name`` is a class data set's name at an allowed size, of a set in
+    ``listed`` (any set when ``listed`` is None)."""
+    if name is None or not shared_sets.is_shared(name):
+        return False
+    try:
+        set_name = shared_sets.parse_name(name)[0]
+    except shared_sets.SharedSetError:
+        return False
+    return listed is None or any(e.set_name == set_name for e in listed)
+
+
 def dataset_names() -> list[str]:
-    """Registry names, then this session's upload (if any)."""
-    names = list(datasets.REGISTRY)
+    """Registry names, the class data sets (and the size of one chosen), then this
+    session's upload (if any)."""
+    listed = class_sets()
+    names = list(datasets.REGISTRY) + [e.name for e in listed]
+    chosen = state.current_dataset()
+    # The chosen size of a set stays listed; so does a chosen set that has gone from the
+    # folder, so that the page says so (cached_dataset's error) instead of switching sets.
+    if chosen not in names and _shared_choice(chosen, None):
+        names.append(str(chosen))
     upload = state.uploaded_dataset()
     if upload is not None:
         names.append(upload.info.name)
@@ -121,8 +185,13 @@ def dataset_from_address() -> None:
     wanted = state.address_choice("dataset")
     if wanted is None:
         return
-    if wanted in dataset_names():
+    if wanted in dataset_names() or _shared_choice(wanted, class_sets()):
         state.set_dataset(wanted)
+    elif shared_sets.is_shared(wanted):
+        st.warning(f"The address asks for the class data set {md(repr(wanted))}, which this "
+                   "server's class data sets folder does not hold (any more), or at a size "
+                   f"it does not offer ({datasets.MIN_SIZE} to {datasets.MAX_SIZE} pixels). "
+                   "Pick a data set below.")
     elif wanted.startswith(UPLOAD_PREFIX):  # someone else's upload, or one from an old session
         st.warning(f"The address names uploaded images ({md(wanted[len(UPLOAD_PREFIX):])}) "
                    "that are not in this browser session: only the person who uploaded them "
@@ -144,10 +213,16 @@ def dataset_picker(key: str = "dataset_picker") -> str:
     dataset_from_address()
     names = dataset_names()
     ready = _available()
+    listed, problem = _class_listing()
+    if problem:
+        st.warning(md(problem))
+    shared = {e.set_name: e for e in listed}
 
     def label(name: str) -> str:
         if name.startswith(UPLOAD_PREFIX):
             return f"Your images: {name[len(UPLOAD_PREFIX):]}"
+        if shared_sets.is_shared(name):
+            return class_set_label(name, shared)
         title = datasets.REGISTRY[name].title
         return title if ready.get(name) else f"{title} (not available here)"
 
@@ -162,6 +237,21 @@ def dataset_picker(key: str = "dataset_picker") -> str:
     st.selectbox("Data set", names, format_func=label, key=key, on_change=store)
     state.show_in_address("dataset", name)
     return name
+
+
+def class_set_label(name: str, listed: dict[str, shared_sets.Entry]) -> str:
+    """"Class set: cats_dogs — 2 classes, 1,200 images" (its size and colour when not the
+    default; "cannot be used" when its files say so)."""
+    set_name, side, gray = shared_sets.parse_name(name)
+    entry = listed.get(set_name)
+    variant = "" if (side, gray) == (shared_sets.DEFAULT_SIDE, False) else (
+        f" ({side} px{', grayscale' if gray else ''})")
+    if entry is None:
+        return f"Class set: {set_name}{variant} (gone)"
+    if entry.problem:
+        return f"Class set: {set_name}{variant} (cannot be used)"
+    return (f"Class set: {set_name}{variant} — {len(entry.classes)} classes, "
+            f"{entry.images:,} images")
 
 
 # ---------------------------------------------------------------------------- training engine

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, shared_sets
 from cnnlab.model import backbone_stages
 from cnnlab.model.config import PRESETS
 from pages import state
+from pages.common import class_sets
 from pages.signin import md
 
 
 def dataset_shape(name: str) -> tuple[tuple[int, int, int], int, str]:
     """(image shape, class count, title) of the current data set or this session's upload."""
+    if shared_sets.is_shared(name):  # from the listing: nothing is decoded for the shape
+        set_name, side, gray = shared_sets.parse_name(name)
+        entry = next((e for e in class_sets() if e.set_name == set_name), None)
+        if entry is not None and entry.classes:
+            return (side, side, 1 if gray else 3), len(entry.classes), f"Class set: {set_name}"
     info = datasets.REGISTRY.get(name)
     if info is None:
         upload = state.uploaded_dataset()

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cnnlab import charts
-from cnnlab.data import datasets
+from cnnlab.data import datasets, shared_sets
 from cnnlab.data.datasets import IMAGE_EXTENSIONS, UPLOAD_PREFIX, BadUpload, Dataset
 from cnnlab.data.picture_set import (
     FOLDER_UNSAFE,
@@ -30,7 +30,7 @@ from pages.common import (
     progress_bar,
 )
 from pages.signin import current_user, md
-from pages.state import current_dataset, keep_upload
+from pages.state import current_dataset, keep_upload, set_dataset
 from pages.zip_upload import zip_uploader
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
@@ -39,6 +39,7 @@ SIDES = [16, 28, 32, 48, 64, 96, 128]  # image sizes offered for your own images
 PICTURES_KEY = "explore_pictures"  # the PictureSet being made (this page only)
 SAVED_KEY = "explore_pictures_saved"  # the name it was last saved under
 THUMB_COLS = 8
+SHARED_SIDE_KEY, SHARED_GRAY_KEY = "explore_shared_side", "explore_shared_gray"
 
 
 def upload_form() -> None:
@@ -194,7 +195,7 @@ def sample_grid(ds: Dataset) -> None:
         st.session_state["explore_seed"] = st.session_state.get("explore_seed", 0) + 1
     seed = st.session_state.get("explore_seed", 0)
     fig = (sample_grid_figure(ds, rows, pick, seed) if is_upload(ds)
-           else registry_sample_grid(ds.info.name, rows, pick, seed))
+           else registry_sample_grid(ds.info.name, rows, pick, seed, set_version(ds)))
     st.plotly_chart(fig, key="explore_grid", config={"displayModeBar": False})
 
 
@@ -212,17 +213,43 @@ def sample_grid_figure(ds: Dataset, rows: int, pick: str, seed: int) -> go.Figur
 # A registry set's figures are the same for everyone, so each is built once per input and
 # kept as an object: st.cache_data would pickle it, and unpickling re-validates the whole
 # figure (31 ms for a sample grid, against 3.7 ms for st.plotly_chart to send a kept one).
-# st.plotly_chart only reads a figure, so sessions may share it.
+# st.plotly_chart only reads a figure, so sessions may share it. So are a class data set's,
+# per version of its files.
 @st.cache_resource(max_entries=256, show_spinner=False)
-def registry_sample_grid(name: str, rows: int, pick: str, seed: int) -> go.Figure:
-    """sample_grid_figure of a registry set, shared by every session."""
+def registry_sample_grid(name: str, rows: int, pick: str, seed: int,
+                         version: str = "") -> go.Figure:
+    """sample_grid_figure of a registry or class data set, shared by every session."""
     return sample_grid_figure(cached_dataset(name), rows, pick, seed)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Computing class means and pixel histogram…")
-def registry_figures(name: str) -> tuple[go.Figure, go.Figure, go.Figure]:
-    """overview_figures of a registry set, computed once per server and shared."""
+def registry_figures(name: str, version: str = "") -> tuple[go.Figure, go.Figure, go.Figure]:
+    """overview_figures of a registry or class data set, computed once per server (and
+    version of a class set's files) and shared."""
     return overview_figures(cached_dataset(name))
+
+
+def set_version(ds: Dataset) -> str:
+    """The version of a class data set's files ("" for a registry set): its figures are
+    made again when the teacher changes the set."""
+    return shared_sets.version(ds.info.name) if shared_sets.is_shared(ds.info.name) else ""
+
+
+def class_set_size(name: str) -> None:
+    """A class data set's image size and colour: each choice is another name (and cache)."""
+    set_name, side, gray = shared_sets.parse_name(name)
+    c1, c2 = st.columns(2)
+
+    def store() -> None:
+        set_dataset(shared_sets.shared_name(set_name, st.session_state[SHARED_SIDE_KEY],
+                                            st.session_state[SHARED_GRAY_KEY]))
+
+    # The widgets follow the current name (a link or another page may have changed it);
+    # the user's change goes back into the name through `store`, before the next run.
+    st.session_state[SHARED_SIDE_KEY], st.session_state[SHARED_GRAY_KEY] = side, gray
+    c1.select_slider("Image size (pixels)", sorted({*SIDES, side}), key=SHARED_SIDE_KEY,
+                     on_change=store, help="Decoded once for everyone at each size.")
+    c2.toggle("Grayscale", key=SHARED_GRAY_KEY, on_change=store)
 
 
 def overview_figures(ds: Dataset) -> tuple[go.Figure, go.Figure, go.Figure]:
@@ -240,7 +267,8 @@ def is_upload(ds: Dataset) -> bool:
 
 
 def augmentation_preview(ds: Dataset) -> None:
-    """Your own images as the own-images model sees them in training (flips, shifts)."""
+    """Your own images (or a class data set) as the own-images model sees them in
+    training (flips, shifts)."""
     from cnnlab.model.config import OWN_IMAGES, PRESETS
 
     aug = PRESETS[OWN_IMAGES].config
@@ -267,6 +295,8 @@ def augmentation_preview(ds: Dataset) -> None:
 current_user()  # class mode: signed-in people only
 st.title(":material/search: Explore")
 name = dataset_picker(key="explore_dataset")
+if shared_sets.is_shared(name):
+    class_set_size(name)
 upload_form()
 make_dataset_form()
 
@@ -285,14 +315,14 @@ st.caption(f"{info.title}: {h}×{w} pixels, {'grayscale' if c == 1 else 'colour'
               if info.test_source else ""))
 
 counts_fig, means_fig, hist_fig = (overview_figures(ds) if is_upload(ds)
-                                   else registry_figures(info.name))
+                                   else registry_figures(info.name, set_version(ds)))
 st.subheader("Images per class")
 st.plotly_chart(counts_fig, key="explore_counts", config={"displayModeBar": False})
 
 st.subheader("Samples")
 sample_grid(ds)
 
-if is_upload(ds):
+if is_upload(ds) or shared_sets.is_shared(info.name):
     augmentation_preview(ds)
 
 left, right = st.columns(2)

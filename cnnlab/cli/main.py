@@ -46,22 +46,31 @@ def emit(payload: dict[str, Any], as_json: bool, command: str) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> dict[str, Any]:
-    """List the registry: name, class names, image shape and whether it loads here now."""
-    from cnnlab.data import datasets
+    """List the registry, then the class data sets of CNNLAB_DATASETS_DIR: name, class
+    names, image shape (a class set's default) and whether it loads here now."""
+    from cnnlab.data import datasets, shared_sets
 
     ready = datasets.available()
-    return {
-        "datasets": [
-            {
-                "name": info.name,
-                "title": info.title,
-                "classes": list(info.class_names),
-                "image_shape": list(info.image_shape),
-                "available": ready[name],
-            }
-            for name, info in datasets.REGISTRY.items()
-        ]
-    }
+    listed: list[dict[str, Any]] = [
+        {
+            "name": info.name,
+            "title": info.title,
+            "classes": list(info.class_names),
+            "image_shape": list(info.image_shape),
+            "available": ready[name],
+        }
+        for name, info in datasets.REGISTRY.items()
+    ]
+    try:
+        shared = shared_sets.listing()
+    except shared_sets.SharedSetError as exc:  # the folder set is not there
+        raise CliError(str(exc)) from exc
+    side = shared_sets.DEFAULT_SIDE
+    listed += [{"name": e.name, "title": f"Class set: {e.set_name} ({e.file})",
+                "classes": list(e.classes), "image_shape": [side, side, 3],
+                "available": e.problem is None, "images": e.images, "train": e.train,
+                "test": e.test, "problem": e.problem} for e in shared]
+    return {"datasets": listed}
 
 
 def cmd_presets(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     import time
     from pathlib import Path
 
-    from cnnlab.data import datasets
+    from cnnlab.data import datasets, shared_sets
     from cnnlab.model import config
     from cnnlab.runs import store as runs
     from cnnlab.train import training
@@ -147,7 +156,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         dataset = visible_dataset(_train_root(args), args.dataset)
     else:
         try:
-            dataset = datasets.load(args.dataset)
+            dataset = (_shared_dataset(args) if shared_sets.is_shared(args.dataset)
+                       else datasets.load(args.dataset))
         except datasets.DatasetUnavailable as exc:
             raise CliError(str(exc)) from exc
     name = dataset.info.name
@@ -256,6 +266,18 @@ def _mark_interrupted(run_dir: Path) -> None:
         message=f"Interrupted (Ctrl-C) after {done} complete epoch(s); the history and best "
                 "model are kept — resume it on the Train or Runs page to continue.")
     print(f"run kept in {run_dir}", file=sys.stderr)
+
+
+def _shared_dataset(args: argparse.Namespace) -> Dataset:
+    """A class data set of CNNLAB_DATASETS_DIR, from its decoded cache: ``shared:NAME``
+    takes --image-size and --grayscale; ``shared:NAME@32-gray`` says them itself."""
+    from cnnlab.data import shared_sets
+
+    name = args.dataset
+    if "@" not in name:
+        name = shared_sets.shared_name(shared_sets.parse_name(name)[0], args.image_size,
+                                       args.grayscale)
+    return shared_sets.load(name)
 
 
 def _zip_dataset(args: argparse.Namespace) -> Dataset:
@@ -447,16 +469,19 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a preset or config on a data set")
     s.add_argument("--dataset", required=True, metavar="NAME_OR_ZIP",
-                   help=f"one of: {', '.join(names)}; or the path of a .zip of images with "
-                        "one folder per class")
+                   help=f"one of: {', '.join(names)}; a class data set of "
+                        "CNNLAB_DATASETS_DIR (shared:NAME, see `cnnlab datasets`); or the "
+                        "path of a .zip of images with one folder per class")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=presets, metavar="NAME",
                      help=f"one of: {', '.join(presets)} (default: the data set's own; "
                           "own-images for a zip)")
     src.add_argument("--config", help="a config JSON file (as the Configure page downloads it)")
     s.add_argument("--image-size", type=int, default=64,
-                   help="side in pixels that a zip's images are resized to (default 64)")
-    s.add_argument("--grayscale", action="store_true", help="read a zip's images as grayscale")
+                   help="side in pixels that a zip's or class data set's images are resized "
+                        "to (default 64)")
+    s.add_argument("--grayscale", action="store_true",
+                   help="read a zip's or class data set's images as grayscale")
     s.add_argument("--epochs", type=int, default=None)
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--limit", type=int, default=None, help="use only the first N training samples")

@@ -55,8 +55,9 @@ def readable_config(info: RunInfo) -> dict[str, Any]:
 
 
 def dataset_for(info: RunInfo, config: dict[str, Any], wanted: str | None) -> Dataset:
-    """``--dataset`` (a registry name or a zip of class folders), else the run's own set."""
-    from cnnlab.data import datasets
+    """``--dataset`` (a registry name, a class data set or a zip of class folders), else
+    the run's own set."""
+    from cnnlab.data import datasets, shared_sets
 
     name = wanted or str(config.get("dataset") or "")
     if name.startswith("challenge:"):  # a challenge's visible set: never its hidden split
@@ -73,6 +74,11 @@ def dataset_for(info: RunInfo, config: dict[str, Any], wanted: str | None) -> Da
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except datasets.BadUpload as exc:
+            raise CliError(str(exc)) from exc
+    if shared_sets.is_shared(name):
+        try:
+            return shared_sets.load(name)
+        except shared_sets.SharedSetError as exc:
             raise CliError(str(exc)) from exc
     if name.startswith(datasets.UPLOAD_PREFIX):
         raise CliError(f"run {info.run_id} was trained on the uploaded pictures "

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, shared_sets
 from cnnlab.model.backbones import BACKBONES
 from cnnlab.model.fit_settings import FIELDS as FIT_FIELDS
 from cnnlab.model.fit_settings import FitSettings
@@ -675,8 +675,8 @@ OWN_IMAGES = "own-images"
 def default_preset(dataset_name: str | None) -> str:
     """Preset to start from for a data set: ``quick`` for MNIST (a first run in well under a
     minute on a CPU), the strong preset for Fashion-MNIST/CIFAR-10, ``own-images`` for the
-    user's own images."""
-    if (dataset_name or "").startswith(datasets.UPLOAD_PREFIX):
+    user's own images and the class data sets (photos, few per class, any size)."""
+    if (dataset_name or "").startswith((datasets.UPLOAD_PREFIX, shared_sets.SHARED_PREFIX)):
         return OWN_IMAGES
     return _DEFAULTS.get(dataset_name or "", "quick")
 

@@ -59,10 +59,13 @@ class ExecutorInfo:
 
 
 def dataset_wire(dataset: Dataset) -> tuple[str, Any]:
-    """A data set as a request carries it: a registry set by name, else the set itself."""
-    from cnnlab.data import datasets
+    """A data set as a request carries it: a registry or class data set by name (the
+    engine maps a class set's cache), else the set itself (an upload)."""
+    from cnnlab.data import datasets, shared_sets
 
     name = dataset.info.name
+    if shared_sets.is_shared(name):
+        return ("shared", name)
     return ("registry", name) if name in datasets.REGISTRY else ("data", dataset)
 
 

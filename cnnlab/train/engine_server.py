@@ -5,7 +5,8 @@ its queue, slots, budgets and the run store's writer. Each web process talks to 
 through a RemoteEngine (cnnlab.train.engine_client) over the root's Unix socket
 (cnnlab.train.engine_socket): a request is ``(method, args, kwargs)``, a reply
 ``("ok", value)`` or ``("error", exception)``. Jobs cross as plain dicts (``job_state``);
-data sets as a registry name, loaded here once, or the Dataset itself (an upload).
+data sets as a registry or class data set name, loaded here, or the Dataset itself (an
+upload).
 
 Budgets, the per-user cap and owner checks are the Engine's own, so they are enforced
 here; the user a request names is the web process's signed-in user, trusted because only
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 EXIT_BLOCKED = 3  # another engine holds the runs root
 
-# A data set on the wire: ("registry", name) or ("data", Dataset).
+# A data set on the wire: ("registry", name), ("shared", name) or ("data", Dataset).
 DatasetWire = tuple[str, Any]
 
 
@@ -50,10 +51,15 @@ def _registry_dataset(name: str) -> Dataset:
 
 
 def dataset_from_wire(wire: DatasetWire) -> Dataset:
-    """The Dataset a client sent: a registry set loaded here (once), or the set itself."""
+    """The Dataset a client sent: a registry set loaded here (once), a class data set
+    mapped from its cache (cheap, and always its current version), or the set itself."""
     kind, value = wire
     if kind == "registry":
         return _registry_dataset(str(value))
+    if kind == "shared":
+        from cnnlab.data import shared_sets
+
+        return shared_sets.load(str(value))
     return value
 
 

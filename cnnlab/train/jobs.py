@@ -463,11 +463,13 @@ class Engine:
                 f"the data set it was trained on ({request.dataset!r}).")
 
     def _dataset_ref(self, dataset: Dataset) -> executors.DatasetRef:
-        """A registry set by name; an upload written once as .npz under the runs root."""
-        from cnnlab.data import datasets
+        """A registry set or a class data set by name (the worker maps the class set's
+        decoded cache, never a copy shipped); an upload written once as .npz under the runs
+        root."""
+        from cnnlab.data import datasets, shared_sets
 
         name = dataset.info.name
-        if name in datasets.REGISTRY:
+        if name in datasets.REGISTRY or shared_sets.is_shared(name):
             return executors.DatasetRef(name)
         data = datasets.to_npz_bytes(dataset)
         folder = self.root / UPLOADS_DIR

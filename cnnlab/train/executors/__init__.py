@@ -33,7 +33,8 @@ class ExecutorUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """Which data set a worker trains on: a registry name, or an upload's .npz file."""
+    """Which data set a worker trains on: a registry or class data set name (``shared:…``,
+    read from the machine's decoded cache), or an upload's .npz file."""
 
     name: str
     npz: str | None = None  # path of datasets.to_npz_bytes output, for uploads

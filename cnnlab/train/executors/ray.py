@@ -9,6 +9,9 @@ No shared file system is assumed: the worker trains in a temporary folder on its
 gets the files it needs (the resumable checkpoint, a fine-tune's starting model) and an
 uploaded data set through Ray's object store, and sends its events through a Ray queue,
 with every new or changed model file as a ``file`` event before the epoch it belongs to.
+A class data set (``shared:…``) is put into the object store once per version, from the
+server's decoded cache, and each run gets its reference: every node holds one copy, which
+its runs map read-only, however many students train on it.
 The cnnlab package itself reaches the workers as a Ray ``py_modules`` runtime environment;
 TensorFlow/Keras must be installed on every worker node (``pip install ".[ray]"``).
 
@@ -32,7 +35,10 @@ from cnnlab.train import events as ev
 from cnnlab.train.executors import ExecutorUnavailable, RunSpec
 
 if TYPE_CHECKING:
+    from ray import ObjectRef
     from ray.util.queue import Queue
+
+    from cnnlab.data.datasets import Dataset
 
 POLL_S = 0.2
 
@@ -146,7 +152,7 @@ def _actor_class() -> Any:
             self.stop_flag = callbacks.StopFlag()
 
         def run(self, spec: RunSpec, files: dict[str, bytes], dataset_npz: bytes | None,
-                queue: Queue) -> None:
+                queue: Queue, shared: Dataset | None = None) -> None:
             from cnnlab.data import datasets
             from cnnlab.train.executors import worker
 
@@ -161,7 +167,9 @@ def _actor_class() -> Any:
                         shipper.ship()  # the files first: an epoch row means its checkpoint
                     queue.put(event)
 
-                dataset = datasets.from_npz(dataset_npz) if dataset_npz else None
+                # A class data set arrives resolved from its object reference: read-only
+                # arrays in this node's object store, not a copy.
+                dataset = datasets.from_npz(dataset_npz) if dataset_npz else shared
                 worker.execute(spec, work_dir, emit, self.stop_flag, dataset)
 
         def stop(self) -> None:
@@ -174,14 +182,15 @@ class RayHandle:
     """A run in a Ray actor."""
 
     def __init__(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], shared: ObjectRef | None = None) -> None:
         from ray.util.queue import Queue
 
         files = {name: (run_dir / name).read_bytes() for name in spec.inputs}
         npz = Path(spec.dataset.npz).read_bytes() if spec.dataset.npz else None
         self.queue = Queue()
         self.actor = _actor_class().options(**options).remote()
-        self.ref = self.actor.run.remote(spec, files, npz, self.queue)
+        # ``shared`` as a top-level argument: Ray hands the actor the object itself.
+        self.ref = self.actor.run.remote(spec, files, npz, self.queue, shared)
         self._killed = False
         self._reader = threading.Thread(target=self._read, args=(on_event,),
                                         name=f"ray-events-{spec.run_id}", daemon=True)
@@ -271,6 +280,31 @@ class RayExecutor:
         self.slots = slots or max(1, fit)
         self.options = {"num_cpus": self.cpus, "num_gpus": self.gpus}
         self.total = total
+        # Class data sets in the object store: name → (version, reference), one per set.
+        self._shared: dict[str, tuple[str, ObjectRef]] = {}
+        self._shared_lock = threading.Lock()
+
+    def shared_ref(self, name: str) -> ObjectRef:
+        """The object reference of class data set ``name``, put into the object store once
+        per version from the decoded cache (a newer version replaces the older)."""
+        import numpy as np
+        import ray
+
+        from cnnlab.data import shared_sets
+        from cnnlab.data.datasets import Dataset
+
+        with self._shared_lock:
+            version = shared_sets.version(name)
+            kept = self._shared.get(name)
+            if kept is not None and kept[0] == version:
+                return kept[1]
+            ds = shared_sets.load(name)
+            # Plain arrays over the maps: Ray stores numpy arrays without pickling them.
+            plain = Dataset(ds.info, *(np.asarray(a) for a in
+                                       (ds.x_train, ds.y_train, ds.x_test, ds.y_test)))
+            ref = ray.put(plain)
+            self._shared[name] = (version, ref)
+            return ref
 
     def describe(self) -> str:
         """Where runs train, for people."""
@@ -286,8 +320,16 @@ class RayExecutor:
         """Nothing to do: Ray starts actors on demand."""
 
     def start(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit, slot: int) -> RayHandle:
-        """Start ``spec`` in a new actor."""
-        return RayHandle(spec, run_dir, on_event, self.options)
+        """Start ``spec`` in a new actor (a class data set goes by object reference)."""
+        from cnnlab.data import shared_sets
+
+        shared = None
+        if not spec.dataset.npz and shared_sets.is_shared(spec.dataset.name):
+            try:
+                shared = self.shared_ref(spec.dataset.name)
+            except shared_sets.SharedSetError:
+                pass  # gone since it was queued: the worker's own load fails the run, saying so
+        return RayHandle(spec, run_dir, on_event, self.options, shared)
 
     def close(self) -> None:
         """Shut down the Ray instance this executor started (not one it joined)."""

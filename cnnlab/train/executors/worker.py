@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from cnnlab.data import datasets
+from cnnlab.data import datasets, shared_sets
 from cnnlab.runs.store import RunStatus
 from cnnlab.train import budgets as budgets_mod
 from cnnlab.train import callbacks, training
@@ -67,8 +67,13 @@ class MemoryWatch(threading.Thread):
 
 
 def load_dataset(ref: DatasetRef) -> datasets.Dataset:
-    """The data set a reference names (an upload's .npz, else the registry)."""
-    return datasets.from_npz(ref.npz) if ref.npz else datasets.load(ref.name)
+    """The data set a reference names: an upload's .npz, a class data set (memory-mapped
+    from its decoded cache, shared with every process on the machine), else the registry."""
+    if ref.npz:
+        return datasets.from_npz(ref.npz)
+    if shared_sets.is_shared(ref.name):
+        return shared_sets.load(ref.name)
+    return datasets.load(ref.name)
 
 
 def execute(spec: RunSpec, work_dir: Path, emit: ev.Emit, stop: callbacks.StopFlag,
