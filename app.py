@@ -60,6 +60,7 @@ def main() -> None:
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/predict.py", title="Draw & predict", icon=":material/draw:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/bar_chart:"),
+        st.Page("pages/challenges.py", title="Challenges", icon=":material/emoji_events:"),
     ]
     user = signed_in_user()
     if user is None:  # class mode: the sign-in form in place of the page (no list of pages)

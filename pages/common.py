@@ -22,7 +22,7 @@ import streamlit as st
 
 from cnnlab.data import datasets, shared_sets
 from cnnlab.data.datasets import UPLOAD_PREFIX, Dataset, DatasetUnavailable
-from pages import state
+from pages import challenge_sets, state
 from pages.signin import md
 
 if TYPE_CHECKING:
@@ -90,6 +90,8 @@ def cached_dataset(name: str) -> Dataset:
     """
     if shared_sets.is_shared(name):
         return _shared_dataset(name, shared_sets.version(name))
+    if challenge_sets.is_challenge(name):  # a challenge's visible set, never its hidden split
+        return challenge_sets.visible(name)
     if name.startswith(UPLOAD_PREFIX):
         upload = state.uploaded_dataset()
         if upload is not None and upload.info.name == name:
@@ -167,6 +169,7 @@ def dataset_names() -> list[str]:
     # folder, so that the page says so (cached_dataset's error) instead of switching sets.
     if chosen not in names and _shared_choice(chosen, None):
         names.append(str(chosen))
+    names += challenge_sets.names(state.current_dataset())
     upload = state.uploaded_dataset()
     if upload is not None:
         names.append(upload.info.name)
@@ -221,6 +224,8 @@ def dataset_picker(key: str = "dataset_picker") -> str:
     def label(name: str) -> str:
         if name.startswith(UPLOAD_PREFIX):
             return f"Your images: {name[len(UPLOAD_PREFIX):]}"
+        if challenge_sets.is_challenge(name):
+            return challenge_sets.label(name)
         if shared_sets.is_shared(name):
             return class_set_label(name, shared)
         title = datasets.REGISTRY[name].title

@@ -238,6 +238,7 @@ def run_detail(user: User, root: Path, manager: Engine, row: dict, info: runs.Ru
     metrics = metrics if isinstance(metrics, dict) and "confusion" in metrics else None
 
     run_overview(row, status)
+    challenge_submit(user, root, row, status, config)
     tab_eval, tab_files, tab_manage = st.tabs(["Evaluation", "Downloads", "Manage"])
     with tab_eval:
         evaluation_tab(user, row, run_dir, history, metrics)
@@ -245,3 +246,21 @@ def run_detail(user: User, root: Path, manager: Engine, row: dict, info: runs.Ru
         downloads_tab(user, row, run_dir, config)
     with tab_manage:
         manage_tab(user, root, manager, row, run_dir, status, config)
+
+
+def challenge_submit(user: User, root: Path, row: dict, status: dict, config: dict) -> None:
+    """"Submit to <challenge>" on its owner's finished run trained for a challenge (the
+    engine checks the limits, the deadline and the allowance, and scores it)."""
+    from cnnlab.runs import challenges
+    from pages.challenge_parts import submit_control
+
+    challenge_id = challenges.id_of(str(row.get("dataset") or ""))
+    if (challenge_id is None or access.owner_of(config) != user.name
+            or status.get("status") not in ("finished", "stopped")):
+        return
+    try:
+        challenge = challenges.load(root, challenge_id)
+    except challenges.ChallengeError:
+        return  # the challenge is gone: nothing to submit to
+    if not challenge.closed():
+        submit_control(user, challenge, row["run_id"], key=f"ch_submit_{row['run_id']}")
