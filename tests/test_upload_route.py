@@ -244,3 +244,82 @@ def noise_zip(path: Path, megabytes: int) -> int:
             zf.fp.flush()
             i += 1
     return path.stat().st_size
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+@pytest.fixture(scope="module")
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The served app's upload folder, a fresh one (the streamlit_server fixture reads it)."""
+    return {"CNNLAB_UPLOADS_DIR": str(tmp_path_factory.mktemp("server-uploads"))}
+
+
+def server_pid(url: str) -> int:
+    """The process id of the `streamlit run` serving ``url`` (found by its --server.port)."""
+    port = url.rsplit(":", 1)[1].encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"streamlit" in args and port in args and b"--server.port" in args:
+            return int(proc.name)
+    raise AssertionError(f"no streamlit process serves {url}")
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmHWM (peak resident memory) and VmRSS of process ``pid``, in kB."""
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {k: int(fields[k].split()[0]) for k in ("VmHWM", "VmRSS")}
+
+
+def reset_peak(pid: int) -> None:
+    """Make process ``pid``'s VmHWM its current VmRSS (Linux: "5" to clear_refs), so the
+    next reading is the peak of what happens after this call, not of its start-up."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def upload_and_load(page, zip_path: Path) -> None:
+    """Send ``zip_path`` with Explore's uploader (its expander open) and load it."""
+    page.get_by_label("Zip file, up to").set_input_files(str(zip_path))
+    page.get_by_text(f"Ready to load: {zip_path.name}").wait_for(timeout=300_000)
+    page.get_by_role("button", name="Load images").click()
+    # Loaded: the page has rerun without the pending zip, on the new data set.
+    page.get_by_text(f"Ready to load: {zip_path.name}").wait_for(state="detached",
+                                                                timeout=300_000)
+    page.get_by_role("heading", name="What the model trains on").wait_for(timeout=300_000)
+
+
+@pytest.mark.browser
+def test_a_150_mb_zip_is_uploaded_and_loaded_without_its_size_in_memory(
+        streamlit_server: str, server_env: dict[str, str], browser_page,
+        tmp_path: Path) -> None:
+    from ui_steps import SLOW
+
+    page = browser_page
+    small, big = tmp_path / "warm-up.zip", tmp_path / "noise.zip"
+    small.write_bytes(shapes_zip(per_class=10))
+    size = noise_zip(big, 150)
+    pid = server_pid(streamlit_server)
+    page.goto(f"{streamlit_server}/explore")
+    page.get_by_role("heading", level=1, name="Explore").wait_for(timeout=SLOW)
+    page.get_by_text("Use your own images").click()
+    # A small zip first: whatever loading any upload imports or caches is in place, so
+    # what follows is the big archive's own cost.
+    upload_and_load(page, small)
+    reset_peak(pid)
+    before = memory_kb(pid)
+    upload_and_load(page, big)
+    after = memory_kb(pid)
+    growth = (after["VmHWM"] - before["VmHWM"]) * 1024
+    print(f"\n150 MB upload: archive {size:,} bytes; web process VmHWM {before['VmHWM']:,} kB "
+          f"-> {after['VmHWM']:,} kB (+{growth / 1024 / 1024:,.1f} MB); VmRSS "
+          f"{before['VmRSS']:,} kB -> {after['VmRSS']:,} kB")
+    assert growth < size, (before, after, size)
+    uploads = Path(server_env["CNNLAB_UPLOADS_DIR"])
+    (loaded,) = uploads.glob("*.loaded.zip")
+    assert loaded.stat().st_size == size  # the session's source; the warm-up's is replaced
+    assert not list(uploads.glob("*.part"))
+    assert [p.name for p in uploads.glob("*.zip")] == [loaded.name]  # none waiting
