@@ -11,16 +11,18 @@ A request names its **ticket** in the ``X-Upload-Ticket`` header (a header, not 
 so no access log holds it): a random secret the page made for its browser session
 (``session_ticket``), marked by a ``<ticket>.ticket`` file in the upload folder. Only a
 known ticket may write, so nobody without it can put a file in a session or read one.
+Tickets live on disk, not in one process's memory, so every web process on the machine
+knows them (behind nginx the route cookie sends an upload to the session's own anyway).
 The folder (``CNNLAB_UPLOADS_DIR``, else ``<tempdir>/cnnlab-uploads-<user>``) holds, per
 ticket:
 
-==========================  ===========================================================
-``<ticket>.ticket``         the ticket was made here (touched while its page is used)
-``<ticket>.<random>.part``  an upload arriving; removed when it fails
-``<ticket>.zip`` + ``.json``  the last complete upload and its file name, not loaded yet
-``<ticket>.loaded.zip``     the zip the session's data set was loaded from
-                            (``pages.state.upload_source``); the next load replaces it
-==========================  ===========================================================
+==============================  =======================================================
+``<ticket>.ticket``             the ticket was made here (touched while its page is used)
+``<ticket>.<random>.part``      an upload arriving; removed when it fails
+``<ticket>.zip`` + ``.json``    the last complete upload and its file name, not loaded yet
+``<ticket>.loaded.zip``         the zip the session's data set was loaded from
+                                (``pages.state.upload_source``); the next load replaces it
+==============================  =======================================================
 
 Files untouched for ``MAX_AGE_HOURS`` are removed whenever a ticket is made or an upload
 finishes. The size limit is Streamlit's ``server.maxUploadSize`` (MB), the one setting
