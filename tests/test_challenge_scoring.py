@@ -101,6 +101,25 @@ def test_the_hidden_score_is_the_labs_own_evaluation_and_the_board_ranks_it(klas
     assert [r["accuracy"] for r in rows] == [acc for acc, _ in ranked]
 
 
+def test_a_challenge_runs_predictions_mistakes_and_metrics_are_on_visible_images(klass
+                                                                               ) -> None:
+    """What the Runs page (mistakes, confusion cells), Train's sample strip and downloads
+    read of a run: all of it is the visible test set's, none of it the hidden split's."""
+    from cnnlab.runs import predictions
+    from cnnlab.runs import store as runs
+
+    hidden = datasets.from_npz(challenge_data.hidden_npz(klass.root, klass.challenge))
+    hidden_rows = {row.tobytes() for row in hidden.x_test}
+    for run_id in klass.runs.values():
+        run_dir = klass.root / run_id
+        preds = predictions.load(run_dir)
+        assert preds is not None and preds.matches(klass.visible.y_test)
+        metrics = runs.load_metrics(run_dir)
+        assert metrics["n_test"] == len(klass.visible.y_test) != len(hidden.y_test)
+        shown = klass.visible.x_test[[m["index"] for m in metrics["mistakes"]]]
+        assert not {row.tobytes() for row in shown} & hidden_rows
+
+
 def test_refusals_say_why_and_record_nothing(klass) -> None:
     before = challenges.load_submissions(klass.root, klass.challenge.id)
     with pytest.raises(AccessDenied, match="it is alice's"):

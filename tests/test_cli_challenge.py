@@ -87,3 +87,17 @@ def test_the_allowance_is_counted(lab) -> None:
     done = cli("challenge", "submit", lab["id"], lab["runs"]["tiny"], "--runs-dir",
                lab["root"], "--json")
     assert done.returncode == 2 and "allows 2 per person" in done.stderr
+
+
+def test_the_cli_evaluates_and_shows_a_challenge_run_on_its_visible_test_set(lab) -> None:
+    from cnnlab.data import datasets
+
+    sample = datasets.load("mnist_sample")
+    visible_n = datasets.val_count(sample.y_train, 0.1)  # never the 1,000 hidden images
+    out = ok("runs", "evaluate", lab["runs"]["tiny"], "--runs-dir", lab["root"])
+    assert out["dataset"] == lab["dataset"] and out["n_test"] == visible_n
+    assert sum(map(sum, out["confusion"])) == visible_n
+    shown = ok("runs", "show", lab["runs"]["tiny"], "--runs-dir", lab["root"])
+    assert shown["test"]["n_test"] == visible_n
+    board = cli("challenge", "board", lab["id"], "--runs-dir", lab["root"], "--json")
+    assert "confusion" not in board.stdout and "mistakes" not in board.stdout
