@@ -129,3 +129,29 @@ def test_an_upload_travels_through_the_object_store(ray_engine, tmp_path: Path) 
                                     name="ray-upload"), upload)
     assert job.wait(WAIT) and job.result.status == "finished", job.result.message
     assert runs.load_metrics(job.run_dir)["n_test"] == 10
+
+
+def test_a_class_data_set_goes_into_the_object_store_once(ray_engine, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    from test_shared_sets import class_files, write_zip
+
+    from cnnlab.data import shared_sets
+
+    folder = tmp_path / "class-sets"
+    folder.mkdir()
+    write_zip(folder / "colours.zip", class_files(("red", "blue"), 20))
+    monkeypatch.setenv("CNNLAB_DATASETS_DIR", str(folder))
+    shared_sets.decoded.clear()
+    ds = shared_sets.load("shared:colours@12")
+    executor = ray_engine.executor
+    jobs_ = [ray_engine.submit(request(dataset=ds.info.name, limit=None, batch_size=8, epochs=1,
+                                       name=f"ray-class-set-{i}"), ds) for i in range(2)]
+    for job in jobs_:
+        assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+        assert job.spec is None or job.spec.dataset.npz is None
+    (version, ref), = executor._shared.values()  # one object for both runs
+    assert executor.shared_ref(ds.info.name) is ref
+    stored = ray.get(ref)
+    assert stored.info.name == "shared:colours@12" and stored.x_train.shape[1:] == (12, 12, 3)
+    assert len(shared_sets.decoded) == 1
+    assert not list((ray_engine.root / jobs.UPLOADS_DIR).glob("*.npz"))  # nothing shipped
