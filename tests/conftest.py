@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One run at a time unless a test asks for more: the queue tests (a second run waits for
 # the first) are written for one worker; cpu_slots, the default on a CPU, has its own test.
 os.environ.setdefault("CNNLAB_WORKERS", "1")
+# Explore makes an upload ticket file on every run: keep the tests' out of the machine's
+# upload folder (/tmp/cnnlab-uploads-<user>), in one temporary folder per test process.
+os.environ.setdefault("CNNLAB_UPLOADS_DIR", tempfile.mkdtemp(prefix="cnnlab-test-uploads-"))
 
 # Pages that import Keras need more than AppTest's default 3 s.
 APPTEST_TIMEOUT = 120
