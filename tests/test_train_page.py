@@ -138,8 +138,9 @@ def test_uses_the_configure_page_model(runs_root: Path) -> None:
     assert epochs.value == 7
 
 
-@pytest.mark.slow
-def test_an_upload_trains_with_every_default(runs_root: Path) -> None:
+def test_an_upload_offers_the_own_images_model_and_its_defaults(runs_root: Path) -> None:
+    # That every default trains an upload to 75 % is tests/test_e2e.py's own-images test
+    # (a browser presses Train with nothing changed); training it here too cost 65 s.
     from shapes import shapes_zip
 
     from cnnlab.data import datasets
@@ -156,10 +157,6 @@ def test_an_upload_trains_with_every_default(runs_root: Path) -> None:
     batch = next(n for n in at.number_input if n.key.startswith("train_batch_own-images"))
     epochs = next(n for n in at.number_input if n.key.startswith("train_epochs_own-images"))
     assert (batch.value, epochs.value) == (offered.fit.batch_size, offered.fit.epochs) == (32, 60)
-    at.button(key="train_start").click().run()  # nothing changed: every default
-    assert not at.exception and not at.error
-    poll_until(at, lambda a: metric(a, "Test accuracy") is not None, seconds=240)
-    assert float(metric(at, "Test accuracy").value.rstrip("%")) >= 75
 
 
 def address(at: AppTest, param: str) -> str | None:
