@@ -191,10 +191,10 @@ def dataset_from_address() -> None:
     if wanted in dataset_names() or _shared_choice(wanted, class_sets()):
         state.set_dataset(wanted)
     elif shared_sets.is_shared(wanted):
+        sides = ", ".join(map(str, shared_sets.SIDES))
         st.warning(f"The address asks for the class data set {md(repr(wanted))}, which this "
                    "server's class data sets folder does not hold (any more), or at a size "
-                   f"it does not offer ({datasets.MIN_SIZE} to {datasets.MAX_SIZE} pixels). "
-                   "Pick a data set below.")
+                   f"it does not offer ({sides} pixels). Pick a data set below.")
     elif wanted.startswith(UPLOAD_PREFIX):  # someone else's upload, or one from an old session
         st.warning(f"The address names uploaded images ({md(wanted[len(UPLOAD_PREFIX):])}) "
                    "that are not in this browser session: only the person who uploaded them "

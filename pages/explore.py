@@ -247,7 +247,7 @@ def class_set_size(name: str) -> None:
     # The widgets follow the current name (a link or another page may have changed it);
     # the user's change goes back into the name through `store`, before the next run.
     st.session_state[SHARED_SIDE_KEY], st.session_state[SHARED_GRAY_KEY] = side, gray
-    c1.select_slider("Image size (pixels)", sorted({*SIDES, side}), key=SHARED_SIDE_KEY,
+    c1.select_slider("Image size (pixels)", shared_sets.SIDES, key=SHARED_SIDE_KEY,
                      on_change=store, help="Decoded once for everyone at each size.")
     c2.toggle("Grayscale", key=SHARED_GRAY_KEY, on_change=store)
 

@@ -142,7 +142,7 @@ def test_a_class_data_set_goes_into_the_object_store_once(ray_engine, tmp_path: 
     write_zip(folder / "colours.zip", class_files(("red", "blue"), 20))
     monkeypatch.setenv("CNNLAB_DATASETS_DIR", str(folder))
     shared_sets.decoded.clear()
-    ds = shared_sets.load("shared:colours@12")
+    ds = shared_sets.load("shared:colours@16")
     executor = ray_engine.executor
     jobs_ = [ray_engine.submit(request(dataset=ds.info.name, limit=None, batch_size=8, epochs=1,
                                        name=f"ray-class-set-{i}"), ds) for i in range(2)]
@@ -152,6 +152,6 @@ def test_a_class_data_set_goes_into_the_object_store_once(ray_engine, tmp_path: 
     (version, ref), = executor._shared.values()  # one object for both runs
     assert executor.shared_ref(ds.info.name) is ref
     stored = ray.get(ref)
-    assert stored.info.name == "shared:colours@12" and stored.x_train.shape[1:] == (12, 12, 3)
+    assert stored.info.name == "shared:colours@16" and stored.x_train.shape[1:] == (16, 16, 3)
     assert len(shared_sets.decoded) == 1
     assert not list((ray_engine.root / jobs.UPLOADS_DIR).glob("*.npz"))  # nothing shipped

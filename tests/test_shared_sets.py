@@ -101,7 +101,8 @@ def test_names_carry_the_image_size_and_colour():
     for name in ("shared:cats", "shared:cats@32", "shared:cats@28-gray", "shared:a@b@16"):
         assert shared_sets.shared_name(*shared_sets.parse_name(name)) == name
     assert shared_sets.parse_name("shared:cats@64-gray") == ("cats", 64, True)
-    with pytest.raises(SharedSetError, match="4-pixel images; allowed are 8 to 256"):
+    with pytest.raises(SharedSetError, match="asks for 4-pixel images; class data sets come in "
+                       "16, 28, 32, 48, 64, 96, 128 pixels"):
         shared_sets.parse_name("shared:cats@4")
     assert config.default_preset("shared:cats@32") == config.OWN_IMAGES
 
@@ -283,7 +284,7 @@ def test_a_cache_that_cannot_be_written_decodes_in_memory(sets_dir, monkeypatch,
 
 
 def test_a_size_out_of_range_or_an_unknown_set_is_one_sentence(sets_dir):
-    with pytest.raises(SharedSetError, match="300-pixel images; allowed are 8 to 256"):
+    with pytest.raises(SharedSetError, match="300-pixel images; class data sets come in"):
         shared_sets.load("shared:pets@300")
     with pytest.raises(SharedSetError, match="'nothing' is not in the class data sets folder"):
         shared_sets.load("shared:nothing")

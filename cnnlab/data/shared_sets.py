@@ -45,7 +45,10 @@ from cnnlab.data.datasets import BadUpload, Dataset, DatasetInfo, DatasetUnavail
 from cnnlab.settings import SECRETS_FILE, secrets_table
 
 SHARED_PREFIX = "shared:"
-DEFAULT_SIDE = 64  # as an upload's: Explore offers the same sizes
+DEFAULT_SIDE = 64  # as an upload's
+# The sizes a class set is offered at (Explore's, as for uploads). A fixed few, because any
+# student can ask for one by link and each is a decode and a cache on the server's disk.
+SIDES = (16, 28, 32, 48, 64, 96, 128)
 CACHE_FOLDER = ".cache"
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 # The operator's own files, not an anonymous upload: more than an upload's 20,000 entries
@@ -157,16 +160,16 @@ def shared_name(set_name: str, side: int = DEFAULT_SIDE, grayscale: bool = False
 
 def parse_name(name: str) -> tuple[str, int, bool]:
     """``(set name, side, grayscale)`` of a ``shared:`` name; SharedSetError for a size
-    outside what uploads allow."""
+    that is not one of SIDES."""
     rest = name[len(SHARED_PREFIX):] if name.startswith(SHARED_PREFIX) else name
     found = _SUFFIX.search(rest)
     if found is None:
         return rest, DEFAULT_SIDE, False
     side = int(found.group(1))
-    if not datasets.MIN_SIZE <= side <= datasets.MAX_SIZE:
+    if side not in SIDES:
         raise SharedSetError(
-            f"The data set name {name!r} asks for {side}-pixel images; allowed are "
-            f"{datasets.MIN_SIZE} to {datasets.MAX_SIZE}: pick another size on Explore.")
+            f"The data set name {name!r} asks for {side}-pixel images; class data sets come "
+            f"in {', '.join(map(str, SIDES))} pixels: pick one of those on Explore.")
     return rest[: found.start()], side, bool(found.group(2))
 
 
