@@ -415,3 +415,14 @@ def test_a_link_to_an_unknown_class_set_is_a_warning(sets_dir):
     assert not at.exception and not at.error
     assert "does not hold (any more)" in at.warning[0].value
     assert at.selectbox(key="explore_dataset").value in datasets.REGISTRY
+
+
+def test_train_page_offers_a_class_set_with_the_own_images_model(sets_dir, runs_root):
+    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=APPTEST_TIMEOUT)
+    at.session_state[state.DATASET_KEY] = "shared:pets@32"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="train_dataset").value == "shared:pets@32"
+    assert at.selectbox(key="train_model").value == config.OWN_IMAGES
+    caption = " ".join(c.value for c in at.caption)
+    assert "Class set: pets" in caption and "32×32×3" in caption and "3 classes" in caption
