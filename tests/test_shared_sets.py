@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import APPTEST_TIMEOUT, ROOT, plain
+from conftest import APPTEST_TIMEOUT, ROOT, plain, wait_until
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from cnnlab.data import datasets, shared_sets
 from cnnlab.data.shared_sets import SharedSetError
 from cnnlab.model import config
+from cnnlab.runs import store as runs
 from cnnlab.train import engine_client, engine_server, executors
 from cnnlab.train.executors import worker
 from pages import state
@@ -426,3 +427,33 @@ def test_train_page_offers_a_class_set_with_the_own_images_model(sets_dir, runs_
     assert at.selectbox(key="train_model").value == config.OWN_IMAGES
     caption = " ".join(c.value for c in at.caption)
     assert "Class set: pets" in caption and "32×32×3" in caption and "3 classes" in caption
+
+
+@pytest.mark.slow
+def test_the_engine_process_trains_a_class_set_sent_by_name(sets_dir, runs_root):
+    from test_engine_process import answering_pid, end_engines, request, start_engine
+
+    from cnnlab.train import jobs
+    from cnnlab.train.engine_client import RemoteEngine
+
+    ds = shared_sets.load("shared:pets@16")
+    (cached,) = shared_sets.decoded
+    info = (Path(cached) / "info.json").read_text()
+    proc = start_engine(runs_root)  # its environment names the same class sets folder
+    try:
+        wait_until(lambda: answering_pid(runs_root) == proc.pid, 60, "the engine to answer")
+        web = RemoteEngine(runs_root, start=False, watch=False)
+        try:
+            job = web.submit(request(dataset=ds.info.name, limit=None, batch_size=8), ds)
+            wait_until(job.done, 240, "the run on the engine process")
+            assert job.result.status == runs.RunStatus.FINISHED, job.result.message
+        finally:
+            web.close()
+    finally:
+        end_engines(runs_root)
+        proc.wait(30)
+    assert runs.load_config(job.run_dir)["dataset"] == "shared:pets@16"
+    assert not list((runs_root / jobs.UPLOADS_DIR).glob("*.npz"))  # sent by name
+    # The engine and its worker mapped the cache this process wrote: not decoded again.
+    assert [str(p) for p in Path(cached).parent.iterdir() if p.is_dir()] == [cached]
+    assert (Path(cached) / "info.json").read_text() == info
