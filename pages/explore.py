@@ -22,6 +22,7 @@ from cnnlab.data.picture_set import (
     PictureSet,
 )
 from cnnlab.model import models
+from cnnlab.people.accounts import User
 from pages import upload_routes
 from pages.common import (
     cached_dataset,
@@ -30,7 +31,7 @@ from pages.common import (
     progress_bar,
 )
 from pages.signin import current_user, md
-from pages.state import current_dataset, keep_upload, set_dataset
+from pages.state import current_dataset, keep_upload, set_dataset, upload_source
 from pages.zip_upload import zip_uploader
 
 VAL_FRACTION = 0.1  # the validation share the reference notebooks hold out of training
@@ -292,7 +293,36 @@ def augmentation_preview(ds: Dataset) -> None:
                     key="explore_augmented", config={"displayModeBar": False})
 
 
-current_user()  # class mode: signed-in people only
+def publish_form(ds: Dataset, user: User) -> None:
+    """A teacher's (or, in personal mode, the operator's) button that saves this upload into
+    the class data sets folder, so every student's list offers it from then on."""
+    if not user.is_teacher or shared_sets.datasets_dir() is None:
+        return
+    pictures: PictureSet | None = st.session_state.get(PICTURES_KEY)
+    made_here = st.session_state.get(SAVED_KEY) == ds.info.name and pictures is not None
+    source = upload_source()
+    if source is None and not made_here:
+        return  # the zip was cleaned up: nothing to publish without uploading it again
+    with st.expander("Publish to the class", icon=":material/groups:"):
+        st.caption("Saves these images (the zip as uploaded) in the server's class data "
+                   "sets folder: everyone then finds them in the data set list, decoded "
+                   "once for all.")
+        stem = ds.info.name[len(UPLOAD_PREFIX):].removesuffix(".zip").strip()
+        with st.form("explore_publish", border=False):
+            title = st.text_input("Name in the class list", value=stem[:60], max_chars=60)
+            if not st.form_submit_button("Publish", icon=":material/publish:"):
+                return
+        try:
+            entry = shared_sets.publish(
+                source if source is not None else pictures.to_zip(), title.strip())
+        except shared_sets.SharedSetError as exc:
+            st.error(md(exc))
+        else:
+            st.success(f"Published as **{md(entry.set_name)}** ({len(entry.classes)} "
+                       f"classes, {entry.images:,} images): it is in every data set list now.")
+
+
+user = current_user()  # class mode: signed-in people only
 st.title(":material/search: Explore")
 name = dataset_picker(key="explore_dataset")
 if shared_sets.is_shared(name):
@@ -322,6 +352,8 @@ st.plotly_chart(counts_fig, key="explore_counts", config={"displayModeBar": Fals
 st.subheader("Samples")
 sample_grid(ds)
 
+if is_upload(ds):
+    publish_form(ds, user)
 if is_upload(ds) or shared_sets.is_shared(info.name):
     augmentation_preview(ds)
 

@@ -457,3 +457,102 @@ def test_the_engine_process_trains_a_class_set_sent_by_name(sets_dir, runs_root)
     # The engine and its worker mapped the cache this process wrote: not decoded again.
     assert [str(p) for p in Path(cached).parent.iterdir() if p.is_dir()] == [cached]
     assert (Path(cached) / "info.json").read_text() == info
+
+
+# ---------------------------------------------------------------------------- publishing
+
+
+def test_publish_saves_an_upload_that_everyone_then_lists_and_loads(sets_dir, tmp_path):
+    upload = tmp_path / "my upload.zip"
+    write_zip(upload, class_files(("red", "green"), 4, "mine/"))
+    entry = shared_sets.publish(upload, "our colours")
+    assert entry.name == "shared:our colours" and entry.classes == ("green", "red")
+    assert (sets_dir / "our colours.zip").read_bytes() == upload.read_bytes()
+    assert "shared:our colours" in [e.name for e in shared_sets.listing()]
+    assert shared_sets.load("shared:our colours@16").x_train.shape[1:] == (16, 16, 3)
+    # Bytes (a picture set's zip) publish the same way; nothing half-written stays behind.
+    shared_sets.publish(upload.read_bytes(), "colours 2")
+    assert sorted(p.name for p in sets_dir.iterdir() if p.name.endswith(".part")) == []
+
+
+@pytest.mark.parametrize("name, says", [
+    ("pets", "already has a set named 'pets'"),  # a zip there
+    ("letters", "already has a set named 'letters'"),  # a folder there
+    ("../up", "cannot name a class data set"),
+    ("a/b", "cannot name a class data set"),
+    (".hidden", "cannot name a class data set"),
+    ("pets@32", "cannot name a class data set"),  # @ would read as an image size
+    ("pets.zip", "cannot name a class data set"),
+    ("", "cannot name a class data set"),
+    ("evil\u202etxt", "invisible control or bidirectional-text characters"),
+])
+def test_publish_refuses_a_taken_or_unsafe_name_and_keeps_what_is_there(sets_dir, tmp_path,
+                                                                        name, says):
+    upload = tmp_path / "u.zip"
+    write_zip(upload, class_files(("red", "green"), 3))
+    before = sorted(p.name for p in sets_dir.iterdir())
+    pets = (sets_dir / "pets.zip").read_bytes()
+    with pytest.raises(SharedSetError) as caught:
+        shared_sets.publish(upload, name)
+    assert says in str(caught.value)
+    assert sorted(p.name for p in sets_dir.iterdir()) == before
+    assert (sets_dir / "pets.zip").read_bytes() == pets
+
+
+def test_publish_without_a_class_sets_folder_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNLAB_DATASETS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .streamlit/secrets.toml here
+    with pytest.raises(SharedSetError, match="CNNLAB_DATASETS_DIR"):
+        shared_sets.publish(b"PK", "x")
+
+
+def explore_with_upload(upload: Path, user=None) -> AppTest:
+    """Explore with ``upload`` loaded as this session's own images (as Load images does)."""
+    ds = datasets.load_zip(upload, (16, 16), False, name=f"{datasets.UPLOAD_PREFIX}{upload.name}")
+    at = AppTest.from_file(str(ROOT / "pages" / "explore.py"), default_timeout=APPTEST_TIMEOUT)
+    at.session_state[state.UPLOAD_KEY] = ds
+    at.session_state[state.UPLOAD_SOURCE_KEY] = upload
+    at.session_state[state.DATASET_KEY] = ds.info.name
+    if user is not None:
+        at.session_state[state.USER_KEY] = user
+    return at.run()
+
+
+def test_a_teacher_publishes_an_upload_from_explore_and_a_student_cannot(sets_dir, tmp_path,
+                                                                         monkeypatch):
+    from cnnlab.people import accounts
+
+    store = accounts.Accounts(tmp_path / "accounts.json")
+    store.add("kim", "a long teacher password", teacher=True)
+    store.add("ann", "a long student password", teacher=False)
+    monkeypatch.setenv("CNNLAB_SIGN_IN", "accounts")
+    monkeypatch.setenv("CNNLAB_ACCOUNTS_FILE", str(tmp_path / "accounts.json"))
+    upload = tmp_path / "fruit.zip"
+    write_zip(upload, class_files(("red", "green"), 4))
+
+    ann = explore_with_upload(upload, accounts.User("ann", "student"))
+    assert not ann.exception and not ann.error
+    assert "Publish to the class" not in [e.label for e in ann.expander]
+
+    kim = explore_with_upload(upload, accounts.User("kim", "teacher"))
+    assert "Publish to the class" in [e.label for e in kim.expander]
+    (name,) = [t for t in kim.text_input if t.label == "Name in the class list"]
+    assert name.value == "fruit"
+    next(b for b in kim.button if b.label == "Publish").click().run()
+    assert not kim.exception and not kim.error, [e.value for e in kim.error]
+    assert any("Published as **fruit**" in s.value for s in kim.success)
+    assert (sets_dir / "fruit.zip").read_bytes() == upload.read_bytes()
+    # Everyone's list offers it now; publishing it again is refused in one sentence.
+    student = AppTest.from_file(str(ROOT / "pages" / "explore.py"),
+                                default_timeout=APPTEST_TIMEOUT)
+    student.session_state[state.USER_KEY] = accounts.User("ann", "student")
+    student.session_state[state.DATASET_KEY] = "shared:fruit"
+    student.run()
+    assert not student.exception and not student.error
+    assert student.selectbox(key="explore_dataset").value == "shared:fruit"
+    assert "Class set: fruit — 2 classes, 8 images" in student.selectbox(
+        key="explore_dataset").options
+    next(b for b in kim.button if b.label == "Publish").click().run()
+    assert [plain(e.value) for e in kim.error] == [
+        "The class data sets folder 'class-sets' already has a set named 'fruit': pick "
+        "another name (the one there is kept)."]

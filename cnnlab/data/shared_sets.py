@@ -305,6 +305,52 @@ def find(name: str) -> Entry:
         "pick another data set (runs trained on it are kept).")
 
 
+_PUBLISH_NAME = re.compile(r"\w[\w .()-]{0,59}")
+
+
+def publish(source: Path | bytes, set_name: str) -> Entry:
+    """Save an uploaded zip (a file, or a zip's bytes) into the class data sets folder as
+    ``<set_name>.zip``: from now on everyone's list offers it as ``shared:<set_name>``.
+
+    Raises SharedSetError (one sentence) when no folder is set, the name is not allowed or
+    taken, or the copy fails; nothing is left half-written.
+    """
+    from cnnlab import text
+
+    directory = _require_dir()
+    problem = text.name_problem(set_name, "class data set's name")
+    if problem:
+        raise SharedSetError(problem)
+    if not _PUBLISH_NAME.fullmatch(set_name) or set_name.lower().endswith(".zip"):
+        raise SharedSetError(
+            f"The name {set_name!r} cannot name a class data set: use up to 60 letters, "
+            "digits, spaces and . _ - ( ), starting with a letter or digit, without .zip.")
+    if set_name in _sources(directory):
+        raise SharedSetError(
+            f"{_folder_word(directory).capitalize()} already has a set named {set_name!r}: "
+            "pick another name (the one there is kept).")
+    final = directory / f"{set_name}.zip"
+    part = directory / f".{set_name}.{os.getpid()}.part"  # hidden: never listed half-copied
+    try:
+        if isinstance(source, bytes):
+            part.write_bytes(source)
+        else:
+            shutil.copyfile(source, part)
+        os.link(part, final)  # unlike a rename, fails if a same-named set appeared meanwhile
+    except FileExistsError as exc:
+        raise SharedSetError(
+            f"{_folder_word(directory).capitalize()} already has a set named {set_name!r}: "
+            "pick another name (the one there is kept).") from exc
+    except OSError as exc:
+        raise SharedSetError(
+            f"The set {set_name!r} could not be saved in {_folder_word(directory)} "
+            f"({exc.strerror or exc}); ask the operator to check its free space and "
+            "permissions.") from exc
+    finally:
+        part.unlink(missing_ok=True)
+    return find(SHARED_PREFIX + set_name)
+
+
 # ---------------------------------------------------------------------------- fingerprint
 
 
