@@ -171,7 +171,9 @@ clicked = b1.button("Queue run" if manager.busy() else "Train", type="primary",
 if clicked:
     try:
         job = manager.submit(request, dataset, user=user)
-    except jobs.EngineRefused as exc:
+    # DatasetUnavailable: the engine process could not open a class data set sent by name
+    # (removed from the folder since this page drew).
+    except (jobs.EngineRefused, DatasetUnavailable) as exc:
         st.error(md(exc))
     else:
         state.show_training_run(job.run_id)

@@ -429,6 +429,29 @@ def test_train_page_offers_a_class_set_with_the_own_images_model(sets_dir, runs_
     assert "Class set: pets" in caption and "32×32×3" in caption and "3 classes" in caption
 
 
+def test_train_page_says_in_one_sentence_when_the_engine_cannot_open_the_set(
+        sets_dir, runs_root, monkeypatch):
+    # The engine process opens a class set by name when Train is pressed: one removed since
+    # the page drew comes back from it as SharedSetError (engine_client re-raises it).
+    from cnnlab.train import jobs
+
+    at = AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=APPTEST_TIMEOUT)
+    at.session_state[state.DATASET_KEY] = "shared:pets@16"
+    at.run()
+    gone = SharedSetError("The class data set 'pets' is not in the class data sets folder "
+                          "'class-sets' any more; pick another data set (runs trained on it "
+                          "are kept).")
+
+    def submit(*args, **kwargs):
+        raise gone
+
+    monkeypatch.setattr(jobs.Engine, "submit", submit)
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert [plain(e.value) for e in at.error] == [str(gone)]
+    assert runs.list_runs(runs_root) == []
+
+
 @pytest.mark.slow
 def test_the_engine_process_trains_a_class_set_sent_by_name(sets_dir, runs_root):
     from test_engine_process import answering_pid, end_engines, request, start_engine
