@@ -37,7 +37,7 @@ def create_form(user: User, class_mode: bool, root: Path) -> None:
     if upload is not None:
         names.append(upload.info.name)
     with st.expander("Set a challenge", icon=":material/add:", expanded=False), \
-            st.form("ch_create"):
+            st.form("ch_create", enter_to_submit=False):
         name = st.text_input("Name", placeholder="Fashion under 100k", max_chars=80)
         brief = st.text_area("Brief", placeholder="Best Fashion-MNIST model under 100,000 "
                              "parameters and 5 minutes of training.", max_chars=2000)
@@ -84,18 +84,17 @@ def create_form(user: User, class_mode: bool, root: Path) -> None:
 # ---------------------------------------------------------------------------- one challenge
 
 
-def facts(challenge: Challenge, subs: list[challenges.Submission], user: User) -> None:
-    """The brief, the limits, the deadline and this person's allowance."""
+def facts(challenge: Challenge) -> None:
+    """The brief, the limits, the deadline and the allowance."""
     if challenge.brief:
         st.markdown(md(challenge.brief))
     closed = challenge.closed()
     deadline = challenge.deadline or "none"
-    used = challenges.used(subs, user.name)
     st.caption(md(
         f"Data set: {challenge.dataset_name} (from {challenge.source}) · Limits: "
         f"{challenge.limits.words()} · Deadline: {deadline} (server time)"
-        f"{' — closed, the board is final' if closed else ''} · Submissions: {used} of "
-        f"{challenge.per_person} used"))
+        f"{' — closed, the board is final' if closed else ''} · "
+        f"{challenge.per_person} submission(s) per person; the best counts"))
 
 
 def train_for(challenge: Challenge) -> None:
@@ -166,9 +165,12 @@ def board_section(root: Path, challenge: Challenge, user: User) -> None:
     subs = challenges.load_submissions(root, challenge.id)
     rows = challenges.board(challenge, subs, user)
     st.subheader("Leaderboard")
+    st.caption(f"Your submissions: {challenges.used(subs, user.name)} of "
+               f"{challenge.per_person} used.")
     if rows:
         st.dataframe(board_frame(rows), hide_index=True, column_config={
-            "Hidden-test accuracy": st.column_config.NumberColumn(format="%.4f")})
+            "Hidden-test accuracy": st.column_config.NumberColumn(format="%.4f"),
+            "Parameters": st.column_config.NumberColumn(format="localized")})
     else:
         st.info("No scored submissions yet.")
     shown = challenges.visible_submissions(subs, user)

@@ -46,8 +46,7 @@ chosen_id = st.selectbox(
 state.show_in_address("challenge", chosen_id)
 challenge = by_id[chosen_id]
 
-subs = challenges.load_submissions(root, challenge.id)
-parts.facts(challenge, subs, user)
+parts.facts(challenge)
 parts.train_for(challenge)
 if challenge.closed():
     st.warning(md(challenges.deadline_problem(challenge) or ""))

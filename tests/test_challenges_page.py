@@ -91,7 +91,7 @@ def test_a_student_submits_sees_aliases_and_only_their_own(lab) -> None:
     at = open_page(ALICE)
     text = shown(at)
     assert "Set a challenge" not in [e.label for e in at.expander]
-    assert "at most 50,000 parameters" in text and "Submissions: 0 of 3 used" in text
+    assert "at most 50,000 parameters" in text and "Your submissions: 0 of 3 used" in text
     at.selectbox(key="ch_run").set_value(big)
     at.button(key="ch_submit").click().run()
     assert "has 90,000 parameters; 'Digits under 50k' allows at most 50,000" in shown(at)
@@ -110,7 +110,7 @@ def test_a_student_submits_sees_aliases_and_only_their_own(lab) -> None:
     assert board["Hidden-test accuracy"].tolist() == [0.9, 0.875]
     assert mine["Person"].tolist() == ["alice"] and "bob" not in str(board) + str(mine)
     assert not at.get("plotly_chart") and not at.get("download_button")
-    assert "Submissions: 1 of 3 used" in shown(at)
+    assert "Your submissions: 1 of 3 used" in shown(at)
 
 
 def test_a_student_cannot_submit_someone_elses_run(lab) -> None:
