@@ -232,14 +232,3 @@ def actions_of(sub: Any) -> list[argparse.ArgumentParser]:
     actions = next(a for a in parent._actions if isinstance(a, argparse._SubParsersAction))
     return list(actions.choices.values())
 
-
-def visible_dataset(root: Path, name: str) -> Any:
-    """The data set ``challenge:<id>`` of the runs root ``root``: the visible part only."""
-    from cnnlab.data.datasets import DatasetUnavailable
-    from cnnlab.runs import challenge_data, challenges
-
-    challenge = _challenge(root, challenges.id_of(name) or "")
-    try:
-        return challenge_data.visible(root, challenge)
-    except DatasetUnavailable as exc:
-        raise CliError(str(exc)) from exc

@@ -151,9 +151,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.dataset.lower().endswith(".zip"):
         dataset = _zip_dataset(args)
     elif args.dataset.startswith("challenge:"):  # a challenge's visible set, on this root
-        from cnnlab.cli.challenge_commands import visible_dataset
+        from cnnlab.cli.run_lookup import challenge_dataset
 
-        dataset = visible_dataset(_train_root(args), args.dataset)
+        dataset = challenge_dataset(_train_root(args), args.dataset)
     else:
         try:
             dataset = (_shared_dataset(args) if shared_sets.is_shared(args.dataset)

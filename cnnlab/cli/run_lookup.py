@@ -61,9 +61,7 @@ def dataset_for(info: RunInfo, config: dict[str, Any], wanted: str | None) -> Da
 
     name = wanted or str(config.get("dataset") or "")
     if name.startswith("challenge:"):  # a challenge's visible set: never its hidden split
-        from cnnlab.cli.challenge_commands import visible_dataset
-
-        return visible_dataset(info.run_dir.parent, name)
+        return challenge_dataset(info.run_dir.parent, name)
     if name.lower().endswith(".zip"):
         path = Path(name)
         shape = list(config.get("input_shape") or (64, 64, 3))
@@ -88,3 +86,16 @@ def dataset_for(info: RunInfo, config: dict[str, Any], wanted: str | None) -> Da
         return datasets.load(name)
     except (datasets.DatasetUnavailable, KeyError) as exc:
         raise CliError(str(exc).strip("'\"")) from exc
+
+
+def challenge_dataset(root: Path, name: str) -> Dataset:
+    """The data set ``challenge:<id>`` of the runs root ``root``: its visible part only
+    (cnnlab.runs.challenge_data); CliError when there is no such challenge."""
+    from cnnlab.data.datasets import DatasetUnavailable
+    from cnnlab.runs import challenge_data, challenges
+
+    try:
+        challenge = challenges.load(root, challenges.id_of(name) or "")
+        return challenge_data.visible(root, challenge)
+    except (challenges.ChallengeError, DatasetUnavailable) as exc:
+        raise CliError(str(exc)) from exc
