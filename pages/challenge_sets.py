@@ -14,6 +14,7 @@ import streamlit as st
 
 from cnnlab.runs import challenges
 from cnnlab.runs import store as runs
+from cnnlab.text import markdown
 
 if TYPE_CHECKING:
     from cnnlab.data.datasets import Dataset
@@ -68,3 +69,17 @@ def visible(name: str) -> Dataset:
     except challenges.ChallengeError as exc:
         raise DatasetUnavailable(str(exc)) from exc
     return _visible(root, challenge.id, challenge.created)
+
+
+def warn_limits(name: str, params: int, epochs: int) -> None:
+    """On a challenge's data set: its limits in a caption, and a warning for each one this
+    model (``params``, ``epochs``) breaks, before anyone spends the training on it."""
+    if not is_challenge(name):
+        return
+    try:
+        challenge = challenges.load(runs.default_root().resolve(), name[len(PREFIX):])
+    except challenges.ChallengeError:
+        return  # the picker has already said the set is gone
+    st.caption(f"Challenge **{markdown(challenge.name)}** limits: {challenge.limits.words()}.")
+    for problem in challenges.plan_problems(challenge, params, epochs):
+        st.warning(markdown(problem), icon=":material/emoji_events:")

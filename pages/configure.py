@@ -29,7 +29,7 @@ from cnnlab.model.config import (
 )
 from cnnlab.model.models import layer_table, memory_bytes, to_keras_script
 from cnnlab.train import budgets
-from pages import state
+from pages import challenge_sets, state
 from pages.common import dataset_picker, engine
 from pages.configure_sources import (
     backbone_layers,
@@ -139,6 +139,7 @@ with summary:
         st.error("This server will not train it:\n" + "\n".join(f"- {md(p)}" for p in over_budget))
     for note in advice(config, dataset_name):
         st.warning(note)
+    challenge_sets.warn_limits(dataset_name, total, fit.epochs + fit.fine_tune_epochs)
 
 with right:
     # The backbone is one row until opened: its stages need Keras (TensorFlow) to list.

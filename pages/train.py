@@ -21,7 +21,7 @@ from cnnlab.people import access
 from cnnlab.runs import store as runs
 from cnnlab.runs.store import RESUMABLE, RunStatus
 from cnnlab.train import callbacks, jobs, training, wait_estimate
-from pages import insight, state
+from pages import challenge_sets, insight, state
 from pages.boundary import guarded
 from pages.common import (
     cached_dataset,
@@ -162,6 +162,7 @@ request = training.TrainRequest(
 )
 # Checked live, so Train is disabled with the reason before anyone presses it.
 problems = manager.request_errors(request, dataset)
+challenge_sets.warn_limits(ds_name, params, int(epochs) + int(fine_tune_epochs))
 if problems:
     st.error("Cannot start this run:\n\n" + "\n".join(f"- {md(e)}" for e in problems))
 b1, b2, b3 = st.columns([1, 1, 3], vertical_alignment="center")

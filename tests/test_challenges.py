@@ -246,3 +246,14 @@ def test_a_submission_is_refused_before_anything_is_recorded(runs_root, sample, 
         scoring.prepare(runs_root, ch.id, run.name, who, budgets.Budgets(), time.time())
     assert challenges.load_submissions(runs_root, ch.id) == []
     assert not (challenges.folder(runs_root, ch.id) / challenges.HIDDEN_FILE).exists()
+
+
+def test_plan_problems_name_the_numbers_before_anyone_trains(runs_root, sample) -> None:
+    ch = challenges.create(runs_root, TEACHER, class_mode=True, name="Tiny",
+                           source=sample, limits=Limits(max_params=1_000, max_epochs=3))
+    assert challenges.plan_problems(ch, 1_000, 3) == []
+    assert challenges.plan_problems(ch, 12_345, 4) == [
+        "This model has 12,345 parameters; 'Tiny' allows at most 1,000, so a run of it cannot "
+        "be submitted: use fewer filters or dense units.",
+        "This run is set to 4 epochs; 'Tiny' allows at most 3, so it could not be submitted: "
+        "set fewer epochs."]

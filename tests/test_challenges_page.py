@@ -157,3 +157,39 @@ def test_the_owner_submits_from_the_runs_page(lab) -> None:
     at.query_params["run"] = fits
     at.run()
     assert not at.exception and not [b for b in at.button if b.key == f"ch_submit_{fits}"]
+
+
+def choose_model(at: AppTest, config, fit, preset: str) -> None:
+    """A new model for Configure's widgets and Train, as pages.state.set_model_choice
+    records it (a preset, a file, a run's settings)."""
+    at.session_state[state.MODEL_CONFIG_KEY] = config
+    at.session_state[state.FIT_SETTINGS_KEY] = fit
+    at.session_state[state.PRESET_NAME_KEY] = preset
+    version = state.CONFIG_VERSION_KEY
+    at.session_state[version] = (at.session_state[version] if version in at.session_state
+                                 else 0) + 1
+
+
+@pytest.mark.parametrize("page", ["configure.py", "train.py"])
+def test_configure_and_train_warn_before_training_a_model_over_the_limits(lab, page) -> None:
+    """On a challenge's data set, Configure and Train show its limits and warn, with the
+    numbers, about a model it would refuse; a model that fits gets no warning."""
+    from cnnlab.model import config as cfg
+
+    _, ch, _, _ = lab
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=APPTEST_TIMEOUT)
+    at.session_state[state.USER_KEY] = ALICE
+    at.session_state[state.DATASET_KEY] = ch.dataset_name
+    big = cfg.PRESETS["seed003-fashion"]  # 333,526 parameters on 28×28 images
+    choose_model(at, big.config, big.fit, "seed003-fashion")
+    at.run()
+    assert not at.exception, at.exception
+    assert "Challenge **Digits under 50k** limits: at most 50,000 parameters." in shown(at)
+    assert [plain(w.value) for w in at.warning if "Digits under 50k" in w.value] == [
+        "This model has 333,526 parameters; 'Digits under 50k' allows at most 50,000, so a "
+        "run of it cannot be submitted: use fewer filters or dense units."]
+
+    small = cfg.ModelConfig(blocks=(cfg.ConvBlock(filters=4),), dense=(cfg.DenseLayer(16),))
+    choose_model(at, small, big.fit, state.CUSTOM)
+    at.run()
+    assert not at.exception and not [w for w in at.warning if "Digits under 50k" in w.value]

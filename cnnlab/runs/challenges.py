@@ -314,6 +314,21 @@ def deadline_problem(challenge: Challenge, now: float | None = None) -> str | No
             "board is final.")
 
 
+def plan_problems(challenge: Challenge, params: int, epochs: int) -> list[str]:
+    """Why a model of ``params`` parameters set to train ``epochs`` epochs would be refused
+    by ``challenge`` (empty: it fits). Configure and Train say so before anyone trains;
+    minutes are known only once it has trained (scoring.limit_problems checks them)."""
+    limits, name, out = challenge.limits, repr(challenge.name), []
+    if limits.max_params is not None and params > limits.max_params:
+        out.append(f"This model has {params:,} parameters; {name} allows at most "
+                   f"{limits.max_params:,}, so a run of it cannot be submitted: use fewer "
+                   "filters or dense units.")
+    if limits.max_epochs is not None and epochs > limits.max_epochs:
+        out.append(f"This run is set to {epochs} epochs; {name} allows at most "
+                   f"{limits.max_epochs}, so it could not be submitted: set fewer epochs.")
+    return out
+
+
 def used(subs: list[Submission], person: str) -> int:
     """How many of ``person``'s submissions count against the allowance."""
     return sum(1 for s in subs if s.person == person and s.status in COUNTED)
