@@ -182,7 +182,9 @@ def board_section(root: Path, challenge: Challenge, user: User) -> None:
         "Hidden-test accuracy": s.accuracy, "Parameters": s.params,
         "Training time": fmt_seconds(s.train_seconds),
         "Submitted at": datetime.fromtimestamp(s.submitted_at).isoformat(timespec="seconds"),
-        "Message": s.message} for s in reversed(shown)]), hide_index=True)
+        "Message": s.message} for s in reversed(shown)]), hide_index=True, column_config={
+            "Hidden-test accuracy": st.column_config.NumberColumn(format="%.4f"),
+            "Parameters": st.column_config.NumberColumn(format="localized")})
 
 
 def teacher_section(root: Path, challenge: Challenge) -> None:
