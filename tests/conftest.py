@@ -143,6 +143,7 @@ LONGEST_FILES = ("test_e2e.py", "test_engine.py", "test_benches.py", "test_trans
                  "test_runs_page.py", "test_class_load.py", "test_bad_inputs.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every browser test is also slow (a server, Chromium): `-m "not slow"` leaves them out
     even where a module only says ``pytest.mark.browser``.

@@ -80,10 +80,15 @@ def test_refusals_exit_2_with_the_numbers(lab, which, args, says) -> None:
     assert says in done.stderr
 
 
+def submissions(lab) -> int:
+    return ok("challenge", "list", "--runs-dir", lab["root"])["challenges"][0]["submissions"]
+
+
 def test_the_allowance_is_counted(lab) -> None:
-    ok("challenge", "submit", lab["id"], lab["runs"]["tiny"], "--runs-dir", lab["root"])
-    subs = ok("challenge", "list", "--runs-dir", lab["root"])["challenges"][0]["submissions"]
-    assert subs == 2
+    before = submissions(lab)  # the file's earlier tests may have submitted once
+    for _ in range(2 - before):
+        ok("challenge", "submit", lab["id"], lab["runs"]["tiny"], "--runs-dir", lab["root"])
+    assert before < 2 and submissions(lab) == 2
     done = cli("challenge", "submit", lab["id"], lab["runs"]["tiny"], "--runs-dir",
                lab["root"], "--json")
     assert done.returncode == 2 and "allows 2 per person" in done.stderr
