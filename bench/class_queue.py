@@ -54,7 +54,7 @@ def one_class(workers: int, people: int, limit: int, epochs: int) -> dict[str, f
         engine = jobs.Engine(Path(root), LocalExecutor(workers))
         try:
             engine.warm()  # as the Train page does while people look at it
-            time.sleep(8)  # the standby workers have imported TensorFlow
+            time.sleep(8)  # the fork server has imported TensorFlow
             t0 = time.perf_counter()
             queued = [engine.submit(request, ds, User(f"student{i:02d}", "student"))
                       for i in range(people)]

@@ -10,8 +10,9 @@ control) is ``python -m bench.overhead --engine``.
    idle vs while session A trains ``quick`` on full MNIST, in ABBA-ordered pairs; the median
    of per-pair ratios with a bootstrap 90 % interval (goal ≤ 1.2). ``--app-dir`` points
    at another checkout (e.g. the commit before the engine) to measure it the same way.
-2. ``first_batch``: click-to-first-batch latency: local with a warm standby, local cold,
-   and Ray (an actor per run on a local Ray instance).
+2. ``first_batch``: submit-to-first-batch latency of a local run in a fresh worker
+   interpreter (A) against one forked from the warm fork server (B), ABBA pairs, with a
+   fork-against-fork control; and Ray (an actor per run on a local Ray instance).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.stats import abba, ratio_summary  # noqa: E402
+from bench.stats import abba, alternated, ratio_summary  # noqa: E402
 
 
 def log(*args: object) -> None:
@@ -141,19 +142,15 @@ def engine_fit(engine, request, ds) -> tuple[float, float]:
     return t_eval - t0, first if first is not None else float("nan")
 
 
-def warm_and_wait(engine, seconds: float = 10.0) -> None:
-    """A standby worker, given time to import TensorFlow (as while a user picks settings)."""
-    engine.warm()
-    time.sleep(seconds)
-
-
-def bench_first_batch(repeats: int, skip_ray: bool) -> dict:
+def bench_first_batch(pairs: int, skip_ray: bool) -> dict:
     import statistics
+    from unittest import mock
 
     from cnnlab.data import datasets
     from cnnlab.model import config
     from cnnlab.model.fit_settings import FitSettings
     from cnnlab.train import jobs, training
+    from cnnlab.train.executors import forkserver
 
     ds = datasets.load("mnist_sample")
     cfg = config.PRESETS["quick"].config
@@ -161,16 +158,23 @@ def bench_first_batch(repeats: int, skip_ray: bool) -> dict:
                                     fit=FitSettings(batch_size=64, epochs=1), limit=2000)
     out: dict[str, object] = {}
     engine = jobs.Engine(tempfile.mkdtemp(prefix="cnnlab-bench-first-"))
+
+    def spawned() -> float:
+        with mock.patch.object(forkserver, "supported", lambda: False):
+            return engine_fit(engine, request, ds)[1]
+
+    def forked() -> float:
+        return engine_fit(engine, request, ds)[1]
+
     try:
-        cold = [engine_fit(engine, request, ds)[1] for _ in range(repeats)]
-        warm = []
-        for _ in range(repeats):
-            warm_and_wait(engine)
-            warm.append(engine_fit(engine, request, ds)[1])
+        engine.warm()
+        time.sleep(10)  # the fork server imports Keras, as while a user picks settings
+        local = ratio_summary(*alternated(pairs, spawned, forked))
+        local["control"] = ratio_summary(*alternated(pairs, forked, forked))
     finally:
         engine.close()
-    out["local_cold_s"] = round(statistics.median(cold), 2)
-    out["local_warm_s"] = round(statistics.median(warm), 2)
+    out["local_spawned_vs_forked"] = local
+    repeats = 3
     if not skip_ray:
         from cnnlab.train.executors.ray import RayExecutor
 
@@ -218,7 +222,7 @@ def main() -> None:
     if not args.skip_browser:
         result["explore"] = bench_explore(args.app_dir.resolve(), args.pairs)
     if not args.skip_first_batch:
-        result["first_batch"] = bench_first_batch(3, args.skip_ray)
+        result["first_batch"] = bench_first_batch(args.pairs, args.skip_ray)
     print(json.dumps(result))
 
 

@@ -90,7 +90,7 @@ def lab(request, ds) -> float:
 def through_engine(engine, request, ds) -> float:
     """Steady-state epoch seconds of a run through the Engine (a local worker process)."""
     engine.warm()
-    time.sleep(10)  # the standby worker imports Keras, as while a user picks settings
+    time.sleep(10)  # the fork server imports Keras, as while a user picks settings
     job = engine.submit(request, ds)
     while not job.done():
         time.sleep(0.05)

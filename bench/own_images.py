@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--skip-fashion", action="store_true")
     p.add_argument("--size", type=int, default=64, help="side of the shapes pictures (pixels)")
     p.add_argument("--settle", type=float, default=8.0,
-                   help="seconds the warm standby gets before the first run (a user's look)")
+                   help="seconds the fork server gets before the first run (a user's look)")
     args = p.parse_args()
     engine = jobs.Engine(tempfile.mkdtemp(prefix="cnnlab-own-images-"))
     engine.warm()  # as the Train page does while the user looks at the settings

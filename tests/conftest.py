@@ -99,17 +99,10 @@ def _never_the_working_runs_folder(tmp_path_factory, monkeypatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _close_engines():
-    """Close the engines pages made during a test: their workers and runs-root locks.
-
-    An unused warm standby (the Train page starts one) is killed first: released, it would
-    exit only once its TensorFlow import is done, about 5 s of every such test's teardown.
-    (tests/test_engine.py checks that a released standby exits by itself.)"""
+    """Close the engines pages made during a test: their workers and runs-root locks."""
     yield
     from cnnlab.train import jobs
 
-    for engine in list(jobs._ENGINES.values()):
-        for standby in list(getattr(engine.executor, "_standby", {}).values()):
-            standby.popen.kill()
     jobs._close_all()
 
 

@@ -71,8 +71,5 @@ class FakeExecutor:
     def warm(self) -> None:
         pass
 
-    def warm_for_queue(self) -> None:
-        pass
-
     def close(self) -> None:
         pass

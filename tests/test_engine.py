@@ -314,20 +314,105 @@ def test_server_memory_stays_flat_over_many_runs(engine, sample, monkeypatch) ->
     assert all(len(j.events.since(0)) <= 50 for j in batch)
 
 
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @pytest.mark.slow
-def test_a_warm_standby_trains_the_next_run_once(engine, sample) -> None:
+def test_each_run_is_its_own_process_forked_from_one_fork_server(engine, sample,
+                                                                  monkeypatch) -> None:
+    from cnnlab.train.executors import local
+
+    monkeypatch.setenv("CNNLAB_WORKERS", "2")  # two slots with the same share of the cores
     eng = engine()
     eng.warm()
-    standby = eng.executor._standby[0].popen
-    job = eng.submit(request(), sample)
-    assert job.handle.pid == standby.pid  # the warm process took the run
-    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
-    assert standby.wait(30) == 0  # one run per process: it exits when its run is done
-    eng.warm()
-    second = eng.executor._standby[0].popen
-    assert second.pid != standby.pid
+    server = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    jobs_ = [eng.submit(request(name=f"r{i}"), sample, user=User(f"u{i}")) for i in range(2)]
+    wait_for(lambda: all(j.handle and j.handle.pid for j in jobs_), what="both workers' pids")
+    pids = [j.handle.pid for j in jobs_]
+    processes = [j.handle.process for j in jobs_]
+    assert pids[0] != pids[1]
+    assert [parent_pid(pid) for pid in pids] == [server.popen.pid] * 2
+    for job in jobs_:
+        assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    # One run per process: each has exited (the server reports its code), the server runs on.
+    assert [p.wait(30) for p in processes] == [0, 0]
+    assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+    assert server.alive()
     eng.close()
-    assert second.wait(30) == 0  # an unused standby is released with the engine
+    again = engine()
+    job = again.submit(request(name="later"), sample)  # a new engine forks from the same one
+    wait_for(lambda: job.handle and job.handle.pid, what="the worker's pid")
+    assert parent_pid(job.handle.pid) == server.popen.pid
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+
+
+@pytest.mark.slow
+def test_a_dead_fork_server_is_replaced_and_without_one_a_run_gets_a_fresh_interpreter(
+        engine, sample, monkeypatch) -> None:
+    from cnnlab.train.executors import forkserver, local
+
+    eng = engine()
+    eng.warm()
+    server = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    server.popen.kill()
+    server.popen.wait()
+    job = eng.submit(request(name="after"), sample)
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    replaced = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    assert replaced is not server and replaced.alive()
+    monkeypatch.setattr(forkserver, "supported", lambda: False)  # not Linux
+    job = eng.submit(request(name="fresh"), sample)
+    wait_for(lambda: job.handle and job.handle.pid, what="the worker's pid")
+    assert parent_pid(job.handle.pid) == os.getpid()
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+
+
+@pytest.mark.slow
+def test_a_run_sees_the_environment_of_its_start_not_of_its_fork_server(
+        engine, sample, tmp_path, monkeypatch) -> None:
+    from test_shared_sets import class_files, write_zip
+
+    from cnnlab.data import shared_sets
+
+    eng = engine()
+    eng.warm()  # the fork server starts before the class sets folder is set
+    folder = tmp_path / "class-sets"
+    folder.mkdir()
+    write_zip(folder / "pets.zip", class_files(("red", "green"), 8, "pets/"))
+    monkeypatch.setenv("CNNLAB_DATASETS_DIR", str(folder))
+    shared_sets.forget()
+    ds = shared_sets.load("shared:pets@16")
+    job = eng.submit(request(dataset=ds.info.name, limit=None, batch_size=8), ds)
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+
+
+def test_a_fork_server_is_replaced_when_what_the_frameworks_import_with_changes(
+        monkeypatch) -> None:
+    from cnnlab.train.executors import forkserver, local
+
+    started: list[dict[str, str]] = []
+
+    class Server:
+        def __init__(self, command: list[str], env: dict[str, str]) -> None:
+            started.append(env)
+            self.key, self.closed = forkserver.import_time_env(env), False
+
+        def alive(self) -> bool:
+            return not self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(forkserver, "ForkServer", Server)
+    monkeypatch.setattr(local, "_SERVERS", {})
+    slot = {"TF_NUM_INTRAOP_THREADS": "1"}
+    base = {"KERAS_BACKEND": "tensorflow", "CNNLAB_RUNS_DIR": "a", **slot}
+    first = local.fork_server(base, slot)
+    assert local.fork_server({**base, "CNNLAB_RUNS_DIR": "b"}, slot) is first  # read per run
+    assert local.fork_server(base, {"TF_NUM_INTRAOP_THREADS": "2"}) is not first  # other slot
+    jax = local.fork_server({**base, "KERAS_BACKEND": "jax"}, slot)
+    assert jax is not first and first.closed and len(started) == 3
 
 
 @pytest.mark.slow
@@ -354,32 +439,3 @@ def test_a_cpu_server_trains_two_runs_at_once_then_one_per_four_cores(monkeypatc
     monkeypatch.setattr(local, "gpu_ids", lambda: ["0", "1"])
     gpus = executors.make("local")  # one per GPU, whatever the cores
     assert gpus.slots == 2 and gpus.worker_env(1) == {"CUDA_VISIBLE_DEVICES": "1"}
-
-
-@pytest.mark.slow
-def test_a_queued_run_starts_in_a_worker_that_warmed_up_meanwhile(engine, sample,
-                                                                  monkeypatch) -> None:
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # a core beside the one slot's run
-    eng = engine()  # one slot (conftest)
-    first = eng.submit(request(), sample, user=User("ann"))
-    second = eng.submit(request(), sample, user=User("ben"))
-    assert eng.queued() == [second]
-    standby = eng.executor._standby[0].popen  # started for the queued run, not after
-    assert standby.pid != first.handle.pid
-    started = wait_for(lambda: second.handle, WAIT, "the queued run to start")
-    assert started.pid == standby.pid
-    assert 0 not in eng.executor._standby  # nothing queued any more: no spare worker
-    assert second.wait(WAIT) and second.result.status == "finished", second.result.message
-
-
-def test_a_waiting_queue_warms_a_worker_only_where_a_core_is_left(monkeypatch) -> None:
-    from cnnlab.train.executors import local
-
-    monkeypatch.setattr(local, "gpu_ids", lambda: [])
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    warmed = []
-    for slots in (1, 2):
-        executor = local.LocalExecutor(slots)
-        monkeypatch.setattr(executor, "warm", lambda s=slots: warmed.append(s))
-        executor.warm_for_queue()
-    assert warmed == [1]  # two runs on two cores: a third process would only slow them

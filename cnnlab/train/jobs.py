@@ -555,8 +555,6 @@ class Engine:
             job.handle = self.executor.start(spec, job.run_dir, self._on_event(job), slot)
             if job.stop_requested:
                 job.handle.stop()
-        if self._queue:  # the next run's worker may start up while these train
-            self.executor.warm_for_queue()
 
     def _on_event(self, job: Job) -> Callable[[ev.Event], None]:
         def on_event(event: ev.Event) -> None:

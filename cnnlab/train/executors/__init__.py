@@ -83,10 +83,6 @@ class Executor(Protocol):
     def warm(self) -> None:
         """Get workers ready ahead of the next run (may do nothing)."""
 
-    def warm_for_queue(self) -> None:
-        """Runs are waiting while every slot trains: get the next worker ready now if the
-        machine has room for it beside the runs (may do nothing)."""
-
     def close(self) -> None:
         """Release what the executor holds (worker processes, a Ray connection)."""
 

@@ -1,7 +1,9 @@
 """The local executor: each run in its own OS process on this machine.
 
-A new interpreter, not a fork: TensorFlow is not fork-safe, and a fresh worker starts clean
-(its own Keras, its own GPU memory, returned to the system when it exits). One slot per
+Each run gets a process of its own, which exits when the run ends (its memory, GPU memory
+included, goes back to the system). On Linux it is forked from a fork server that has
+imported Keras but started nothing (forkserver.py), so a run skips TensorFlow's ~5 s
+import; elsewhere it is a fresh interpreter. One slot per
 GPU, each worker pinned to its GPU with CUDA_VISIBLE_DEVICES; on a CPU-only machine two
 from 2 cores up, then one per 4 cores (cpu_slots), each with its share of the cores; set
 CNNLAB_WORKERS to choose.
@@ -29,10 +31,9 @@ from pathlib import Path
 
 from cnnlab.runs.store import RunStatus
 from cnnlab.train import events as ev
-from cnnlab.train.executors import RunSpec, gpu_ids
+from cnnlab.train.executors import RunSpec, forkserver, gpu_ids
 
 STOP = "stop"
-RELEASE_SECONDS = 30  # the longest wait for an unused standby to exit before it is killed
 CORES_PER_WORKER = 4  # on a big CPU server; see cpu_slots
 ORPHAN_GRACE_S = 10.0  # the longest a worker whose engine died goes on (one long step)
 EXIT_ORPHANED = 75  # a worker's exit status when its engine is gone
@@ -65,25 +66,42 @@ def background_priority() -> None:
         os.nice(19)
 
 
+def prepare() -> None:
+    """What a worker does before its run arrives: idle CPU priority, Ctrl-C left to the
+    server, and the framework's start-up (a fork server does it once for all its runs)."""
+    background_priority()
+    # Ctrl-C in a terminal reaches the whole process group: the server (or the CLI that
+    # started this worker) answers it by sending "stop", so the run ends at a batch with its
+    # last whole epoch kept, never with a KeyboardInterrupt in the middle of a step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import keras  # noqa: F401
+
+    from cnnlab.train.executors import worker  # noqa: F401  (training, models, data sets)
+
+
 def main(fd: int) -> None:
-    """The worker process: receive (spec, run dir) on socket ``fd``, train, send events.
+    """A fresh worker interpreter (where there is no fork server): prepare, then run."""
+    prepare()
+    run(Connection(fd))
+
+
+def fork_server_main(fd: int) -> None:
+    """The fork server process: prepare once, then fork a worker per run (forkserver)."""
+    prepare()
+    forkserver.serve(fd, run)
+
+
+def run(conn: Connection) -> None:
+    """The worker: receive (spec, run dir) on ``conn``, train, send events.
 
     The same socket carries "stop" the other way; its end (the server gone) stops the run.
     """
     from cnnlab.train import callbacks
     from cnnlab.train.executors import worker
 
-    conn = Connection(fd)
-    background_priority()
-    # Ctrl-C in a terminal reaches the whole process group: the server (or the CLI that
-    # started this worker) answers it by sending "stop", so the run ends at a batch with its
-    # last whole epoch kept, never with a KeyboardInterrupt in the middle of a step.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import keras  # noqa: F401  (a standby worker pays the framework's start-up before its run)
-
     try:
         spec, run_dir = conn.recv()
-    except (EOFError, OSError):  # a standby that was never used, released
+    except (EOFError, OSError):  # asked for, then never given a run
         return
     stop = callbacks.StopFlag()
     lock = threading.Lock()
@@ -144,49 +162,49 @@ def exit_message(exitcode: int | None) -> str:
             "to continue from its last epoch.")
 
 
-class _Process:
-    """A started worker interpreter and our end of its socket."""
+def spawn(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Connection]:
+    """A fresh worker interpreter with ``env`` (where there is no fork server): the process
+    and our end of its socket."""
+    ours, theirs = socket.socketpair()
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab.train.executors.local", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+    theirs.close()  # the child holds the only other end: EOF means it is gone
+    return popen, Connection(ours.detach())
 
-    def __init__(self, env: dict[str, str]) -> None:
-        ours, theirs = socket.socketpair()
-        # The worker imports this very cnnlab, wherever the server was started from.
-        package_root = str(Path(__file__).resolve().parents[3])
-        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "cnnlab.train.executors.local", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), env={**os.environ, **env, "PYTHONPATH": path},
-            stdin=subprocess.DEVNULL,
-        )
-        theirs.close()  # the child holds the only other end: EOF means it is gone
-        self.conn = Connection(ours.detach())
 
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.popen.poll() is None
+# One fork server per slot environment, shared by every engine in this process (they hold
+# no run state): tests and a restarted engine reuse its import of TensorFlow.
+_SERVERS: dict[tuple[tuple[str, str], ...], forkserver.ForkServer] = {}
+_SERVERS_LOCK = threading.Lock()
 
-    def release(self) -> None:
-        """End an unused standby (closing its socket lets it exit; kill if it lingers)."""
-        self.conn.close()
-        try:
-            # It notices the closed socket only once its Keras import is done: about 5 s
-            # here (at idle priority), so a fresh standby needs more than that to exit.
-            self.popen.wait(timeout=RELEASE_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+
+def fork_server(env: dict[str, str], slot_env: dict[str, str]) -> forkserver.ForkServer:
+    """The running fork server for ``slot_env``, started (or replaced, when the variables
+    the frameworks read at import have changed since) with ``env``."""
+    with _SERVERS_LOCK:
+        key = tuple(sorted(slot_env.items()))
+        server = _SERVERS.get(key)
+        if server is None or not server.alive() or server.key != forkserver.import_time_env(env):
+            if server is not None:
+                server.close()  # it exits once its running workers have
+            server = _SERVERS[key] = forkserver.ForkServer(
+                [sys.executable, "-m", "cnnlab.train.executors.local", "--fork-server"], env)
+        return server
 
 
 class LocalHandle:
-    """A run in a local worker process (``python -m cnnlab.train.executors.local``).
+    """A run in a local worker process: forked from a fork server, or a fresh interpreter
+    (``python -m cnnlab.train.executors.local``).
 
     A fresh interpreter, not multiprocessing's spawn: spawn re-runs the server's main
     module in the child, which breaks under any script without a ``__main__`` guard.
     """
 
-    def __init__(self, worker: _Process, spec: RunSpec, run_dir: Path,
-                 on_event: ev.Emit) -> None:
-        self.process = worker.popen
-        self.conn = worker.conn
+    def __init__(self, process: subprocess.Popen[bytes] | forkserver.ForkedProcess,
+                 conn: Connection, spec: RunSpec, run_dir: Path, on_event: ev.Emit) -> None:
+        self.process = process
+        self.conn = conn
         self._send_lock = threading.Lock()
         self._send((spec, str(run_dir)))
         self._reader = threading.Thread(target=self._read, args=(on_event,),
@@ -194,8 +212,8 @@ class LocalHandle:
         self._reader.start()
 
     @property
-    def pid(self) -> int:
-        """The worker's process id."""
+    def pid(self) -> int | None:
+        """The worker's process id (None for a moment while a fork server forks it)."""
         return self.process.pid
 
     def _send(self, message: object) -> None:
@@ -234,7 +252,7 @@ class LocalHandle:
 
 
 class LocalExecutor:
-    """Runs each RunSpec in its own spawned process; ``slots`` of them at once."""
+    """Runs each RunSpec in its own worker process; ``slots`` of them at once."""
 
     name = "local"
 
@@ -242,8 +260,6 @@ class LocalExecutor:
         self.gpus = gpu_ids()
         self.gpu = bool(self.gpus)
         self.slots = slots or len(self.gpus) or cpu_slots(os.cpu_count() or 1)
-        self._standby: dict[int, _Process] = {}
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         """Where runs train, for people."""
@@ -263,42 +279,36 @@ class LocalExecutor:
             return {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads}
         return {}
 
+    def full_env(self, slot: int) -> dict[str, str]:
+        """This process's environment as a worker in ``slot`` sees it."""
+        # The worker imports this very cnnlab, wherever the server was started from.
+        package_root = str(Path(__file__).resolve().parents[3])
+        path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+        return {**os.environ, **self.worker_env(slot), "PYTHONPATH": path}
+
     def warm(self) -> None:
-        """Start a standby worker for every slot that has none: it imports the framework
-        now, so the next run on that slot starts training in about a second."""
-        with self._lock:
+        """Start each slot's fork server, if it has none: it imports the framework now, so
+        the first run starts training in about a second (later ones always do)."""
+        if forkserver.supported():
             for slot in range(self.slots):
-                if slot not in self._standby:
-                    self._standby[slot] = _Process(self.worker_env(slot))
-
-    def warm_for_queue(self) -> None:
-        """Start each busy slot's next worker while its run trains, when a core is left.
-
-        With one worker on 2 cores, a class of 6 queued runs finished in about 0.7× the time
-        (bench/class_queue.py); with two workers on 2 cores the spare processes slowed the
-        runs (about 1.35× the time), so there it waits for a run to end, as before.
-        """
-        if self.gpus or self.slots < (os.cpu_count() or 1):
-            self.warm()
+                fork_server(self.full_env(slot), self.worker_env(slot))
 
     def start(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit, slot: int) -> LocalHandle:
-        """Start ``spec`` on ``slot``: in its warm standby if there is one, else a new process.
-
-        Each process trains one run only: a standby is used once, then it is gone.
-        """
-        with self._lock:
-            worker = self._standby.pop(slot, None)
-        if worker is None or not worker.alive():
-            worker = _Process(self.worker_env(slot))
-        return LocalHandle(worker, spec, run_dir, on_event)
+        """Start ``spec`` on ``slot`` in a new worker process (one run per process), forked
+        from the slot's fork server, or a fresh interpreter where there is none."""
+        env = self.full_env(slot)
+        if not forkserver.supported():
+            return LocalHandle(*spawn(env), spec, run_dir, on_event)
+        return LocalHandle(*fork_server(env, self.worker_env(slot)).fork(env), spec, run_dir,
+                           on_event)
 
     def close(self) -> None:
-        """End the standby workers (running ones are the engine's to kill)."""
-        with self._lock:
-            standby, self._standby = list(self._standby.values()), {}
-        for worker in standby:
-            worker.release()
+        """Nothing to end: running workers are the engine's to kill, and the fork servers
+        serve every engine of this process (each exits with it)."""
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    if sys.argv[1] == "--fork-server":
+        fork_server_main(int(sys.argv[2]))
+    else:
+        main(int(sys.argv[1]))

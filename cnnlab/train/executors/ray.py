@@ -316,9 +316,6 @@ class RayExecutor:
     def warm(self) -> None:
         """Nothing to do: Ray starts actors on demand."""
 
-    def warm_for_queue(self) -> None:
-        """Nothing to do: Ray starts actors on demand."""
-
     def start(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit, slot: int) -> RayHandle:
         """Start ``spec`` in a new actor (a class data set goes by object reference)."""
         from cnnlab.data import shared_sets
