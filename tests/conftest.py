@@ -127,13 +127,15 @@ TEST_OUTPUT = ROOT / "test-output"
 # Test files that start a local Ray instance (~800 MB, a dozen processes): one at a time.
 RAY_FILES = {"test_ray.py", "test_ray_cluster.py"}
 
-# The files (xdist groups) that take minutes, longest first as CI's --durations measured
-# them on 2 cores: started first, so the many short files fill both workers at the end.
-LONGEST_FILES = ("test_e2e.py", "test_engine.py", "test_benches.py", "test_transfer.py",
-                 "test_train_page.py", "ray", "test_browser_theme.py", "test_engine_process.py",
-                 "test_proxy.py", "test_browser_camera.py", "test_cli_runs.py",
-                 "test_browser_class.py", "test_browser_queue.py", "test_predict_page.py",
-                 "test_runs_page.py", "test_class_load.py", "test_bad_inputs.py")
+# The files (xdist groups) that take minutes, longest first by their total time in a full
+# run on 2 cores (--junitxml): started first, so the many short files fill both workers at
+# the end.
+LONGEST_FILES = ("test_benches.py", "test_cli_runs.py", "test_e2e.py", "test_engine.py",
+                 "test_predict_page.py", "ray", "test_transfer.py", "test_browser_theme.py",
+                 "test_browser_challenge.py", "test_bad_inputs.py",
+                 "test_browser_shared_sets.py", "test_engine_process.py", "test_training.py",
+                 "test_cli_challenge.py", "test_browser_class.py", "test_cli.py",
+                 "test_browser_signin.py", "test_class_load.py", "test_proxy.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups into node ids

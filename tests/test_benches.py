@@ -108,7 +108,7 @@ def test_accuracy_bench_float32_trains_in_float32_on_a_bfloat16_cpu(
 
 @pytest.mark.slow
 def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
-    out = bench("bench.overhead", "--dataset", "mnist_sample", "--limit", "600",
+    out = bench("bench.overhead", "--dataset", "mnist_sample", "--limit", "200",
                 "--epochs", "3", "--pairs", "1")
     assert out["pairs"] == 1 and len(out["ratios"]) == len(out["control_ratios"]) == 1
     assert out["ci_low"] <= out["ratio"] <= out["ci_high"]
@@ -118,7 +118,7 @@ def test_overhead_bench_prints_the_ratio_its_interval_and_a_control() -> None:
 
 @pytest.mark.slow
 def test_batch_norm_bench_prints_the_speed_up_its_interval_and_a_control() -> None:
-    out = bench("bench.batch_norm", "--limit", "600", "--epochs", "2", "--pairs", "1")
+    out = bench("bench.batch_norm", "--limit", "200", "--epochs", "2", "--pairs", "1")
     assert out["preset"] == "best-mnist" and out["pairs"] == 1
     assert len(out["ratios"]) == len(out["control_ratios"]) == 1
     assert out["ci_low"] <= out["ratio"] <= out["ci_high"]
@@ -128,8 +128,8 @@ def test_batch_norm_bench_prints_the_speed_up_its_interval_and_a_control() -> No
 
 @pytest.mark.slow
 def test_throughput_bench_measures_one_run_either_way() -> None:
-    before = bench("bench.throughput", "--one", "--before", "--limit", "600", "--epochs", "2")
-    today = bench("bench.throughput", "--one", "--limit", "600", "--epochs", "2")
+    before = bench("bench.throughput", "--one", "--before", "--limit", "200", "--epochs", "2")
+    today = bench("bench.throughput", "--one", "--limit", "200", "--epochs", "2")
     assert before["steps_per_execution"] == 1
     assert today["steps_per_execution"] >= 1
     assert before["samples_per_s"] > 0 and today["samples_per_s"] > 0
@@ -141,7 +141,7 @@ def test_throughput_bench_measures_one_run_either_way() -> None:
     from bench import throughput
 
     assert today["inter_op_threads"] == "default"
-    one_thread = throughput.spawn("quick", 600, 1, env={"TF_NUM_INTEROP_THREADS": "1"})
+    one_thread = throughput.spawn("quick", 200, 1, env={"TF_NUM_INTEROP_THREADS": "1"})
     assert one_thread["inter_op_threads"] == "1" and one_thread["samples_per_s"] > 0
 
 

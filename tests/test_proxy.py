@@ -68,10 +68,23 @@ def test_serve_refuses_bad_usage(argv: list[str], said: str, capsys) -> None:
     assert said in capsys.readouterr().err
 
 
-def test_serve_says_which_port_is_taken(capsys) -> None:
-    with socket.socket() as taken:
+def _listening_above_a_free_port() -> socket.socket:
+    """A listening socket whose port's lower neighbour is free (another test's server may
+    hold it), for serve to take as its proxy's port."""
+    while True:
+        taken = socket.socket()
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", taken.getsockname()[1] - 1))
+                return taken
+            except OSError:
+                taken.close()
+
+
+def test_serve_says_which_port_is_taken(capsys) -> None:
+    with _listening_above_a_free_port() as taken:
         port = taken.getsockname()[1]
         argv = ["serve", "--processes", "1", "--address", "127.0.0.1", "--port"]
         assert main([*argv, str(port)]) == 2  # the proxy's port

@@ -155,6 +155,7 @@ class ForkServer:
         # The server is gone: the exit codes of its children (and of requests it never
         # read) are lost; their sockets close, so each handle reports its run as failed.
         self._gone = True
+        self._sock.close()
         while not self._pending.empty():
             self._pending.get().exited(None)
         for child in list(self._children.values()):

@@ -46,9 +46,10 @@ def cpu_slots(cores: int) -> int:
     Measured (bench/class_queue.py, 6 people queueing `quick` on 3,000 MNIST images, 2 AVX2
     cores, 8 ABBA pairs): two workers with one core each finished the class in 0.80× the
     time of one worker with both cores (interval 0.74-0.84, control 1.02) and the median
-    wait was 0.75×. Each run is a fresh process that spends much of a short run importing
-    TensorFlow, building, evaluating and saving: with two workers one does that while the
-    other trains. On a big server a small CNN's
+    wait was 0.75×. Each run then was a fresh interpreter that spent much of a short run
+    importing TensorFlow, building, evaluating and saving: with two workers one does that
+    while the other trains (measured before the fork server took the import away; building,
+    evaluating and saving remain). On a big server a small CNN's
     operations stop gaining from more threads after a few (not measured here: no such
     machine), and each worker holds about 0.8 GB, so one per 4 cores: 16 on 64 cores.
     """
