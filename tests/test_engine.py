@@ -369,6 +369,26 @@ def test_a_dead_fork_server_is_replaced_and_without_one_a_run_gets_a_fresh_inter
 
 
 @pytest.mark.slow
+def test_a_replaced_fork_server_still_reports_its_running_workers_exit(
+        engine, sample, monkeypatch) -> None:
+    from cnnlab.train.executors import local
+
+    eng = engine()
+    eng.warm()
+    old = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    job = eng.submit(request(epochs=3), sample)
+    wait_for(lambda: job.handle and job.handle.pid, what="the worker's pid")
+    process = job.handle.process
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # read at import: a new server is due
+    eng.warm()
+    assert local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0)) is not old
+    assert process.poll() is None  # still training under the server that was replaced
+    assert job.wait(WAIT) and job.result.status == "finished", job.result.message
+    assert process.wait(30) == 0  # its exit code, not "unknown"
+    assert old.popen.wait(30) == 0  # and the old server left once it had no worker
+
+
+@pytest.mark.slow
 def test_a_run_sees_the_environment_of_its_start_not_of_its_fork_server(
         engine, sample, tmp_path, monkeypatch) -> None:
     from test_shared_sets import class_files, write_zip

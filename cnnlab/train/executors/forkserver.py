@@ -162,10 +162,11 @@ class ForkServer:
             child.exited(None)
 
     def close(self) -> None:
-        """Stop taking requests: the server exits once its running children have."""
+        """Stop taking requests: the server exits once its running children have. Only our
+        sending side closes, so their exit codes still arrive (and a kill still reaches them)."""
         self._gone = True
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
