@@ -3,7 +3,7 @@
 The route's refusals (limit, ticket, other site, not a zip) with Starlette's TestClient;
 Explore loading a ticket's zip under AppTest; a slow real-server test that uploads a
 ~150 MB zip through the route and loads it on Explore, measuring the web process's peak
-memory (VmHWM) before and after.
+anonymous memory (sampled) while it does.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import threading
 import time
 import warnings
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -268,17 +270,58 @@ def server_pid(url: str) -> int:
     raise AssertionError(f"no streamlit process serves {url}")
 
 
-def memory_kb(pid: int) -> dict[str, int]:
-    """VmHWM (peak resident memory) and VmRSS of process ``pid``, in kB."""
-    fields = dict(line.split(":", 1) for line in
-                  Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {k: int(fields[k].split()[0]) for k in ("VmHWM", "VmRSS")}
+def anon_kb(pid: int) -> int:
+    """Process ``pid``'s anonymous resident memory (RssAnon), in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no RssAnon in /proc/{pid}/status")
 
 
-def reset_peak(pid: int) -> None:
-    """Make process ``pid``'s VmHWM its current VmRSS (Linux: "5" to clear_refs), so the
-    next reading is the peak of what happens after this call, not of its start-up."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+def quiet_anon_kb(pid: int, timeout: float = 60.0) -> int:
+    """Process ``pid``'s RssAnon once it has stayed within 2 MB for 1.5 s.
+
+    After a data set is loaded the server's memory rises and falls by a few hundred MB for
+    some seconds (measured 171 -> 540 -> 171 MB after the warm-up zip), so a reading taken
+    at once can be anywhere in that wave."""
+    deadline = time.monotonic() + timeout
+    last, since = anon_kb(pid), time.monotonic()
+    while time.monotonic() - since < 1.5:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server's memory did not settle in {timeout:.0f} s")
+        time.sleep(0.05)
+        now = anon_kb(pid)
+        if abs(now - last) > 2048:
+            last, since = now, time.monotonic()
+    return last
+
+
+@contextmanager
+def anon_peak_kb(pid: int) -> Iterator[list[int]]:
+    """Sample process ``pid``'s RssAnon every 5 ms while the block runs; the list it yields
+    holds [before, peak] once the block ends.
+
+    Anonymous memory, not VmHWM: an upload held in memory is anonymous, while resident
+    file pages (shared libraries) come and go with the kernel's reclaim and moved VmHWM by
+    50-125 MB between runs on the same machine.
+    """
+    found = [quiet_anon_kb(pid)]
+    peak = found[0]
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, anon_kb(pid))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        done.set()
+        thread.join()
+        found.append(max(peak, anon_kb(pid)))
 
 
 def upload_and_load(page, zip_path: Path) -> None:
@@ -309,15 +352,15 @@ def test_a_150_mb_zip_is_uploaded_and_loaded_without_its_size_in_memory(
     # A small zip first: whatever loading any upload imports or caches is in place, so
     # what follows is the big archive's own cost.
     upload_and_load(page, small)
-    reset_peak(pid)
-    before = memory_kb(pid)
-    upload_and_load(page, big)
-    after = memory_kb(pid)
-    growth = (after["VmHWM"] - before["VmHWM"]) * 1024
-    print(f"\n150 MB upload: archive {size:,} bytes; web process VmHWM {before['VmHWM']:,} kB "
-          f"-> {after['VmHWM']:,} kB (+{growth / 1024 / 1024:,.1f} MB); VmRSS "
-          f"{before['VmRSS']:,} kB -> {after['VmRSS']:,} kB")
-    assert growth < size, (before, after, size)
+    with anon_peak_kb(pid) as anon:
+        upload_and_load(page, big)
+    before, peak = anon
+    growth = (peak - before) * 1024
+    print(f"\n150 MB upload: archive {size:,} bytes; web process anonymous memory "
+          f"{before:,} kB, peak {peak:,} kB (+{growth / 1024 / 1024:,.1f} MB)")
+    # Streamed, the server holds some chunks and the decoded images (about 10 MB here);
+    # an upload read into memory takes the archive's size (150 MB, tried) and fails.
+    assert growth < size / 4, (before, peak, size)
     uploads = Path(server_env["CNNLAB_UPLOADS_DIR"])
     (loaded,) = uploads.glob("*.loaded.zip")
     assert loaded.stat().st_size == size  # the session's source; the warm-up's is replaced

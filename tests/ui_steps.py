@@ -36,12 +36,20 @@ def pick(page, label: str, option: str) -> None:
 
 
 def set_number(page, label: str, value: int) -> None:
+    """Type ``value`` into the number input labelled ``label`` and wait for its rerun.
+
+    Typed up to three times: a rerun started by the step before (a preset picked) can land
+    after settle() saw the page idle and redraw the field with the preset's value (seen
+    under load: Epochs back at 4). A field that never keeps the value still fails."""
     box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).first
     field = box.locator("input")
-    field.fill(str(value))
-    field.press("Enter")
-    settle(page)
-    assert field.input_value() == str(value), (label, field.input_value())
+    for _ in range(3):
+        field.fill(str(value))
+        field.press("Enter")
+        settle(page)
+        if field.input_value() == str(value):
+            return
+    raise AssertionError((label, field.input_value()))
 
 
 def load_explore(page, url: str) -> float:
