@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cnnlab import charts
 
@@ -86,3 +87,31 @@ def test_fewer_images_than_columns_leave_no_empty_columns() -> None:
     images = np.zeros((3, 28, 28, 1), np.uint8)
     fig = charts.image_grid_figure(images, ["a", "b", "c"], cols=charts.CAPTIONED_COLS)
     assert picture(fig).shape[1] == 3 * (28 + 4) + 4  # three across, not six
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixel_counts_count_every_value_per_channel_across_chunks(
+        channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = np.random.default_rng(1).integers(0, 256, (9, 5, 4, channels), dtype=np.uint8)
+    x[0, 0, 0] = 0
+    x[-1, -1, -1] = 255
+    expected = np.array([[np.count_nonzero(x[..., i] == v) for v in range(256)]
+                         for i in range(channels)])
+    monkeypatch.setattr(charts, "PIXEL_CHUNK", 7)  # chunks that end mid-image
+    counts = charts.pixel_counts(x)
+    assert counts.shape == (channels, 256) and counts.dtype == np.int64
+    assert (counts == expected).all() and counts.sum() == x.size
+
+
+def test_pixel_counts_never_hold_an_int64_copy_of_every_pixel() -> None:
+    import tracemalloc
+
+    x = np.zeros((4_000_000, 1, 1, 1), np.uint8)  # an int64 copy of it would be 32 MB
+    tracemalloc.start()
+    try:
+        counts = charts.pixel_counts(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counts[0, 0] == x.size
+    assert peak < 2 * 8 * charts.PIXEL_CHUNK, peak  # one chunk's copy, not all of them
