@@ -321,12 +321,10 @@ def parent_pid(pid: int) -> int:
 @pytest.mark.slow
 def test_each_run_is_its_own_process_forked_from_one_fork_server(engine, sample,
                                                                   monkeypatch) -> None:
-    from cnnlab.train.executors import local
-
     monkeypatch.setenv("CNNLAB_WORKERS", "2")  # two slots with the same share of the cores
     eng = engine()
     eng.warm()
-    server = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    server = eng.executor.fork_server(0)
     jobs_ = [eng.submit(request(name=f"r{i}"), sample, user=User(f"u{i}")) for i in range(2)]
     wait_for(lambda: all(j.handle and j.handle.pid for j in jobs_), what="both workers' pids")
     pids = [j.handle.pid for j in jobs_]
@@ -350,16 +348,16 @@ def test_each_run_is_its_own_process_forked_from_one_fork_server(engine, sample,
 @pytest.mark.slow
 def test_a_dead_fork_server_is_replaced_and_without_one_a_run_gets_a_fresh_interpreter(
         engine, sample, monkeypatch) -> None:
-    from cnnlab.train.executors import forkserver, local
+    from cnnlab.train.executors import forkserver
 
     eng = engine()
     eng.warm()
-    server = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    server = eng.executor.fork_server(0)
     server.popen.kill()
     server.popen.wait()
     job = eng.submit(request(name="after"), sample)
     assert job.wait(WAIT) and job.result.status == "finished", job.result.message
-    replaced = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    replaced = eng.executor.fork_server(0)
     assert replaced is not server and replaced.alive()
     monkeypatch.setattr(forkserver, "supported", lambda: False)  # not Linux
     job = eng.submit(request(name="fresh"), sample)
@@ -371,17 +369,15 @@ def test_a_dead_fork_server_is_replaced_and_without_one_a_run_gets_a_fresh_inter
 @pytest.mark.slow
 def test_a_replaced_fork_server_still_reports_its_running_workers_exit(
         engine, sample, monkeypatch) -> None:
-    from cnnlab.train.executors import local
-
     eng = engine()
     eng.warm()
-    old = local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0))
+    old = eng.executor.fork_server(0)
     job = eng.submit(request(epochs=3), sample)
     wait_for(lambda: job.handle and job.handle.pid, what="the worker's pid")
     process = job.handle.process
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")  # read at import: a new server is due
     eng.warm()
-    assert local.fork_server(eng.executor.full_env(0), eng.executor.worker_env(0)) is not old
+    assert eng.executor.fork_server(0) is not old
     assert process.poll() is None  # still training under the server that was replaced
     assert job.wait(WAIT) and job.result.status == "finished", job.result.message
     assert process.wait(30) == 0  # its exit code, not "unknown"

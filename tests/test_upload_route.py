@@ -281,9 +281,9 @@ def anon_kb(pid: int) -> int:
 def quiet_anon_kb(pid: int, timeout: float = 60.0) -> int:
     """Process ``pid``'s RssAnon once it has stayed within 2 MB for 1.5 s.
 
-    After a data set is loaded the server's memory rises and falls by a few hundred MB for
-    some seconds (measured 171 -> 540 -> 171 MB after the warm-up zip), so a reading taken
-    at once can be anywhere in that wave."""
+    A page's first visit can leave work running for seconds after it draws: before the
+    chunked pixel_counts, Explore's first histogram of MNIST took the server from 171 to
+    540 MB and back for about 6 s, and the warm-up zip was loaded inside that wave."""
     deadline = time.monotonic() + timeout
     last, since = anon_kb(pid), time.monotonic()
     while time.monotonic() - since < 1.5:

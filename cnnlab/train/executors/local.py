@@ -292,7 +292,12 @@ class LocalExecutor:
         the first run starts training in about a second (later ones always do)."""
         if forkserver.supported():
             for slot in range(self.slots):
-                fork_server(self.full_env(slot), self.worker_env(slot))
+                self.fork_server(slot)
+
+    def fork_server(self, slot: int) -> forkserver.ForkServer:
+        """Slot ``slot``'s fork server for this process's environment now (started, or
+        replaced, as needed)."""
+        return fork_server(self.full_env(slot), self.worker_env(slot))
 
     def start(self, spec: RunSpec, run_dir: Path, on_event: ev.Emit, slot: int) -> LocalHandle:
         """Start ``spec`` on ``slot`` in a new worker process (one run per process), forked
