@@ -7,7 +7,9 @@ name; ``pythonpath`` in pyproject.toml adds the repository root for the app's ``
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +117,41 @@ def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+class CliHere:
+    """``cnnlab ARGS`` run in the test process through ``cnnlab.cli.main.main`` (what the
+    console script calls), its output captured at the file descriptors as a terminal sees
+    it. For commands whose printed result is the point: a fresh interpreter pays ~6 CPU-s
+    importing TensorFlow first. Exit statuses from the process, Ctrl-C, TensorFlow's own log
+    lines and training keep real subprocesses (test_cli.py, test_cli_runs.py)."""
+
+    def __init__(self, capfd: pytest.CaptureFixture[str]) -> None:
+        self.capfd = capfd
+
+    def __call__(self, *args: object) -> subprocess.CompletedProcess:
+        from cnnlab.cli.main import main
+
+        argv = [str(a) for a in args]
+        self.capfd.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse refuses bad usage by exiting 2
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = self.capfd.readouterr()
+        return subprocess.CompletedProcess(["cnnlab", *argv], code, out, err)
+
+    def json(self, *args: object) -> dict:
+        """The one JSON object a successful ``ARGS --json`` prints."""
+        done = self(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+@pytest.fixture
+def cli_here(capfd: pytest.CaptureFixture[str]) -> CliHere:
+    """Run ``cnnlab ARGS`` in this process (see CliHere)."""
+    return CliHere(capfd)
+
+
 # --------------------------------------------------------------------------- browser tests
 # A real `streamlit run app.py` server and a Chromium page driving it (playwright, sync API).
 
@@ -192,7 +229,6 @@ def server_env() -> dict[str, str]:
 def served_app(port: int, cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[str]:
     """Run `streamlit run <ROOT>/app.py` on ``port`` from ``cwd``; yield its URL once
     /_stcore/health answers (the log in the failure otherwise); terminate it afterwards."""
-    import subprocess
     import time
     import urllib.request
 

@@ -1,6 +1,8 @@
-"""``cnnlab challenge create|list|submit|board`` as a user runs it (real subprocesses):
-one JSON object with --json, exit 0 done, 2 refused with why; a run trained with
-``cnnlab train --dataset challenge:<id>`` is scored on the hidden split in a worker.
+"""``cnnlab challenge create|list|submit|board`` as a user runs it: one JSON object with
+--json, exit 0 done, 2 refused with why; a run trained with ``cnnlab train --dataset
+challenge:<id>`` is scored on the hidden split in a worker. Creating, training and
+submitting run in real subprocesses; commands that only read and print run through the
+CLI's main() in the test process (``cli_here``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CliHere
 from test_cli import cli
 
 from cnnlab.model import config
@@ -45,26 +48,27 @@ def lab(tmp_path_factory) -> dict:
     return {"root": root, "id": made["id"], "dataset": made["dataset"], "runs": runs}
 
 
-def test_create_and_list(lab) -> None:
-    listed = ok("challenge", "list", "--runs-dir", lab["root"])["challenges"]
+def test_create_and_list(lab, cli_here: CliHere) -> None:
+    listed = cli_here.json("challenge", "list", "--runs-dir", lab["root"])["challenges"]
     assert [c["id"] for c in listed] == [lab["id"]]
     assert listed[0]["limits"] == {"max_params": 30000, "max_epochs": None,
                                    "max_minutes": None}
     assert listed[0]["deadline"].startswith("2099-01-01T12:00:00") and not listed[0]["closed"]
 
 
-def test_submit_scores_in_a_worker_and_the_board_ranks_it(lab, tmp_path: Path) -> None:
+def test_submit_scores_in_a_worker_and_the_board_ranks_it(lab, tmp_path: Path,
+                                                         cli_here: CliHere) -> None:
     sub = ok("challenge", "submit", lab["id"], lab["runs"]["tiny"], "--runs-dir", lab["root"])
     assert sub["status"] == "scored" and 0 <= sub["accuracy"] <= 1 and sub["n_hidden"] == 1000
     assert "confusion" not in sub
-    board = ok("challenge", "board", lab["id"], "--runs-dir", lab["root"],
-               "--csv", str(tmp_path / "board.csv"))
+    board = cli_here.json("challenge", "board", lab["id"], "--runs-dir", lab["root"],
+                          "--csv", tmp_path / "board.csv")
     assert [(r["rank"], r["who"], r["accuracy"]) for r in board["board"]] == [
         (1, "local", sub["accuracy"])]
     with (tmp_path / "board.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows[0]["who"] == "local" and float(rows[0]["accuracy"]) == sub["accuracy"]
-    readable = cli("challenge", "board", lab["id"], "--runs-dir", lab["root"])
+    readable = cli_here("challenge", "board", lab["id"], "--runs-dir", lab["root"])
     assert readable.returncode == 0 and "Digits under 30k" in readable.stdout
 
 
@@ -94,15 +98,16 @@ def test_the_allowance_is_counted(lab) -> None:
     assert done.returncode == 2 and "allows 2 per person" in done.stderr
 
 
-def test_the_cli_evaluates_and_shows_a_challenge_run_on_its_visible_test_set(lab) -> None:
+def test_the_cli_evaluates_and_shows_a_challenge_run_on_its_visible_test_set(
+        lab, cli_here: CliHere) -> None:
     from cnnlab.data import datasets
 
     sample = datasets.load("mnist_sample")
     visible_n = datasets.val_count(sample.y_train, 0.1)  # never the 1,000 hidden images
-    out = ok("runs", "evaluate", lab["runs"]["tiny"], "--runs-dir", lab["root"])
+    out = cli_here.json("runs", "evaluate", lab["runs"]["tiny"], "--runs-dir", lab["root"])
     assert out["dataset"] == lab["dataset"] and out["n_test"] == visible_n
     assert sum(map(sum, out["confusion"])) == visible_n
-    shown = ok("runs", "show", lab["runs"]["tiny"], "--runs-dir", lab["root"])
+    shown = cli_here.json("runs", "show", lab["runs"]["tiny"], "--runs-dir", lab["root"])
     assert shown["test"]["n_test"] == visible_n
-    board = cli("challenge", "board", lab["id"], "--runs-dir", lab["root"], "--json")
+    board = cli_here("challenge", "board", lab["id"], "--runs-dir", lab["root"], "--json")
     assert "confusion" not in board.stdout and "mistakes" not in board.stdout

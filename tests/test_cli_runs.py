@@ -1,6 +1,8 @@
-"""``cnnlab runs …`` as a user runs it (real subprocesses, a real tiny run): list, show,
-compare, resume after a real Ctrl-C, fine-tune, evaluate, export, rename, delete, and
-every refusal as one sentence with exit 2 and the run store untouched."""
+"""``cnnlab runs …`` on a real tiny run: list, show, compare, resume after a real Ctrl-C,
+fine-tune, evaluate, export, rename, delete, and every refusal as one sentence with exit 2
+and the run store untouched. Training, resuming and Ctrl-C run in real subprocesses;
+commands that only read and print run through the CLI's main() in the test process
+(``cli_here``: the same parsing, work and output, without a Python start-up each)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, CliHere
 
 from cnnlab.runs import store as runs
 
@@ -118,10 +120,11 @@ def test_help_lists_every_action() -> None:
         assert action in out.stdout
 
 
-def test_an_empty_runs_folder_lists_nothing_and_shows_nothing(tmp_path: Path) -> None:
-    assert cli_json("runs", "list", "--runs-dir", tmp_path) == {
+def test_an_empty_runs_folder_lists_nothing_and_shows_nothing(tmp_path: Path,
+                                                              cli_here: CliHere) -> None:
+    assert cli_here.json("runs", "list", "--runs-dir", tmp_path) == {
         "runs_dir": str(tmp_path), "total": 0, "runs": []}
-    out = cli("runs", "show", "20260101", "--runs-dir", tmp_path, "--json")
+    out = cli_here("runs", "show", "20260101", "--runs-dir", tmp_path, "--json")
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("error: there is no run '20260101'")
 
@@ -138,16 +141,17 @@ def test_the_runs_folder_defaults_as_the_apps(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_list_shows_the_runs_table_as_text_and_json(trained: Path) -> None:
-    listed = cli_json("runs", "list", "--runs-dir", trained)
+def test_list_shows_the_runs_table_as_text_and_json(trained: Path,
+                                                    cli_here: CliHere) -> None:
+    listed = cli_here.json("runs", "list", "--runs-dir", trained)
     (row,) = listed["runs"]
     assert row["status"] == "finished" and row["dataset"] == "mnist_sample"
     assert row["epochs"] == "2/2" and row["params"] == 114_314 and row["owner"] == "local"
     assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["best_val_accuracy"] <= 1
     assert row["seconds"] > 0 and row["model"].startswith("quick")
-    assert cli_json("runs", "list", "--status", "failed", "--runs-dir", trained)["runs"] == []
-    assert cli_json("runs", "list", "--dataset", "mnist", "--runs-dir", trained)["runs"] == []
-    text = cli("runs", "list", "--runs-dir", trained)
+    for only in (("--status", "failed"), ("--dataset", "mnist")):
+        assert cli_here.json("runs", "list", *only, "--runs-dir", trained)["runs"] == []
+    text = cli_here("runs", "list", "--runs-dir", trained)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0].split()[:3] == ["ID", "NAME", "STATUS"]
@@ -156,42 +160,44 @@ def test_list_shows_the_runs_table_as_text_and_json(trained: Path) -> None:
 
 
 @pytest.mark.slow
-def test_show_gives_config_fit_status_history_and_test_scores(trained: Path) -> None:
+def test_show_gives_config_fit_status_history_and_test_scores(trained: Path,
+                                                              cli_here: CliHere) -> None:
     (run,) = runs.list_runs(trained)
-    shown = cli_json("runs", "show", run.run_id[:10], "--runs-dir", trained)  # a prefix
+    shown = cli_here.json("runs", "show", run.run_id[:10], "--runs-dir", trained)  # a prefix
     assert shown["run"]["run_id"] == run.run_id and shown["run"]["status"] == "finished"
     assert shown["config"] == run.config["model"] and shown["fit"] == run.config["fit"]
     assert shown["fit"]["epochs"] == 2 and shown["parent"] is None
     assert shown["history"]["epoch"] == [1, 2] and len(shown["history"]["val_accuracy"]) == 2
     assert shown["test"]["test_accuracy"] == runs.load_metrics(run.run_dir)["test_accuracy"]
-    text = cli("runs", "show", run.run_id, "--runs-dir", trained).stdout
+    text = cli_here("runs", "show", run.run_id, "--runs-dir", trained).stdout
     assert "status: finished" in text and "blocks[1].filters" in text
     assert "EPOCH" in text and "test: accuracy" in text
 
 
 @pytest.mark.slow
-def test_compare_lists_scores_and_the_settings_that_differ(trained: Path,
-                                                           tmp_path: Path) -> None:
+def test_compare_lists_scores_and_the_settings_that_differ(trained: Path, tmp_path: Path,
+                                                           cli_here: CliHere) -> None:
     root, run_id = copy_of(trained, tmp_path)
     other = second_run(root, run_id, "20200101-000000-other", batch_size=64)
-    compared = cli_json("runs", "compare", run_id, other.name, "--runs-dir", root)
+    compared = cli_here.json("runs", "compare", run_id, other.name, "--runs-dir", root)
     assert [r["run_id"] for r in compared["runs"]] == [run_id, other.name]
     assert all(r["test_accuracy"] is not None for r in compared["runs"])
     assert compared["differ"] == [{"field": "batch_size", run_id: 128, other.name: 64}]
-    text = cli("runs", "compare", run_id, other.name, "--runs-dir", root).stdout
+    text = cli_here("runs", "compare", run_id, other.name, "--runs-dir", root).stdout
     assert "test accuracy" in text and "batch_size" in text and "1 setting(s)" in text
 
 
 @pytest.mark.slow
-def test_evaluate_gives_test_accuracy_and_a_confusion_matrix(trained: Path) -> None:
+def test_evaluate_gives_test_accuracy_and_a_confusion_matrix(trained: Path,
+                                                             cli_here: CliHere) -> None:
     before = tree_hash(trained)
     (run,) = runs.list_runs(trained)
-    result = cli_json("runs", "evaluate", run.run_id, "--runs-dir", trained)
+    result = cli_here.json("runs", "evaluate", run.run_id, "--runs-dir", trained)
     metrics = runs.load_metrics(run.run_dir)
     assert result["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert result["confusion"] == metrics["confusion"]
     assert sum(map(sum, result["confusion"])) == result["n_test"] == 1000
-    text = cli("runs", "evaluate", run.run_id, "--runs-dir", trained).stdout
+    text = cli_here("runs", "evaluate", run.run_id, "--runs-dir", trained).stdout
     assert "TRUE \\ PREDICTED" in text and "PRECISION" in text
     assert tree_hash(trained) == before  # evaluating writes nothing
 
@@ -254,7 +260,8 @@ def test_fine_tune_makes_a_child_run_that_records_its_parent(trained: Path,
 
 
 @pytest.mark.slow
-def test_exports_load_and_agree_with_the_keras_model(trained: Path, tmp_path: Path) -> None:
+def test_exports_load_and_agree_with_the_keras_model(trained: Path, tmp_path: Path,
+                                                     cli_here: CliHere) -> None:
     import keras
     import tensorflow as tf
 
@@ -262,7 +269,7 @@ def test_exports_load_and_agree_with_the_keras_model(trained: Path, tmp_path: Pa
     from cnnlab.use import export
 
     root, run_id = copy_of(trained, tmp_path)
-    made = {fmt: cli_json("runs", "export", run_id, "--format", fmt, "--out",
+    made = {fmt: cli_here.json("runs", "export", run_id, "--format", fmt, "--out",
                           tmp_path / f"model-{fmt}", "--runs-dir", root)
             for fmt in ("tflite", "tflite-int8", "savedmodel")}
     assert made["tflite"]["agreement"] == [100, 100]
@@ -282,23 +289,24 @@ def test_exports_load_and_agree_with_the_keras_model(trained: Path, tmp_path: Pa
     np.testing.assert_allclose(probs, np.asarray(model(export._model_input(model, x))),
                                atol=1e-5)
     assert (probs.argmax(axis=1) == expected).all()
-    text = cli("runs", "export", run_id, "--format", "tflite", "--out", tmp_path / "again",
-               "--runs-dir", root).stdout
+    text = cli_here("runs", "export", run_id, "--format", "tflite", "--out",
+                    tmp_path / "again", "--runs-dir", root).stdout
     assert "agrees with the Keras model on 100/100 test images" in text
 
 
 @pytest.mark.slow
-def test_rename_and_delete_as_on_the_page(trained: Path, tmp_path: Path) -> None:
+def test_rename_and_delete_as_on_the_page(trained: Path, tmp_path: Path,
+                                          cli_here: CliHere) -> None:
     root, run_id = copy_of(trained, tmp_path)
-    renamed = cli_json("runs", "rename", run_id, "my best try", "--runs-dir", root)
+    renamed = cli_here.json("runs", "rename", run_id, "my best try", "--runs-dir", root)
     assert renamed["name"] == "my best try"
     assert runs.load_config(root / run_id)["name"] == "my best try"
-    assert "my best try" in cli("runs", "list", "--runs-dir", root).stdout
+    assert "my best try" in cli_here("runs", "list", "--runs-dir", root).stdout
 
-    refused = cli("runs", "delete", run_id, "--runs-dir", root)  # no --yes, no terminal
+    refused = cli_here("runs", "delete", run_id, "--runs-dir", root)  # no --yes, no terminal
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert (root / run_id).is_dir()
-    assert cli_json("runs", "delete", run_id[:12], "--yes", "--runs-dir", root) == {
+    assert cli_here.json("runs", "delete", run_id[:12], "--yes", "--runs-dir", root) == {
         "deleted": run_id, "name": "my best try"}
     assert not (root / run_id).exists() and runs.list_runs(root) == []
 
@@ -306,12 +314,12 @@ def test_rename_and_delete_as_on_the_page(trained: Path, tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.parametrize("state", ["running", "queued"])
 def test_rename_and_delete_refuse_an_active_run(trained: Path, tmp_path: Path,
-                                                state: str) -> None:
+                                                state: str, cli_here: CliHere) -> None:
     root, run_id = copy_of(trained, tmp_path)
     runs.update_status(root / run_id, status=state)
     before = tree_hash(root)
     for args in (("rename", run_id, "new name"), ("delete", run_id, "--yes")):
-        out = cli("runs", *args, "--runs-dir", root, "--json")
+        out = cli_here("runs", *args, "--runs-dir", root, "--json")
         assert out.returncode == 2 and out.stdout == ""
         assert f"is {state}: stop it" in out.stderr
     assert tree_hash(root) == before
@@ -354,7 +362,8 @@ def _ambiguous(root: Path, run_id: str) -> None:
     (None, ("fine-tune", "{run}", "--epochs", "0"), "--epochs 0"),
 ])
 def test_refused_input_is_one_sentence_exit_2_and_changes_nothing(
-        trained: Path, tmp_path: Path, prepare, args: tuple[str, ...], says: str) -> None:
+        trained: Path, tmp_path: Path, prepare, args: tuple[str, ...], says: str,
+        cli_here: CliHere) -> None:
     root, run_id = copy_of(trained, tmp_path)
     (tmp_path / "a-file").write_text("not a folder")
     if prepare is not None:
@@ -362,7 +371,7 @@ def test_refused_input_is_one_sentence_exit_2_and_changes_nothing(
     before = tree_hash(root)
     filled = [a.format(run=run_id, prefix=run_id[:15], tmp=tmp_path) for a in args]
     for extra in ((), ("--json",)):
-        out = cli("runs", *filled, "--runs-dir", root, *extra)
+        out = cli_here("runs", *filled, "--runs-dir", root, *extra)
         assert out.returncode == 2, out.stderr
         assert out.stdout == ""
         assert out.stderr.startswith("error: ") and says in out.stderr, out.stderr

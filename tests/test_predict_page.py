@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import APPTEST_TIMEOUT, ROOT, plain
+from conftest import APPTEST_TIMEOUT, ROOT, CliHere, plain
 from PIL import Image, ImageDraw
 
 from cnnlab.runs import store as runs
@@ -182,17 +182,11 @@ def test_predictable_runs_put_the_best_finished_digit_run_first(tmp_path: Path,
 # --------------------------------------------------------------------------- CLI
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "cnnlab", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=120)
-
-
 @pytest.mark.slow
-def test_cli_predict_json(trained_run: Path, tmp_path: Path) -> None:
+def test_cli_predict_json(trained_run: Path, tmp_path: Path, cli_here: CliHere) -> None:
     image = tmp_path / "one.png"
     image.write_bytes(digit_png(dark_on_light=True))
-    out = cli("predict", "--run", str(trained_run), "--image", str(image), "--json")
+    out = cli_here("predict", "--run", str(trained_run), "--image", str(image), "--json")
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert set(payload) == {"label", "class_name", "probabilities", "ms"}
@@ -203,23 +197,24 @@ def test_cli_predict_json(trained_run: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path) -> None:
+def test_cli_predict_bad_inputs_exit_2(trained_run: Path, tmp_path: Path,
+                                       cli_here: CliHere) -> None:
     text = tmp_path / "x.png"
     text.write_text("not an image")
-    out = cli("predict", "--run", str(trained_run), "--image", str(text), "--json")
+    out = cli_here("predict", "--run", str(trained_run), "--image", str(text), "--json")
     assert out.returncode == 2 and "not a readable picture" in out.stderr and not out.stdout
-    out = cli("predict", "--run", str(tmp_path), "--image", str(text), "--json")
+    out = cli_here("predict", "--run", str(tmp_path), "--image", str(text), "--json")
     assert out.returncode == 2 and "not a run directory" in out.stderr
 
 
 @pytest.mark.slow
-def test_cli_predict_model_file_agrees_with_its_run(trained_run: Path, tmp_path: Path) -> None:
+def test_cli_predict_model_file_agrees_with_its_run(trained_run: Path, tmp_path: Path,
+                                                    cli_here: CliHere) -> None:
     image = tmp_path / "one.png"
     image.write_bytes(digit_png(dark_on_light=True))
-    by_run = json.loads(cli("predict", "--run", str(trained_run), "--image", str(image),
-                            "--json").stdout)
-    out = cli("predict", "--model", str(runs.best_model_path(trained_run)), "--image",
-              str(image), "--json")
+    by_run = cli_here.json("predict", "--run", trained_run, "--image", image)
+    out = cli_here("predict", "--model", runs.best_model_path(trained_run), "--image", image,
+                   "--json")
     assert out.returncode == 0, out.stderr
     by_file = json.loads(out.stdout)
     assert by_file["label"] == by_run["label"] and by_file["class_name"] == str(by_file["label"])
@@ -263,10 +258,17 @@ def page():
 def test_page_without_runs_trains_the_quick_preset_in_one_click(
     runs_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import dataclasses
     import time
 
-    # No MNIST files: the default data set is the bundled sample, so training takes seconds.
+    from cnnlab.model import config
+
+    # No MNIST files: the default data set is the bundled sample, so training takes seconds;
+    # one epoch of the preset, not its four (the button's path is the point here).
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    quick = config.PRESETS["quick"]
+    monkeypatch.setitem(config.PRESETS, "quick",
+                        dataclasses.replace(quick, fit=dataclasses.replace(quick.fit, epochs=1)))
     at = page().run()
     assert not at.exception, at.exception
     assert any("no trained model yet" in i.value for i in at.info)
@@ -285,6 +287,8 @@ def test_page_without_runs_trains_the_quick_preset_in_one_click(
     assert not at.exception
     assert at.selectbox(key="predict_model").value == str(done[0].run_dir)
     assert done[0].dataset == "mnist_sample" and done[0].config["preset"] == "quick"
+    assert done[0].config["model"] == quick.config.to_dict() and done[0].config["fit"][
+        "epochs"] == 1
 
 
 def test_page_with_a_run_predicts_an_uploaded_picture(runs_with_model: Path) -> None:

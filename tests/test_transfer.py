@@ -1,5 +1,6 @@
-"""Transfer learning end to end: a backbone model trained in two phases through the engine's
-worker processes, resumed across the phase boundary, refused weights, and the CLI.
+"""Transfer learning end to end: a backbone model trained in two phases in one run by the
+CLI, and through the engine's worker processes phase 1 then a resume across the phase
+boundary; refused weights.
 
 The backbone is MobileNetV3Small (the smallest) with weights from a file the test writes
 (random weights, saved with ``save_weights``): nothing is downloaded, and the file is the
@@ -9,10 +10,10 @@ shapes of 32×32 pixels (2 classes); the model resizes them to 224×224 inside.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -121,43 +122,6 @@ def head_weights(model: keras.Model) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_two_phases_train_the_head_then_the_top_layers_only(engine, shapes, base_file) -> None:
-    dataset, _ = shapes
-    base, path = base_file
-    t0 = time.perf_counter()
-    job = engine.submit(request(path), dataset)
-    finished(job)
-    print(f"two-phase run: {time.perf_counter() - t0:.1f}s")
-    run_dir = job.run_dir
-
-    rows = runs.load_history(run_dir)
-    assert rows["epoch"].tolist() == [1, 2]  # epochs + fine_tune_epochs
-    lr = rows["learning_rate"].tolist()
-    assert lr[1] == pytest.approx(lr[0] * HEAD.fine_tune_lr_factor, rel=1e-5)
-    print("seconds per epoch:", rows["seconds"].tolist())
-    assert callbacks.read_checkpoint(run_dir)["phase"] == 2
-
-    # Phase 2 trained conv_1 (the top layers' only weights); every other backbone layer,
-    # each BatchNormalization's moving mean and variance included, is the file's.
-    trained = trained_backbone(run_dir)
-    top = top_with_weights(base)
-    assert top and changed_layers(base, trained) == top
-    bns = [(a, b) for a, b in zip(base.layers, trained.layers, strict=True)
-           if isinstance(a, keras.layers.BatchNormalization)]
-    assert bns and all(np.array_equal(a.moving_mean.numpy(), b.moving_mean.numpy())
-                       and np.array_equal(a.moving_variance.numpy(), b.moving_variance.numpy())
-                       for a, b in bns)
-
-    cfg = runs.load_config(run_dir)
-    assert cfg["weights"] == str(path)
-    assert cfg["model"]["backbone"] == BACKBONE and cfg["model"]["unfreeze"] == UNFREEZE
-    assert cfg["model"]["fine_tune_lr_factor"] == HEAD.fine_tune_lr_factor
-    assert cfg["fit"]["epochs"] == 1 and cfg["fit"]["fine_tune_epochs"] == 1
-    assert training.request_from_run(run_dir).weights == str(path)
-    assert runs.load_status(run_dir)["epochs_done"] == 2
-
-
-@pytest.mark.slow
 def test_phase_one_trains_the_head_only_and_a_resume_goes_on_in_phase_two(
         engine, shapes, base_file) -> None:
     dataset, _ = shapes
@@ -221,23 +185,53 @@ def test_weights_that_cannot_be_had_are_refused_in_one_sentence(
 
 
 @pytest.mark.slow
-def test_cli_trains_a_backbone_in_two_phases(shapes, base_file, tmp_path) -> None:
+def test_cli_trains_the_head_then_the_top_layers_only(shapes, base_file, tmp_path) -> None:
+    """One run of two phases, from the command line's backbone flags on a config file's
+    head (the CLI trains in its own process, as the engine's worker does): phase 1 trains
+    the head, phase 2 at the lower rate the top layers only."""
     _, data = shapes
-    _, path = base_file
+    base, path = base_file
     zip_path = tmp_path / "shapes.zip"
     zip_path.write_bytes(data)
+    plain = dataclasses.replace(HEAD, backbone="", unfreeze=0, blocks=config.ModelConfig().blocks)
+    head_file = tmp_path / "head.json"
+    head_file.write_text(config.file_json(plain, FitSettings(patience=0)))
     out = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", "--dataset", str(zip_path),
-         "--image-size", "32", "--backbone", BACKBONE, "--weights", str(path),
-         "--unfreeze", "5", "--fine-tune-epochs", "1", "--epochs", "1", "--batch-size", "8",
-         "--runs-dir", str(tmp_path / "runs"), "--json"],
+         "--image-size", "32", "--config", str(head_file), "--backbone", BACKBONE,
+         "--weights", str(path), "--unfreeze", str(UNFREEZE), "--fine-tune-epochs", "1",
+         "--epochs", "1", "--batch-size", "8", "--runs-dir", str(tmp_path / "runs"), "--json"],
         capture_output=True, text=True, timeout=WAIT, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["status"] == "finished" and len(result["history"]["loss"]) == 2
     assert "(phase 2)" in out.stderr
-    cfg = runs.load_config(result["run_dir"])
-    assert cfg["weights"] == str(path) and cfg["fit"]["fine_tune_epochs"] == 1
+    run_dir = Path(result["run_dir"])
+
+    rows = runs.load_history(run_dir)
+    assert rows["epoch"].tolist() == [1, 2]  # epochs + fine_tune_epochs
+    lr = rows["learning_rate"].tolist()
+    assert lr[1] == pytest.approx(lr[0] * HEAD.fine_tune_lr_factor, rel=1e-5)
+    assert callbacks.read_checkpoint(run_dir)["phase"] == 2
+
+    # Phase 2 trained conv_1 (the top layers' only weights); every other backbone layer,
+    # each BatchNormalization's moving mean and variance included, is the file's.
+    trained = trained_backbone(run_dir)
+    top = top_with_weights(base)
+    assert top and changed_layers(base, trained) == top
+    bns = [(a, b) for a, b in zip(base.layers, trained.layers, strict=True)
+           if isinstance(a, keras.layers.BatchNormalization)]
+    assert bns and all(np.array_equal(a.moving_mean.numpy(), b.moving_mean.numpy())
+                       and np.array_equal(a.moving_variance.numpy(), b.moving_variance.numpy())
+                       for a, b in bns)
+
+    cfg = runs.load_config(run_dir)
+    assert cfg["weights"] == str(path)
+    assert cfg["model"] == HEAD.to_dict()  # the flags put the backbone in the blocks' place
+    assert cfg["fit"]["epochs"] == 1 and cfg["fit"]["fine_tune_epochs"] == 1
+    assert cfg["fit"]["batch_size"] == 8
+    assert training.request_from_run(run_dir).weights == str(path)
+    assert runs.load_status(run_dir)["epochs_done"] == 2
 
     bad = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", "--dataset", str(zip_path),

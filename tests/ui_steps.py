@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
 SLOW = 90_000  # ms: the first visit of a page that imports Keras
 
 
@@ -20,13 +22,25 @@ def settle(page) -> None:
 
 def open_selectbox(page, label: str) -> None:
     """Open the dropdown of the selectbox labelled ``label`` (scrolled into view first: a
-    scroll after opening would close it again)."""
+    scroll after opening would close it again).
+
+    Clicked up to three times: a rerun that redraws the page (a run finishing, a live
+    fragment) can swallow the click or close the list before it shows (seen under load on
+    the Runs page: no option for 30 s)."""
     field = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.locator(
         "input")
-    field.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    field.click()
-    page.get_by_role("option").first.wait_for()
+    for attempt in range(3):
+        settle(page)
+        field.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        field.click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
 
 
 def pick(page, label: str, option: str) -> None:
