@@ -93,6 +93,20 @@ def _never_the_home_ray_folder() -> Iterator[None]:
         "with HOME in a temporary folder (tests/test_ray_cluster.py).")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _component_manifests_scanned_once() -> Iterator[None]:
+    """Each new AppTest scans every installed distribution's metadata for Streamlit v2
+    component manifests (~0.3 CPU-s here, a few hundred times a suite); what is installed
+    does not change during a test session, so the scan runs once."""
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = manifest_scanner.scan_component_manifests
+    found = scan()
+    manifest_scanner.scan_component_manifests = lambda max_workers=None: list(found)
+    yield
+    manifest_scanner.scan_component_manifests = scan
+
+
 @pytest.fixture(autouse=True)
 def _never_the_working_runs_folder(tmp_path_factory, monkeypatch) -> None:
     """No test touches ./runs: the default runs root is a fresh temporary folder."""

@@ -119,7 +119,8 @@ def chart_points(page) -> int:
 
 
 def start_training(page, epochs: int, batch_size: int, limit: int | None) -> None:
-    """On the Train page: the quick preset with these settings, then Train."""
+    """On the Train page: the quick preset with these settings (on ``limit`` images, or all
+    of them), then Train."""
     pick(page, "Model", "preset: quick")
     settle(page)
     page.get_by_text("conv16 → conv32 → dense64").wait_for()
@@ -269,13 +270,14 @@ def test_two_sessions_at_once(streamlit_server: str, server_runs_dir: Path, page
     idle = min(idle, load_explore(b, streamlit_server))
     no_exception(b)
 
-    # Session A trains the quick preset on the whole sample for a few seconds.
+    # Session A trains the quick preset on 2,000 of the sample's images for a few seconds
+    # (500 steps: several seconds here, longer than B's visits below).
     a.goto(f"{streamlit_server}/train")
     a.get_by_text("Trains in").wait_for(timeout=SLOW)
     pick(a, "Data set", "MNIST sample")
     a.get_by_text("6,000 train").wait_for()
     before = {p.name for p in server_runs_dir.iterdir()}
-    start_training(a, epochs=2, batch_size=8, limit=None)
+    start_training(a, epochs=2, batch_size=8, limit=2000)
     run_id = new_run_id(server_runs_dir, before)
     wait_training(server_runs_dir / run_id)  # its worker has started, not only queued
 
